@@ -1,0 +1,265 @@
+//! One size class: its zspages, their fullness lists, and the handle table of its objects.
+//!
+//! Lock: `SizeClass::state` (the *class lock*) guards everything in [`ClassState`]: the
+//! zspages and the bytes of every object in them, the fullness lists and the handle table.
+//! Malloc, free, read and write of an object take only its class's lock; compaction takes it
+//! in slices (see `compaction.rs`). The page provider's lock may be taken inside it; no other
+//! pool lock is. Page frames are handed back to the OS only after the class lock is dropped.
+//!
+//! `obj_allocated` and `obj_used` are mirrored into atomics on every change so that
+//! `can_compact` (the shrinker's count) reads them without the lock, as the kernel does.
+
+use crate::handle::{HandleTable, Location};
+use crate::os_pages::PagePtr;
+use crate::size_class::ClassLayout;
+use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
+use crate::zspage::{FULLNESS_GROUPS, GROUP_EMPTY, GROUP_FULL, Zspage, fullness_group};
+
+#[derive(Debug)]
+pub(crate) struct SizeClass {
+    pub(crate) layout: ClassLayout,
+    state: WaitedMutex<ClassState>,
+    obj_allocated: AtomicUsize,
+    obj_used: AtomicUsize,
+}
+
+impl SizeClass {
+    pub(crate) fn new(layout: ClassLayout) -> SizeClass {
+        SizeClass {
+            layout,
+            state: WaitedMutex::new(ClassState::new(layout)),
+            obj_allocated: AtomicUsize::new(0),
+            obj_used: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ClassState> {
+        self.state.lock()
+    }
+
+    /// Whether a thread is blocked on this class's lock right now.
+    pub(crate) fn lock_is_contended(&self) -> bool {
+        self.state.has_waiters()
+    }
+
+    /// Publish the counters of a locked state to the lock-free mirrors.
+    pub(crate) fn publish(&self, state: &ClassState) {
+        self.obj_allocated.store(state.obj_allocated, Ordering::Relaxed);
+        self.obj_used.store(state.obj_used, Ordering::Relaxed);
+    }
+
+    /// Live objects, without the lock.
+    pub(crate) fn objects(&self) -> usize {
+        self.obj_used.load(Ordering::Relaxed)
+    }
+
+    /// The kernel's `zs_can_compact`: pages compaction could free in this class, without
+    /// the lock. Wasted object slots, in whole zspages, times pages per zspage.
+    pub(crate) fn can_compact(&self) -> usize {
+        can_compact(&self.layout, self.obj_allocated.load(Ordering::Relaxed), self.obj_used.load(Ordering::Relaxed))
+    }
+}
+
+pub(crate) fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) -> usize {
+    obj_allocated.saturating_sub(obj_used) / layout.objs_per_zspage * layout.pages_per_zspage
+}
+
+/// Everything the class lock guards.
+#[derive(Debug)]
+pub(crate) struct ClassState {
+    pub(crate) layout: ClassLayout,
+    /// Zspages by id; `None` marks an id free for reuse (listed in `free_ids`).
+    zspages: Vec<Option<Zspage>>,
+    free_ids: Vec<u32>,
+    /// Zspage ids per fullness group; the last element is the list head.
+    groups: [Vec<u32>; FULLNESS_GROUPS],
+    pub(crate) handles: HandleTable,
+    pub(crate) obj_allocated: usize,
+    pub(crate) obj_used: usize,
+    pub(crate) payload_bytes: u64,
+}
+
+impl ClassState {
+    fn new(layout: ClassLayout) -> ClassState {
+        ClassState {
+            layout,
+            zspages: Vec::new(),
+            free_ids: Vec::new(),
+            groups: Default::default(),
+            handles: HandleTable::new(),
+            obj_allocated: 0,
+            obj_used: 0,
+            payload_bytes: 0,
+        }
+    }
+
+    pub(crate) fn zspage(&self, id: u32) -> &Zspage {
+        self.zspages[id as usize].as_ref().expect("live zspage id")
+    }
+
+    pub(crate) fn zspage_mut(&mut self, id: u32) -> &mut Zspage {
+        self.zspages[id as usize].as_mut().expect("live zspage id")
+    }
+
+    pub(crate) fn zspage_exists(&self, id: u32) -> bool {
+        matches!(self.zspages.get(id as usize), Some(Some(_)))
+    }
+
+    /// Zspage count in each fullness group.
+    pub(crate) fn group_counts(&self) -> [usize; FULLNESS_GROUPS] {
+        std::array::from_fn(|g| self.groups[g].len())
+    }
+
+    pub(crate) fn zspage_count(&self) -> usize {
+        self.groups.iter().map(Vec::len).sum()
+    }
+
+    pub(crate) fn can_compact(&self) -> usize {
+        can_compact(&self.layout, self.obj_allocated, self.obj_used)
+    }
+
+    /// The kernel's `find_get_zspage`: the head of the fullest non-full group.
+    pub(crate) fn find_zspage_with_room(&self) -> Option<u32> {
+        (GROUP_EMPTY..GROUP_FULL).rev().find_map(|g| self.groups[g].last().copied())
+    }
+
+    /// Compaction's destination: the fullest non-full zspage other than `except`.
+    pub(crate) fn fullest_with_room(&self, except: Option<u32>) -> Option<u32> {
+        (1..GROUP_FULL).rev().find_map(|g| self.head_except(g, except))
+    }
+
+    /// Compaction's source: the emptiest non-empty, non-full zspage other than `except`.
+    pub(crate) fn emptiest(&self, except: Option<u32>) -> Option<u32> {
+        (1..GROUP_FULL).find_map(|g| self.head_except(g, except))
+    }
+
+    fn head_except(&self, group: usize, except: Option<u32>) -> Option<u32> {
+        self.groups[group].iter().rev().copied().find(|&id| Some(id) != except)
+    }
+
+    /// Add a zspage built from fresh pages; it starts in the empty group.
+    pub(crate) fn add_zspage(&mut self, pages: Vec<PagePtr>) -> u32 {
+        let zspage = Zspage::new(pages, self.layout.objs_per_zspage);
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.zspages[id as usize] = Some(zspage);
+                id
+            }
+            None => {
+                self.zspages.push(Some(zspage));
+                u32::try_from(self.zspages.len() - 1).expect("fewer than 2^32 zspages per class")
+            }
+        };
+        self.link(id, GROUP_EMPTY);
+        self.obj_allocated += self.layout.objs_per_zspage;
+        id
+    }
+
+    /// Allocate an object of `size` bytes in zspage `id` and record it in the handle table.
+    /// Returns (table index, generation); `None` if the handle table is exhausted.
+    pub(crate) fn obj_malloc(&mut self, id: u32, size: usize) -> Option<(u32, u32)> {
+        let (index, generation) = self.handles.insert(size, Location { container: id, obj: 0 })?;
+        let obj = self.zspage_mut(id).alloc_obj(index).expect("zspage chosen with room");
+        self.handles.relocate(index, Location { container: id, obj });
+        self.obj_used += 1;
+        self.payload_bytes += size as u64;
+        self.fix_fullness(id);
+        Some((index, generation))
+    }
+
+    /// Free object `obj` of zspage `id`, which held `size` bytes. If the zspage becomes empty
+    /// it is unlinked and its pages are returned for the caller to release after unlocking.
+    pub(crate) fn obj_free(&mut self, id: u32, obj: u16, size: usize) -> Option<Box<[PagePtr]>> {
+        let class_size = self.layout.size;
+        self.zspage_mut(id).free_obj(class_size, obj, size);
+        self.obj_used -= 1;
+        self.payload_bytes -= size as u64;
+        self.fix_fullness(id);
+        (self.zspage(id).inuse() == 0).then(|| self.remove_zspage(id))
+    }
+
+    /// Move the object at (`src`, `obj`), owned by handle-table index `owner`, into zspage
+    /// `dst`, and point its handle at the new place. Returns the bytes moved. The object's
+    /// bytes are copied and the handle rewritten under the class lock, so no reader can see
+    /// the object half-moved.
+    pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
+        let class_size = self.layout.size;
+        let size = self.handles.size_at(owner);
+        let [Some(from), Some(to)] = self.zspages.get_disjoint_mut([src as usize, dst as usize]).expect("src != dst")
+        else {
+            unreachable!("compaction picked a dead zspage")
+        };
+        let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
+        let mut buf = [0u8; crate::os_pages::PAGE_SIZE];
+        from.read(class_size, obj, 0, &mut buf[..size]);
+        to.write(class_size, new_obj, 0, &buf[..size]);
+        from.free_obj(class_size, obj, size);
+        self.handles.relocate(owner, Location { container: dst, obj: new_obj });
+        self.fix_fullness(src);
+        self.fix_fullness(dst);
+        size
+    }
+
+    /// Unlink a zspage whose objects are all gone and hand back its pages.
+    pub(crate) fn remove_zspage(&mut self, id: u32) -> Box<[PagePtr]> {
+        let zspage = self.zspages[id as usize].take().expect("live zspage id");
+        debug_assert_eq!(zspage.inuse(), 0);
+        self.unlink(id, zspage.group, zspage.group_pos);
+        self.free_ids.push(id);
+        self.obj_allocated -= self.layout.objs_per_zspage;
+        zspage.into_pages()
+    }
+
+    /// Empty the class for pool close: every zspage's pages, whatever they hold.
+    pub(crate) fn drain_all(&mut self) -> Vec<Box<[PagePtr]>> {
+        let pages = self.zspages.drain(..).flatten().map(Zspage::into_pages).collect();
+        self.free_ids.clear();
+        self.groups = Default::default();
+        self.handles.clear();
+        self.obj_allocated = 0;
+        self.obj_used = 0;
+        self.payload_bytes = 0;
+        pages
+    }
+
+    /// Re-list zspage `id` if its fullness group changed (`fix_fullness` in the kernel).
+    fn fix_fullness(&mut self, id: u32) {
+        let zspage = self.zspage(id);
+        let (old, pos) = (zspage.group, zspage.group_pos);
+        let new = fullness_group(zspage.inuse(), self.layout.objs_per_zspage);
+        if new != old {
+            self.unlink(id, old, pos);
+            self.link(id, new);
+        }
+    }
+
+    fn link(&mut self, id: u32, group: usize) {
+        let list = &mut self.groups[group];
+        list.push(id);
+        let pos = list.len() - 1;
+        let zspage = self.zspage_mut(id);
+        zspage.group = group;
+        zspage.group_pos = pos;
+    }
+
+    fn unlink(&mut self, id: u32, group: usize, pos: usize) {
+        let list = &mut self.groups[group];
+        debug_assert_eq!(list[pos], id);
+        list.swap_remove(pos);
+        if let Some(&moved) = list.get(pos) {
+            // The former tail now sits at `pos`; its zspage may already be detached (taken)
+            // when we are removing it ourselves, in which case `moved != id` still holds.
+            if let Some(Some(z)) = self.zspages.get_mut(moved as usize) {
+                z.group_pos = pos;
+            }
+        }
+    }
+
+    /// Heap bytes of metadata (handle table and zspage bookkeeping), for the stats.
+    pub(crate) fn metadata_bytes(&self) -> usize {
+        let per_zspage = std::mem::size_of::<Option<Zspage>>()
+            + self.layout.objs_per_zspage * (2 + 4)
+            + self.layout.pages_per_zspage * std::mem::size_of::<PagePtr>();
+        self.handles.heap_bytes() + self.zspages.len() * per_zspage
+    }
+}

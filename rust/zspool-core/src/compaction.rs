@@ -1,0 +1,309 @@
+//! Compaction: move live objects out of sparse zspages into full ones and give the emptied
+//! zspages' pages back to the OS, without stalling the allocators of the class.
+//!
+//! Per class, as the kernel's `__zs_compact` does since 6.4:
+//!
+//! ```text
+//! while can_compact(class) > 0:
+//!     dst = the zspage kept from last time if it still has room, else the fullest with room
+//!     src = the emptiest zspage other than dst                  (none: stop)
+//!     migrate live objects src -> dst until dst is full or src is empty
+//!     src empty: free it, pages_freed += pages_per_zspage
+//!     yield the class lock (see below)
+//! ```
+//!
+//! `can_compact` (`floor((obj_allocated - obj_used) / objs_per_zspage) * pages_per_zspage`)
+//! is the exact number of pages that compaction with no concurrent work frees: it stops the
+//! moment no further zspage could be emptied, so no object is moved in vain.
+//!
+//! Yielding, the point of the 2015 thread: Minchan's objection to holding the class lock for
+//! a whole class was the *maximum* allocation latency. With [`LockHold::Yielding`] the
+//! compactor releases the class lock (fairly: a waiter gets it before we can re-take it):
+//! - after every drained source zspage (as the kernel did in v4.1);
+//! - after `slice_objects` migrated objects or `slice` of time, mid-zspage if need be;
+//! - as soon as another thread is waiting on the lock.
+//!
+//! Between slices the class is consistent: every object is either wholly at its old place or
+//! wholly at its new one, and its handle says which. Readers and writers take the same class
+//! lock, so none sees an object half-moved. [`LockHold::WholeClass`] (the 2015 RFC's
+//! behaviour) exists only so the latency benchmark can compare the two.
+//!
+//! Locks: one class lock at a time, in slices; the provider's locks inside it. One compaction
+//! runs per pool at a time (`Pool::compaction_running`); a second caller returns at once.
+
+use std::time::{Duration, Instant};
+
+use crate::class::{ClassState, SizeClass};
+use crate::os_pages::PagePtr;
+use crate::pool::Pool;
+use crate::sync::{MutexGuard, Ordering, unlock_fair};
+
+/// How long the compactor may keep a class lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockHold {
+    /// Yield after every drained source zspage, every `slice_objects` migrated objects,
+    /// every `slice` of wall time, and whenever another thread waits for the lock.
+    Yielding { slice_objects: usize, slice: Duration },
+    /// Hold the class lock until the class is compacted (benchmark comparison only).
+    WholeClass,
+}
+
+impl Default for LockHold {
+    fn default() -> LockHold {
+        LockHold::Yielding { slice_objects: 64, slice: Duration::from_micros(50) }
+    }
+}
+
+/// Limits for one compaction run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactOptions {
+    /// Stop once this many pages were freed.
+    pub max_pages: Option<usize>,
+    /// Stop once this much wall time has passed.
+    pub time_budget: Option<Duration>,
+    pub lock_hold: LockHold,
+}
+
+/// Why a compaction run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every class was compacted until no page could be freed.
+    Done,
+    /// Nothing was freeable when the run started.
+    NothingFreeable,
+    /// `max_pages` or `time_budget` was reached.
+    BudgetReached,
+    /// Another compaction of this pool was running; this call did nothing.
+    AlreadyRunning,
+    /// The pool was closed.
+    Closed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Done => "done",
+            StopReason::NothingFreeable => "nothing_freeable",
+            StopReason::BudgetReached => "budget_reached",
+            StopReason::AlreadyRunning => "already_running",
+            StopReason::Closed => "closed",
+        }
+    }
+}
+
+/// What one compaction run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionReport {
+    pub pages_freed: usize,
+    pub objects_migrated: u64,
+    pub bytes_migrated: u64,
+    /// Classes that had freeable pages and were worked on.
+    pub classes_scanned: usize,
+    /// Times the class lock was released and re-taken mid-class.
+    pub lock_yields: u64,
+    pub duration: Duration,
+    pub stop_reason: StopReason,
+}
+
+/// Clears the single-compactor flag however the run ends.
+struct RunningFlag<'a>(&'a crate::sync::AtomicBool);
+
+impl Drop for RunningFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// The state of one class compaction across lock slices.
+struct ClassRun<'p> {
+    pool: &'p Pool,
+    class: &'p SizeClass,
+    options: &'p CompactOptions,
+    deadline: Option<Instant>,
+    /// Zspages emptied under the lock, released once it is dropped.
+    dead: Vec<Box<[PagePtr]>>,
+    slice_start: Instant,
+    slice_objects: usize,
+}
+
+impl Pool {
+    /// Pages a full compaction would free now: the kernel's `zs_can_compact` summed over the
+    /// classes. O(classes), lock-free.
+    pub fn can_compact(&self) -> usize {
+        self.classes.iter().map(SizeClass::can_compact).sum()
+    }
+
+    /// Compact the pool, largest class first, within `options`' budgets.
+    pub fn compact(&self, options: &CompactOptions) -> CompactionReport {
+        let start = Instant::now();
+        let mut report = CompactionReport {
+            pages_freed: 0,
+            objects_migrated: 0,
+            bytes_migrated: 0,
+            classes_scanned: 0,
+            lock_yields: 0,
+            duration: Duration::ZERO,
+            stop_reason: StopReason::Done,
+        };
+        if self.compaction_running.swap(true, Ordering::AcqRel) {
+            report.stop_reason = StopReason::AlreadyRunning;
+            return report;
+        }
+        let _running = RunningFlag(&self.compaction_running);
+        report.stop_reason = if self.is_closed() {
+            StopReason::Closed
+        } else if self.can_compact() == 0 {
+            StopReason::NothingFreeable
+        } else {
+            self.compactions.fetch_add(1, Ordering::Relaxed);
+            let deadline = options.time_budget.map(|budget| start + budget);
+            self.compact_classes(options, deadline, &mut report)
+        };
+        self.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
+        self.objects_migrated.fetch_add(report.objects_migrated, Ordering::Relaxed);
+        report.duration = start.elapsed();
+        report
+    }
+
+    fn compact_classes(
+        &self,
+        options: &CompactOptions,
+        deadline: Option<Instant>,
+        report: &mut CompactionReport,
+    ) -> StopReason {
+        for class in self.classes.iter().rev() {
+            if class.can_compact() == 0 {
+                continue;
+            }
+            report.classes_scanned += 1;
+            let mut run = ClassRun {
+                pool: self,
+                class,
+                options,
+                deadline,
+                dead: Vec::new(),
+                slice_start: Instant::now(),
+                slice_objects: 0,
+            };
+            if let Some(stop) = run.compact(report) {
+                return stop;
+            }
+        }
+        StopReason::Done
+    }
+}
+
+impl<'p> ClassRun<'p> {
+    /// Compact one class; `Some(reason)` if the whole run must stop.
+    fn compact(&mut self, report: &mut CompactionReport) -> Option<StopReason> {
+        let mut state = self.class.lock();
+        let mut dst: Option<u32> = None;
+        let stop = loop {
+            if self.pool.is_closed() {
+                break Some(StopReason::Closed);
+            }
+            if state.can_compact() == 0 {
+                break None;
+            }
+            if self.over_budget(report) {
+                break Some(StopReason::BudgetReached);
+            }
+            let Some((src, d)) = pick_pair(&state, dst) else { break None };
+            dst = Some(d);
+            let slice_ended = self.migrate_zspage(&mut state, src, d, report);
+            if state.zspage(src).inuse() == 0 {
+                self.dead.push(state.remove_zspage(src));
+                report.pages_freed += self.class.layout.pages_per_zspage;
+                // A drained source always ends the slice (the v4.1 per-zspage yield).
+                state = self.yield_lock(state, report);
+            } else if slice_ended {
+                state = self.yield_lock(state, report);
+            }
+        };
+        self.class.publish(&state);
+        drop(state);
+        self.release_dead();
+        stop
+    }
+
+    /// Move objects from `src` to `dst` until `dst` is full, `src` is empty, or the slice (or
+    /// the run's time budget) ends. Returns whether the slice ended.
+    fn migrate_zspage(&mut self, state: &mut ClassState, src: u32, dst: u32, report: &mut CompactionReport) -> bool {
+        let mut from = 0;
+        while !state.zspage(dst).is_full() {
+            let Some((obj, owner)) = state.zspage(src).find_alloced_obj(from) else { break };
+            from = usize::from(obj) + 1;
+            report.bytes_migrated += state.migrate_obj(src, obj, owner, dst) as u64;
+            report.objects_migrated += 1;
+            self.slice_objects += 1;
+            if self.slice_ended() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn slice_ended(&self) -> bool {
+        match self.options.lock_hold {
+            LockHold::Yielding { slice_objects, slice } => {
+                self.slice_objects >= slice_objects
+                    || self.class.lock_is_contended()
+                    // Reading the clock costs ~20 ns; do it every 8th object.
+                    || (self.slice_objects % 8 == 0 && self.slice_start.elapsed() >= slice)
+                    || self.deadline_passed()
+            }
+            LockHold::WholeClass => self.slice_objects % 8 == 0 && self.deadline_passed(),
+        }
+    }
+
+    fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
+    fn over_budget(&self, report: &CompactionReport) -> bool {
+        let pages_done = self.options.max_pages.is_some_and(|max| report.pages_freed >= max);
+        pages_done || self.deadline_passed()
+    }
+
+    /// Release the class lock (handing it to a waiter, if any), give emptied zspages back to
+    /// the OS while no lock is held, and take the lock again.
+    fn yield_lock(
+        &mut self,
+        state: MutexGuard<'p, ClassState>,
+        report: &mut CompactionReport,
+    ) -> MutexGuard<'p, ClassState> {
+        if self.options.lock_hold == LockHold::WholeClass {
+            return state;
+        }
+        self.class.publish(&state);
+        unlock_fair(state);
+        self.release_dead();
+        report.lock_yields += 1;
+        self.slice_start = Instant::now();
+        self.slice_objects = 0;
+        self.class.lock()
+    }
+
+    fn release_dead(&mut self) {
+        for pages in self.dead.drain(..) {
+            self.pool.release_zspage_pages(&pages);
+        }
+    }
+}
+
+/// Choose (source, destination): the destination kept from the previous step while it still
+/// has room and is at least as full as the source; otherwise the fullest zspage with room;
+/// the source is the emptiest other zspage. `None` when there is no such pair.
+fn pick_pair(state: &ClassState, kept_dst: Option<u32>) -> Option<(u32, u32)> {
+    let kept = kept_dst.filter(|&d| state.zspage_exists(d) && !state.zspage(d).is_full());
+    if let Some(dst) = kept {
+        if let Some(src) = state.emptiest(Some(dst)) {
+            if state.zspage(src).inuse() <= state.zspage(dst).inuse() {
+                return Some((src, dst));
+            }
+        }
+    }
+    let dst = state.fullest_with_room(None)?;
+    let src = state.emptiest(Some(dst))?;
+    Some((src, dst))
+}

@@ -1,0 +1,100 @@
+//! The large-object path: objects bigger than a page get a mapping of whole pages of their
+//! own (the kernel has no such path; zram stores such pages uncompressed elsewhere). There
+//! is no packing to compact, so these objects never move; they are counted apart in the
+//! stats (`large_objects`, `large_object_pages`).
+//!
+//! Lock: objects are spread over [`LARGE_SHARDS`] shards, each with its own lock guarding
+//! its handle table and the bytes of its objects, so large allocations from different
+//! threads rarely meet. A mapping is `munmap`ped only after its shard lock is dropped.
+
+use crate::handle::{HandleTable, Location};
+use crate::os_pages::Mapping;
+use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
+
+/// Number of large-object lock shards.
+pub(crate) const LARGE_SHARDS: usize = 8;
+
+#[derive(Debug)]
+pub(crate) struct LargeShard {
+    state: WaitedMutex<LargeState>,
+    objects: AtomicUsize,
+}
+
+#[derive(Debug)]
+pub(crate) struct LargeState {
+    pub(crate) handles: HandleTable,
+    mappings: Vec<Option<Mapping>>,
+    free_ids: Vec<u32>,
+    pub(crate) payload_bytes: u64,
+    pub(crate) pages: usize,
+}
+
+impl LargeShard {
+    pub(crate) fn new() -> LargeShard {
+        LargeShard {
+            state: WaitedMutex::new(LargeState {
+                handles: HandleTable::new(),
+                mappings: Vec::new(),
+                free_ids: Vec::new(),
+                payload_bytes: 0,
+                pages: 0,
+            }),
+            objects: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, LargeState> {
+        self.state.lock()
+    }
+
+    pub(crate) fn publish(&self, state: &LargeState) {
+        self.objects.store(state.handles.live(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn objects(&self) -> usize {
+        self.objects.load(Ordering::Relaxed)
+    }
+}
+
+impl LargeState {
+    /// Record `mapping` as an object of `size` bytes; `None` if the handle table is full
+    /// (the mapping is then handed back to be dropped).
+    pub(crate) fn insert(&mut self, mapping: Mapping, size: usize) -> Result<(u32, u32), Mapping> {
+        let id = match self.free_ids.last() {
+            Some(&id) => id,
+            None => u32::try_from(self.mappings.len()).expect("fewer than 2^32 large objects per shard"),
+        };
+        let Some(handle) = self.handles.insert(size, Location { container: id, obj: 0 }) else {
+            return Err(mapping);
+        };
+        if self.free_ids.pop().is_none() {
+            self.mappings.push(None);
+        }
+        self.pages += mapping.len() / crate::os_pages::PAGE_SIZE;
+        self.mappings[id as usize] = Some(mapping);
+        self.payload_bytes += size as u64;
+        Ok(handle)
+    }
+
+    pub(crate) fn mapping(&self, id: u32) -> &Mapping {
+        self.mappings[id as usize].as_ref().expect("live large object")
+    }
+
+    /// Take a freed object's mapping out, for the caller to drop after unlocking.
+    pub(crate) fn remove(&mut self, id: u32, size: usize) -> Mapping {
+        let mapping = self.mappings[id as usize].take().expect("live large object");
+        self.free_ids.push(id);
+        self.payload_bytes -= size as u64;
+        self.pages -= mapping.len() / crate::os_pages::PAGE_SIZE;
+        mapping
+    }
+
+    pub(crate) fn drain_all(&mut self) -> Vec<Mapping> {
+        let mappings = self.mappings.drain(..).flatten().collect();
+        self.free_ids.clear();
+        self.handles.clear();
+        self.payload_bytes = 0;
+        self.pages = 0;
+        mappings
+    }
+}

@@ -1,0 +1,55 @@
+//! # zspool-core: Linux's zsmalloc, in user space
+//!
+//! A pool that packs many small objects densely into pages taken straight from the OS, hands
+//! out *handles* instead of pointers, and can therefore move objects to give whole pages
+//! back (compaction). Pure Rust, no Python; the bindings live in `rust/zspool-py`.
+//!
+//! ## Data layout (as in mm/zsmalloc.c)
+//!
+//! - **Size classes** (`size_class.rs`): object sizes 32..=4096 bytes in 16-byte steps. Each
+//!   class stores objects of exactly its size in **zspages**: chains of 1..=16 pages chosen
+//!   to waste the least tail space. Classes whose zspages would look the same are merged.
+//! - **Zspages** (`zspage.rs`): objects laid end to end over the chain, so an object may
+//!   straddle two pages. Each zspage sits in one of 12 **fullness groups** (empty, ≤10 %,
+//!   …, ≤99 %, full); allocation fills the fullest first, compaction drains the emptiest.
+//! - **Handles** (`handle.rs`): opaque `u64`s that resolve, through a per-class handle table,
+//!   to (zspage, object index). Compaction rewrites the table entry, not the handle. A
+//!   generation in every handle catches use after free, double free and forgery.
+//! - **Pages** (`os_pages.rs`): anonymous `mmap` arenas, handed out a page at a time and
+//!   returned with `MADV_DONTNEED`, so RSS really falls when zspages die.
+//! - **Large objects** (`large.rs`): bigger than a page; a mapping of whole pages each.
+//!
+//! ## Locks, in the order they may nest
+//!
+//! 1. a **class lock** (one per size class; guards its zspages, their bytes, its fullness
+//!    lists and its handle table) or a **large-object shard lock**; never two at once;
+//! 2. the **page provider's** `alive` read lock, then its free-list mutex.
+//!
+//! There is no pool-wide lock on the malloc / free / read / write path. Compaction
+//! (`compaction.rs`) takes one class lock at a time, in slices, and yields it to waiters.
+//!
+//! `sync.rs` swaps every lock and atomic for loom's under `--cfg loom`, so the protocol is
+//! model-checked (`tests/loom.rs`).
+
+mod class;
+mod compaction;
+mod error;
+mod handle;
+mod large;
+mod os_pages;
+mod pool;
+mod size_class;
+mod stats;
+mod sync;
+mod zspage;
+
+pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
+pub use error::{HandleProblem, Result, ZsError};
+pub use os_pages::{PAGE_SIZE, process_rss_bytes};
+pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
+pub use size_class::{
+    CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT, MIN_ALLOC_SIZE,
+    NUM_SIZE_SLOTS, chain_size, size_slot,
+};
+pub use stats::{ClassStats, PoolStats};
+pub use zspage::FULLNESS_GROUPS;

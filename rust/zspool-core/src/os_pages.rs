@@ -1,0 +1,251 @@
+//! The page provider: where every byte of object memory comes from and goes back to.
+//!
+//! Object memory never comes from the global allocator. Pages are carved out of anonymous
+//! `mmap` arenas of [`ARENA_PAGES`] pages and handed out one 4 KiB page at a time, as the
+//! kernel's buddy allocator hands zsmalloc 0-order pages. When a zspage dies its pages are
+//! given back with `madvise(MADV_DONTNEED)`: the kernel drops the physical frames at once
+//! (RSS falls), and the next touch of that address faults in a fresh zero page. The virtual
+//! range stays reserved in the arena's free list for reuse, so a long-lived pool does not
+//! fragment the process's address space into thousands of VMAs (`vm.max_map_count`).
+//! Arenas are `munmap`ped when the pool is closed or dropped.
+//!
+//! Large objects (bigger than a page) take their own [`Mapping`] of whole pages and
+//! `munmap` it when freed.
+//!
+//! Locking: one provider mutex guards the arena list and the free-page stack. It is taken
+//! only when a zspage is created or destroyed (once per `objs_per_zspage` allocations), never
+//! per object; it nests inside a class lock and takes no other lock. `madvise` runs outside
+//! it, under a shared read lock on `alive`: `unmap_all` takes that lock for writing, so no
+//! `madvise` can ever land on an address range after the arena behind it was unmapped (and
+//! possibly reused by someone else's `mmap`).
+
+use std::ptr::NonNull;
+
+use crate::sync::{Mutex, RwLock, lock, new_mutex, new_rwlock, read, write};
+
+/// The page size zspool lays objects out in. Linux on x86-64 and most arm64 kernels use 4 KiB.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Pages per arena: 2 MiB of address space per `mmap` call.
+const ARENA_PAGES: usize = 512;
+
+/// The address of one 4 KiB page owned by this pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct PagePtr(NonNull<u8>);
+
+// SAFETY: a PagePtr is an address, not a reference. The page it names is owned by exactly
+// one zspage (or by the provider's free stack), and all access to its bytes goes through
+// that zspage while its class lock is held; moving the address between threads is sound.
+unsafe impl Send for PagePtr {}
+// SAFETY: as above; shared references to a PagePtr only expose the address.
+unsafe impl Sync for PagePtr {}
+
+impl PagePtr {
+    pub(crate) fn as_ptr(self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+}
+
+/// One anonymous private mapping, unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned exclusively by its holder (an arena list or a large object
+// entry), which is itself guarded by a lock; the raw pointer carries no thread affinity.
+unsafe impl Send for Mapping {}
+// SAFETY: shared access only reads `base`/`len`; byte access is synchronised by the owner's lock.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `pages` fresh zero pages. Returns the errno on failure (ENOMEM under RLIMIT_AS).
+    pub(crate) fn new(pages: usize) -> Result<Mapping, i32> {
+        let len = pages.checked_mul(PAGE_SIZE).ok_or(libc::ENOMEM)?;
+        // SAFETY: a fresh anonymous private mapping with no address hint touches no existing
+        // memory; the result is checked against MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM));
+        }
+        // Transparent huge pages would turn "touch one object" into "fault in 2 MiB" and make
+        // every 4 KiB DONTNEED split a huge page: keep object memory in small pages. Advisory;
+        // a kernel without THP returns EINVAL, which changes nothing.
+        // SAFETY: [ptr, ptr + len) is the mapping just created and owned here.
+        unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) };
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(libc::ENOMEM)?;
+        Ok(Mapping { base, len })
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned; the owner drops the Mapping
+        // only once no zspage or object refers into it (see `PageProvider::unmap_all`).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+fn discard_range(start: *mut u8, len: usize) {
+    // SAFETY: callers pass whole pages inside a live mapping that they own and that nobody
+    // else is accessing. MADV_DONTNEED on private anonymous memory only drops the frames;
+    // the range stays mapped and reads back as zeros.
+    unsafe { libc::madvise(start.cast(), len, libc::MADV_DONTNEED) };
+}
+
+#[derive(Debug, Default)]
+struct ProviderState {
+    arenas: Vec<Mapping>,
+    /// Pages not in any zspage. All of them are zero-filled (fresh or DONTNEED'd).
+    free: Vec<PagePtr>,
+}
+
+/// Hands out and takes back single pages; see the module comment.
+#[derive(Debug)]
+pub(crate) struct PageProvider {
+    state: Mutex<ProviderState>,
+    /// False once the arenas are unmapped; see the module comment.
+    alive: RwLock<bool>,
+}
+
+impl PageProvider {
+    pub(crate) fn new() -> PageProvider {
+        PageProvider { state: new_mutex(ProviderState::default()), alive: new_rwlock(true) }
+    }
+
+    /// Append `n` zero-filled pages to `out`, mapping a new arena if the free stack runs dry.
+    /// On failure nothing is appended and the errno is returned.
+    pub(crate) fn alloc_pages(&self, n: usize, out: &mut Vec<PagePtr>) -> Result<(), i32> {
+        let alive = read(&self.alive);
+        if !*alive {
+            return Err(libc::EBADF);
+        }
+        let mut state = lock(&self.state);
+        if state.free.len() < n {
+            let arena = Mapping::new(ARENA_PAGES)?;
+            // Push in reverse so that pops come out in ascending address order: a fresh
+            // zspage is then one contiguous run, which keeps its page-straddling copies and
+            // its eventual DONTNEED to one range each.
+            for i in (0..ARENA_PAGES).rev() {
+                // SAFETY: i < ARENA_PAGES, so the offset stays inside the arena just mapped.
+                let page = unsafe { arena.as_ptr().add(i * PAGE_SIZE) };
+                state.free.push(PagePtr(NonNull::new(page).expect("inside a non-null mapping")));
+            }
+            state.arenas.push(arena);
+        }
+        let at = state.free.len() - n;
+        out.extend(state.free.drain(at..).rev());
+        Ok(())
+    }
+
+    /// Take pages back: drop their frames (RSS falls now) and keep the addresses for reuse.
+    /// The caller must hold no references into them; no lock is held during `madvise`.
+    pub(crate) fn release_pages(&self, pages: &[PagePtr]) {
+        let alive = read(&self.alive);
+        if !*alive {
+            return; // the arenas, and these pages with them, are already gone
+        }
+        for run in contiguous_runs(pages) {
+            discard_range(run.0.as_ptr(), run.1 * PAGE_SIZE);
+        }
+        lock(&self.state).free.extend(pages.iter().rev().copied());
+    }
+
+    /// Bytes of address space the provider has mapped (resident or not).
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        lock(&self.state).arenas.iter().map(Mapping::len).sum()
+    }
+
+    /// Unmap every arena. The pool calls this on close, after every zspage is gone.
+    pub(crate) fn unmap_all(&self) {
+        let mut alive = write(&self.alive);
+        *alive = false;
+        let arenas = {
+            let mut state = lock(&self.state);
+            state.free.clear();
+            std::mem::take(&mut state.arenas)
+        };
+        drop(arenas);
+        drop(alive);
+    }
+}
+
+/// Split a page list into (first page, count) runs of adjacent addresses.
+fn contiguous_runs(pages: &[PagePtr]) -> impl Iterator<Item = (PagePtr, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let start = *pages.get(i)?;
+        let mut n = 1;
+        while i + n < pages.len() && pages[i + n].as_ptr() as usize == start.as_ptr() as usize + n * PAGE_SIZE {
+            n += 1;
+        }
+        i += n;
+        Some((start, n))
+    })
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm` (pages × page size).
+pub fn process_rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(resident * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_zero_and_reusable_after_release() {
+        let provider = PageProvider::new();
+        let mut pages = Vec::new();
+        provider.alloc_pages(3, &mut pages).unwrap();
+        assert_eq!(pages.len(), 3);
+        for p in &pages {
+            // SAFETY: the page is ours and PAGE_SIZE long.
+            unsafe { std::ptr::write_bytes(p.as_ptr(), 0xAB, PAGE_SIZE) };
+        }
+        provider.release_pages(&pages);
+        let mut again = Vec::new();
+        provider.alloc_pages(3, &mut again).unwrap();
+        for p in &again {
+            // SAFETY: the page is ours and PAGE_SIZE long.
+            let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), PAGE_SIZE) };
+            assert!(bytes.iter().all(|&b| b == 0), "released pages must come back zeroed");
+        }
+        provider.release_pages(&again);
+        provider.unmap_all();
+        assert_eq!(provider.mapped_bytes(), 0);
+    }
+
+    #[test]
+    fn runs_coalesce_adjacent_pages() {
+        let provider = PageProvider::new();
+        let mut pages = Vec::new();
+        provider.alloc_pages(4, &mut pages).unwrap();
+        let runs: Vec<_> = contiguous_runs(&pages).collect();
+        assert_eq!(runs.len(), 1, "a fresh arena hands out ascending contiguous pages");
+        assert_eq!(runs[0].1, 4);
+        provider.release_pages(&pages);
+    }
+}

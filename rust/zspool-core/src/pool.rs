@@ -1,0 +1,502 @@
+//! The pool: size classes plus the large-object shards, the page provider, the handle
+//! encoding key and the pool-wide counters. This file is the data path:
+//!
+//! ```text
+//! malloc(size) -> class_for(size) -> class lock -> fullest zspage with room
+//!                                   (or a new zspage: reserve pages under mem_limit,
+//!                                    take them from the provider) -> object slot
+//! read/write/free(handle) -> decode owner -> owner's lock -> handle table -> zspage -> pages
+//! ```
+//!
+//! Lock order (a thread may take a later lock while holding an earlier one, never the
+//! reverse):
+//!
+//! 1. one class lock, or one large-object shard lock (never two of either at once);
+//! 2. the provider's `alive` read lock, then its free-list mutex.
+//!
+//! Pool-wide state on the hot path is atomics only: `pages_used` (changed once per zspage,
+//! not per object) and the `closed` flag. Compaction's single-runner flag and counters are in
+//! `compaction.rs`.
+//!
+//! Closing: `close` sets `closed`, then drains each class and shard under its lock, then
+//! unmaps the arenas. Every operation re-checks `closed` after taking its lock, so none can
+//! touch a zspage after its class was drained; pages in flight to the provider are dropped by
+//! its `alive` check instead of being `madvise`d after unmap.
+
+use crate::class::{ClassState, SizeClass};
+use crate::error::{HandleProblem, Result, ZsError};
+use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
+use crate::large::{LARGE_SHARDS, LargeShard};
+use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider, PagePtr};
+use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::zspage::Zspage;
+
+/// The largest object a pool accepts: 1 GiB.
+pub const MAX_OBJECT_SIZE: usize = 1 << 30;
+
+/// How a pool is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Longest page chain a zspage may use, 1..=16 (the kernel's `CONFIG_ZSMALLOC_CHAIN_SIZE`).
+    pub max_pages_per_zspage: usize,
+    /// Bytes of pages the pool may hold at once (zram's `mem_limit`); `None` for no limit.
+    pub mem_limit: Option<u64>,
+    /// A name for stats and logs.
+    pub name: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> PoolConfig {
+        PoolConfig { max_pages_per_zspage: DEFAULT_MAX_PAGES_PER_ZSPAGE, mem_limit: None, name: None }
+    }
+}
+
+/// A compacting memory pool after Linux's zsmalloc. All methods take `&self` and are safe
+/// to call from any number of threads.
+#[derive(Debug)]
+pub struct Pool {
+    pub(crate) config: PoolConfig,
+    pub(crate) table: ClassTable,
+    pub(crate) classes: Box<[SizeClass]>,
+    pub(crate) large: Box<[LargeShard]>,
+    large_next: AtomicUsize,
+    provider: PageProvider,
+    key: u64,
+    pub(crate) pages_used: AtomicUsize,
+    pub(crate) pages_used_max: AtomicUsize,
+    closed: AtomicBool,
+    pub(crate) compaction_running: AtomicBool,
+    pub(crate) pages_compacted: AtomicU64,
+    pub(crate) objects_migrated: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+}
+
+/// Who holds an object, decoded from its handle.
+enum Owner<'a> {
+    Class(&'a SizeClass),
+    Large(&'a LargeShard),
+}
+
+/// A live object, lent to a [`Pool::read_with`] closure while its lock is held.
+pub struct ObjectRef<'a> {
+    handle: u64,
+    size: usize,
+    mem: ObjectMem<'a>,
+}
+
+enum ObjectMem<'a> {
+    Packed { zspage: &'a Zspage, class_size: usize, obj: u16 },
+    Large(&'a Mapping),
+}
+
+impl ObjectRef<'_> {
+    /// The object's size in bytes.
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Copy `dst.len()` bytes from byte `offset` of the object into `dst`.
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        check_bounds(self.handle, offset, dst.len(), self.size)?;
+        match self.mem {
+            ObjectMem::Packed { zspage, class_size, obj } => zspage.read(class_size, obj, offset, dst),
+            ObjectMem::Large(mapping) => {
+                // SAFETY: offset + dst.len() <= size <= mapping.len() (checked above and at
+                // insert); the shard lock is held for the lifetime of this ObjectRef, so the
+                // mapping is live and nobody writes it; `dst` is caller memory, disjoint.
+                unsafe { std::ptr::copy_nonoverlapping(mapping.as_ptr().add(offset), dst.as_mut_ptr(), dst.len()) }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(ZsError::OutOfBounds { handle, offset: offset as u64, len: len as u64, object_size: size as u64 }),
+    }
+}
+
+fn invalid(handle: u64, table: &HandleTable, index: u32) -> ZsError {
+    let problem = if table.has_index(index) { HandleProblem::Stale } else { HandleProblem::Unknown };
+    ZsError::InvalidHandle { handle, problem }
+}
+
+impl Pool {
+    pub fn new(config: PoolConfig) -> Result<Pool> {
+        if !(1..=MAX_CHAIN_LIMIT).contains(&config.max_pages_per_zspage) {
+            return Err(ZsError::BadConfig {
+                what: "max_pages_per_zspage",
+                value: config.max_pages_per_zspage as u64,
+                allowed: "1..=16",
+            });
+        }
+        if config.mem_limit == Some(0) {
+            return Err(ZsError::BadConfig { what: "mem_limit", value: 0, allowed: "at least 4096 bytes, or None" });
+        }
+        let table = ClassTable::new(config.max_pages_per_zspage);
+        let classes = table.classes().iter().map(|&layout| SizeClass::new(layout)).collect();
+        let large = (0..LARGE_SHARDS).map(|_| LargeShard::new()).collect();
+        Ok(Pool {
+            config,
+            table,
+            classes,
+            large,
+            large_next: AtomicUsize::new(0),
+            provider: PageProvider::new(),
+            key: random_key(),
+            pages_used: AtomicUsize::new(0),
+            pages_used_max: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            compaction_running: AtomicBool::new(false),
+            pages_compacted: AtomicU64::new(0),
+            objects_migrated: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+        })
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// The class table this pool was built with.
+    pub fn class_table(&self) -> &ClassTable {
+        &self.table
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() { Err(ZsError::Closed) } else { Ok(()) }
+    }
+
+    /// Allocate a zero-filled object of exactly `size` bytes and return its handle.
+    pub fn malloc(&self, size: usize) -> Result<u64> {
+        self.alloc(size, None)
+    }
+
+    /// Allocate an object holding `data`: malloc and write in one lock hold.
+    pub fn store(&self, data: &[u8]) -> Result<u64> {
+        self.alloc(data.len(), Some(data))
+    }
+
+    fn alloc(&self, size: usize, init: Option<&[u8]>) -> Result<u64> {
+        self.check_open()?;
+        if size > MAX_OBJECT_SIZE {
+            return Err(ZsError::SizeOutOfRange { size: size as u64, max: MAX_OBJECT_SIZE as u64 });
+        }
+        if size > PAGE_SIZE {
+            return self.malloc_large(size, init);
+        }
+        let class_id = self.table.class_for(size);
+        let class = &self.classes[class_id];
+        let mut state = class.lock();
+        self.check_open()?;
+        let (zspage, fresh) = match state.find_zspage_with_room() {
+            Some(id) => (id, false),
+            None => (self.grow_class(&mut state, size)?, true),
+        };
+        let Some((index, generation)) = state.obj_malloc(zspage, size) else {
+            let pages = fresh.then(|| state.remove_zspage(zspage));
+            class.publish(&state);
+            drop(state);
+            if let Some(pages) = pages {
+                self.release_zspage_pages(&pages);
+            }
+            return Err(self.table_exhausted(size));
+        };
+        if let Some(data) = init {
+            let object = state.handles.get(index, generation).expect("just inserted");
+            let class_size = state.layout.size;
+            state.zspage_mut(object.loc.container).write(class_size, object.loc.obj, 0, data);
+        }
+        class.publish(&state);
+        let owner = u16::try_from(class_id).expect("fewer than 256 classes");
+        Ok(HandleParts { index, owner, generation }.encode(self.key))
+    }
+
+    /// Give a class one more zspage, within `mem_limit`.
+    fn grow_class(&self, state: &mut ClassState, size: usize) -> Result<u32> {
+        let pages_per_zspage = state.layout.pages_per_zspage;
+        self.reserve_pages(pages_per_zspage, size)?;
+        let mut pages = Vec::with_capacity(pages_per_zspage);
+        if let Err(errno) = self.provider.alloc_pages(pages_per_zspage, &mut pages) {
+            self.unreserve_pages(pages_per_zspage);
+            return Err(self.os_refused(size, errno));
+        }
+        Ok(state.add_zspage(pages))
+    }
+
+    fn malloc_large(&self, size: usize, init: Option<&[u8]>) -> Result<u64> {
+        let pages = size.div_ceil(PAGE_SIZE);
+        self.reserve_pages(pages, size)?;
+        let mapping = match Mapping::new(pages) {
+            Ok(mapping) => mapping,
+            Err(errno) => {
+                self.unreserve_pages(pages);
+                return Err(self.os_refused(size, errno));
+            }
+        };
+        if let Some(data) = init {
+            // SAFETY: the mapping is fresh, private to this call and at least `size` =
+            // data.len() bytes long.
+            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_ptr(), data.len()) };
+        }
+        let shard_id = self.large_next.fetch_add(1, Ordering::Relaxed) % LARGE_SHARDS;
+        let shard = &self.large[shard_id];
+        let mut state = shard.lock();
+        if self.is_closed() {
+            drop(state);
+            self.unreserve_pages(pages);
+            return Err(ZsError::Closed);
+        }
+        match state.insert(mapping, size) {
+            Ok((index, generation)) => {
+                shard.publish(&state);
+                let owner = LARGE_OWNER_BASE + u16::try_from(shard_id).expect("few shards");
+                Ok(HandleParts { index, owner, generation }.encode(self.key))
+            }
+            Err(mapping) => {
+                drop(state);
+                drop(mapping);
+                self.unreserve_pages(pages);
+                Err(self.table_exhausted(size))
+            }
+        }
+    }
+
+    fn os_refused(&self, size: usize, errno: i32) -> ZsError {
+        if errno == libc::EBADF && self.is_closed() {
+            return ZsError::Closed;
+        }
+        ZsError::PoolFull {
+            requested_bytes: size as u64,
+            pages_used: self.pages_used.load(Ordering::Relaxed) as u64,
+            mem_limit: self.config.mem_limit,
+            os_error: Some(errno),
+        }
+    }
+
+    fn table_exhausted(&self, size: usize) -> ZsError {
+        self.os_refused(size, libc::ENOSPC)
+    }
+
+    /// Account `pages` more pages against `mem_limit`, or fail without changing anything.
+    fn reserve_pages(&self, pages: usize, size: usize) -> Result<()> {
+        let limit_pages = self.config.mem_limit.map(|bytes| bytes / PAGE_SIZE as u64);
+        let mut current = self.pages_used.load(Ordering::Relaxed);
+        loop {
+            let wanted = current + pages;
+            if let Some(limit) = limit_pages {
+                if wanted as u64 > limit {
+                    return Err(ZsError::PoolFull {
+                        requested_bytes: size as u64,
+                        pages_used: current as u64,
+                        mem_limit: self.config.mem_limit,
+                        os_error: None,
+                    });
+                }
+            }
+            match self.pages_used.compare_exchange_weak(current, wanted, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.pages_used_max.fetch_max(wanted, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    fn unreserve_pages(&self, pages: usize) {
+        self.pages_used.fetch_sub(pages, Ordering::Relaxed);
+    }
+
+    /// Hand a dead zspage's pages back to the OS. Call with no class lock held.
+    pub(crate) fn release_zspage_pages(&self, pages: &[PagePtr]) {
+        self.provider.release_pages(pages);
+        self.unreserve_pages(pages.len());
+    }
+
+    fn owner(&self, handle: u64) -> Result<(HandleParts, Owner<'_>)> {
+        let parts = HandleParts::decode(handle, self.key);
+        let owner = if parts.owner < LARGE_OWNER_BASE {
+            self.classes.get(usize::from(parts.owner)).map(Owner::Class)
+        } else {
+            self.large.get(usize::from(parts.owner - LARGE_OWNER_BASE)).map(Owner::Large)
+        };
+        match owner {
+            Some(owner) => Ok((parts, owner)),
+            None => Err(ZsError::InvalidHandle { handle, problem: HandleProblem::Unknown }),
+        }
+    }
+
+    /// Free the object behind `handle`. Its bytes are zeroed; the handle goes stale.
+    pub fn free(&self, handle: u64) -> Result<()> {
+        self.check_open()?;
+        let (parts, owner) = self.owner(handle)?;
+        match owner {
+            Owner::Class(class) => {
+                let mut state = class.lock();
+                self.check_open()?;
+                let Some(object) = state.handles.remove(parts.index, parts.generation) else {
+                    return Err(invalid(handle, &state.handles, parts.index));
+                };
+                let dead = state.obj_free(object.loc.container, object.loc.obj, object.size);
+                class.publish(&state);
+                drop(state);
+                if let Some(pages) = dead {
+                    self.release_zspage_pages(&pages);
+                }
+            }
+            Owner::Large(shard) => {
+                let mut state = shard.lock();
+                self.check_open()?;
+                let Some(object) = state.handles.remove(parts.index, parts.generation) else {
+                    return Err(invalid(handle, &state.handles, parts.index));
+                };
+                let mapping = state.remove(object.loc.container, object.size);
+                shard.publish(&state);
+                drop(state);
+                let pages = mapping.len() / PAGE_SIZE;
+                drop(mapping);
+                self.unreserve_pages(pages);
+            }
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the object behind `handle` with its lock held. `f` must be short: it
+    /// blocks every other operation on the object's class.
+    pub fn read_with<R>(&self, handle: u64, f: impl FnOnce(&ObjectRef<'_>) -> R) -> Result<R> {
+        self.check_open()?;
+        let (parts, owner) = self.owner(handle)?;
+        match owner {
+            Owner::Class(class) => {
+                let state = class.lock();
+                self.check_open()?;
+                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                    return Err(invalid(handle, &state.handles, parts.index));
+                };
+                let mem = ObjectMem::Packed {
+                    zspage: state.zspage(object.loc.container),
+                    class_size: state.layout.size,
+                    obj: object.loc.obj,
+                };
+                Ok(f(&ObjectRef { handle, size: object.size, mem }))
+            }
+            Owner::Large(shard) => {
+                let state = shard.lock();
+                self.check_open()?;
+                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                    return Err(invalid(handle, &state.handles, parts.index));
+                };
+                let mem = ObjectMem::Large(state.mapping(object.loc.container));
+                Ok(f(&ObjectRef { handle, size: object.size, mem }))
+            }
+        }
+    }
+
+    /// Copy `dst.len()` bytes from byte `offset` of the object into `dst`.
+    pub fn read(&self, handle: u64, offset: usize, dst: &mut [u8]) -> Result<()> {
+        self.read_with(handle, |object| object.read(offset, dst))?
+    }
+
+    /// The whole object as a new vector.
+    pub fn load(&self, handle: u64) -> Result<Vec<u8>> {
+        self.read_with(handle, |object| {
+            let mut out = vec![0; object.len()];
+            object.read(0, &mut out).map(|()| out)
+        })?
+    }
+
+    /// The object's size in bytes.
+    pub fn size_of(&self, handle: u64) -> Result<usize> {
+        self.read_with(handle, |object| object.len())
+    }
+
+    /// Whether `handle` names a live object of this pool.
+    pub fn contains(&self, handle: u64) -> bool {
+        self.read_with(handle, |_| ()).is_ok()
+    }
+
+    /// Copy `data` into the object at byte `offset`.
+    pub fn write(&self, handle: u64, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_open()?;
+        let (parts, owner) = self.owner(handle)?;
+        match owner {
+            Owner::Class(class) => {
+                let mut state = class.lock();
+                self.check_open()?;
+                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                    return Err(invalid(handle, &state.handles, parts.index));
+                };
+                check_bounds(handle, offset, data.len(), object.size)?;
+                let class_size = state.layout.size;
+                state.zspage_mut(object.loc.container).write(class_size, object.loc.obj, offset, data);
+            }
+            Owner::Large(shard) => {
+                let state = shard.lock();
+                self.check_open()?;
+                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                    return Err(invalid(handle, &state.handles, parts.index));
+                };
+                check_bounds(handle, offset, data.len(), object.size)?;
+                let mapping = state.mapping(object.loc.container);
+                // SAFETY: offset + data.len() <= size <= mapping.len(); the shard lock is held,
+                // so this is the only access to the object's bytes; `data` is caller memory.
+                unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_ptr().add(offset), data.len()) };
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of live objects (a racy snapshot under concurrent use).
+    pub fn len(&self) -> usize {
+        self.classes.iter().map(SizeClass::objects).sum::<usize>()
+            + self.large.iter().map(LargeShard::objects).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Free everything and unmap the arenas; every later call fails with `Closed`.
+    /// Idempotent. Runs concurrently with other calls safely (they fail with `Closed`).
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for class in self.classes.iter() {
+            let mut state = class.lock();
+            let dead = state.drain_all();
+            class.publish(&state);
+            drop(state);
+            for pages in dead {
+                self.release_zspage_pages(&pages);
+            }
+        }
+        for shard in self.large.iter() {
+            let mut state = shard.lock();
+            let mappings = state.drain_all();
+            shard.publish(&state);
+            drop(state);
+            let pages: usize = mappings.iter().map(|m| m.len() / PAGE_SIZE).sum();
+            drop(mappings);
+            self.unreserve_pages(pages);
+        }
+        self.provider.unmap_all();
+    }
+
+    /// Bytes of address space the pool has mapped for zspages (resident or not).
+    pub fn mapped_bytes(&self) -> usize {
+        self.provider.mapped_bytes()
+    }
+}
