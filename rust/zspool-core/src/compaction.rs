@@ -249,10 +249,10 @@ impl<'p> ClassRun<'p> {
                 self.slice_objects >= slice_objects
                     || self.class.lock_is_contended()
                     // Reading the clock costs ~20 ns; do it every 8th object.
-                    || (self.slice_objects % 8 == 0 && self.slice_start.elapsed() >= slice)
+                    || (self.slice_objects.is_multiple_of(8) && self.slice_start.elapsed() >= slice)
                     || self.deadline_passed()
             }
-            LockHold::WholeClass => self.slice_objects % 8 == 0 && self.deadline_passed(),
+            LockHold::WholeClass => self.slice_objects.is_multiple_of(8) && self.deadline_passed(),
         }
     }
 
@@ -296,12 +296,11 @@ impl<'p> ClassRun<'p> {
 /// the source is the emptiest other zspage. `None` when there is no such pair.
 fn pick_pair(state: &ClassState, kept_dst: Option<u32>) -> Option<(u32, u32)> {
     let kept = kept_dst.filter(|&d| state.zspage_exists(d) && !state.zspage(d).is_full());
-    if let Some(dst) = kept {
-        if let Some(src) = state.emptiest(Some(dst)) {
-            if state.zspage(src).inuse() <= state.zspage(dst).inuse() {
-                return Some((src, dst));
-            }
-        }
+    if let Some(dst) = kept
+        && let Some(src) = state.emptiest(Some(dst))
+        && state.zspage(src).inuse() <= state.zspage(dst).inuse()
+    {
+        return Some((src, dst));
     }
     let dst = state.fullest_with_room(None)?;
     let src = state.emptiest(Some(dst))?;

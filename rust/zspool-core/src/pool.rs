@@ -295,15 +295,15 @@ impl Pool {
         let mut current = self.pages_used.load(Ordering::Relaxed);
         loop {
             let wanted = current + pages;
-            if let Some(limit) = limit_pages {
-                if wanted as u64 > limit {
-                    return Err(ZsError::PoolFull {
-                        requested_bytes: size as u64,
-                        pages_used: current as u64,
-                        mem_limit: self.config.mem_limit,
-                        os_error: None,
-                    });
-                }
+            if let Some(limit) = limit_pages
+                && wanted as u64 > limit
+            {
+                return Err(ZsError::PoolFull {
+                    requested_bytes: size as u64,
+                    pages_used: current as u64,
+                    mem_limit: self.config.mem_limit,
+                    os_error: None,
+                });
             }
             match self.pages_used.compare_exchange_weak(current, wanted, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => {

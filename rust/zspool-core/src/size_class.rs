@@ -82,11 +82,12 @@ impl ClassTable {
             let size = slot_size(slot);
             let pages_per_zspage = chain_size(size, max_pages_per_zspage);
             let objs_per_zspage = pages_per_zspage * PAGE_SIZE / size;
-            if let Some(prev) = classes_desc.last() {
-                if prev.pages_per_zspage == pages_per_zspage && prev.objs_per_zspage == objs_per_zspage {
-                    slot_to_desc[slot] = classes_desc.len() - 1;
-                    continue;
-                }
+            if let Some(prev) = classes_desc.last()
+                && prev.pages_per_zspage == pages_per_zspage
+                && prev.objs_per_zspage == objs_per_zspage
+            {
+                slot_to_desc[slot] = classes_desc.len() - 1;
+                continue;
             }
             classes_desc.push(ClassLayout { index: slot, size, pages_per_zspage, objs_per_zspage });
             slot_to_desc[slot] = classes_desc.len() - 1;
