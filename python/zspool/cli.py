@@ -1,0 +1,84 @@
+"""The ``zspool`` command: ``zspool demo`` and ``zspool classes``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _classes(args: argparse.Namespace) -> int:
+    from zspool import Pool
+    from zspool.demo import format_class_table
+
+    with Pool(max_pages_per_zspage=args.max_pages_per_zspage) as pool:
+        rows = pool.class_stats()
+        print(
+            f"{len(rows)} size classes for max_pages_per_zspage={args.max_pages_per_zspage} "
+            "(objects up to 4096 bytes; larger ones take whole pages of their own)"
+        )
+        print(f"{'class':>5} {'size':>5} {'pages/zspage':>12} {'objs/zspage':>11} {'tail waste':>10}")
+        for row in rows:
+            waste = row.pages_per_zspage * 4096 - row.objs_per_zspage * row.size
+            print(f"{row.index:>5} {row.size:>5} {row.pages_per_zspage:>12} {row.objs_per_zspage:>11} {waste:>10}")
+        if args.fullness:
+            print(format_class_table(rows, only_used=False))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from zspool.demo import DemoOptions, run_demo
+
+    return run_demo(
+        DemoOptions(
+            objects=args.objects,
+            free_fraction=args.free_fraction,
+            seed=args.seed,
+            max_pages_per_zspage=args.max_pages_per_zspage,
+            plot=args.plot,
+        )
+    )
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a fraction between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be a positive number")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zspool", description="A compacting memory pool after Linux's zsmalloc.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="fragment a pool like a cache does, then compact it")
+    demo.add_argument("--objects", type=_positive, default=400_000, help="values to store (default 400000)")
+    demo.add_argument("--free-fraction", type=_fraction, default=0.7, help="fraction to free at random (0.7)")
+    demo.add_argument("--seed", type=int, default=2015)
+    demo.add_argument("--max-pages-per-zspage", type=int, default=8, choices=range(1, 17), metavar="1..16")
+    demo.add_argument("--plot", metavar="FILE.png", help="draw fullness before/after (needs matplotlib)")
+    demo.set_defaults(run=_demo)
+
+    classes = commands.add_parser("classes", help="print the size-class table")
+    classes.add_argument("--max-pages-per-zspage", type=int, default=8, choices=range(1, 17), metavar="1..16")
+    classes.add_argument("--fullness", action="store_true", help="also print the (empty) fullness table")
+    classes.set_defaults(run=_classes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
