@@ -1,0 +1,109 @@
+"""``zspool.Pool``: the Rust pool, plus the shrinkers registered with it.
+
+Everything on the data path (``malloc``, ``store``, ``load``, ``free``, ``compact`` …) is the
+Rust class :class:`zspool._core.Pool`, inherited as is: no Python frame runs per call. This
+subclass adds what belongs in Python: the list of registered shrinkers and *direct reclaim*,
+which the Rust side calls when an allocation would pass ``mem_limit`` (see
+:meth:`Pool._direct_reclaim`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from zspool import _core
+from zspool.shrinker import Shrinker, ShrinkerPolicy, ShrinkReason, load_policy, shrink_pool
+
+__all__ = ["Pool"]
+
+log = logging.getLogger("zspool.shrinker")
+
+
+class Pool(_core.Pool):
+    """A compacting memory pool after Linux's zsmalloc.
+
+    ``Pool(*, max_pages_per_zspage=8, mem_limit=None, name=None)``
+
+    - ``max_pages_per_zspage``: longest page chain per zspage, 1..16 (the kernel's
+      ``CONFIG_ZSMALLOC_CHAIN_SIZE``); longer chains waste less at the tail of each zspage.
+    - ``mem_limit``: bytes of pages the pool may hold (zram's ``mem_limit``); an allocation
+      past it first runs the registered shrinkers, then raises :class:`PoolFullError`.
+    - ``name``: shown in ``repr`` and the stats.
+
+    Objects are addressed by integer handles; see :meth:`malloc`, :meth:`store`,
+    :meth:`load`, :meth:`free`. Thread-safe; bulk work releases the GIL.
+    """
+
+    def __init__(self, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None) -> None:
+        # The Rust __new__ has already built the pool from the same arguments.
+        self._shrinkers: tuple[Shrinker, ...] = ()
+        self._shrinker_lock = threading.Lock()
+
+    @property
+    def shrinkers(self) -> tuple[Shrinker, ...]:
+        """The registered shrinkers, in registration order."""
+        return self._shrinkers
+
+    def register_shrinker(
+        self,
+        policy: ShrinkerPolicy | str,
+        *,
+        name: str | None = None,
+        batch: int = 0,
+        time_limit_s: float = 1.0,
+        max_failures: int = 3,
+        **options: Any,
+    ) -> Shrinker:
+        """Register a policy (an object, or the name of an installed one, built with
+        ``options``) and return its :class:`~zspool.shrinker.Shrinker`.
+
+        ``batch`` is pages per ``scan_objects`` call (0: 128); ``time_limit_s`` and
+        ``max_failures`` bound a misbehaving policy (see :mod:`zspool.shrinker`).
+        """
+        if isinstance(policy, str):
+            label = name or policy
+            policy = load_policy(policy, **options)
+        elif options:
+            raise TypeError(f"options {sorted(options)} only apply when the policy is given by name")
+        else:
+            if not isinstance(policy, ShrinkerPolicy):
+                raise TypeError(
+                    f"{type(policy).__name__} is not a shrinker policy: it needs "
+                    "count_objects(pool, sc) and scan_objects(pool, sc)"
+                )
+            label = name or type(policy).__name__
+        if batch < 0 or time_limit_s <= 0 or max_failures < 1:
+            raise ValueError(
+                f"batch={batch} must be >= 0, time_limit_s={time_limit_s} > 0, max_failures={max_failures} >= 1"
+            )
+        shrinker = Shrinker(policy, label, batch=batch, time_limit_s=time_limit_s, max_failures=max_failures)
+        with self._shrinker_lock:
+            self._shrinkers = (*self._shrinkers, shrinker)
+        return shrinker
+
+    def unregister_shrinker(self, shrinker: Shrinker | ShrinkerPolicy) -> None:
+        """Remove a shrinker (or the shrinker of a policy object). ``ValueError`` if absent."""
+        with self._shrinker_lock:
+            kept = tuple(s for s in self._shrinkers if s is not shrinker and s.policy is not shrinker)
+            if len(kept) == len(self._shrinkers):
+                raise ValueError(f"{shrinker!r} is not registered with this pool")
+            self._shrinkers = kept
+
+    def shrink(self, reason: ShrinkReason = ShrinkReason.MANUAL) -> int:
+        """Run the registered shrinkers once now; returns pages freed."""
+        return shrink_pool(self, reason)
+
+    def _direct_reclaim(self, requested_bytes: int) -> bool:
+        """Called by the Rust side, with no pool lock held, when an allocation of
+        ``requested_bytes`` would pass ``mem_limit``. Runs the shrinkers and says whether any
+        page came back (the allocation is then retried once). Never raises."""
+        if not self._shrinkers:
+            return False
+        wanted = max(1, -(-requested_bytes // _core.PAGE_SIZE))
+        try:
+            return shrink_pool(self, ShrinkReason.MEM_LIMIT, pages_wanted=wanted) > 0
+        except Exception:  # noqa: BLE001 - a reclaim failure must surface as PoolFullError, not this
+            log.exception("direct reclaim failed")
+            return False
