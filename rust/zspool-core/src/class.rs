@@ -9,6 +9,7 @@
 //! `obj_allocated` and `obj_used` are mirrored into atomics on every change so that
 //! `can_compact` (the shrinker's count) reads them without the lock, as the kernel does.
 
+use crate::activity::ActivityCounters;
 use crate::handle::{HandleTable, Location};
 use crate::os_pages::PagePtr;
 use crate::size_class::ClassLayout;
@@ -21,6 +22,7 @@ pub(crate) struct SizeClass {
     state: WaitedMutex<ClassState>,
     obj_allocated: AtomicUsize,
     obj_used: AtomicUsize,
+    pub(crate) activity: ActivityCounters,
 }
 
 impl SizeClass {
@@ -30,6 +32,7 @@ impl SizeClass {
             state: WaitedMutex::new(ClassState::new(layout)),
             obj_allocated: AtomicUsize::new(0),
             obj_used: AtomicUsize::new(0),
+            activity: ActivityCounters::new(),
         }
     }
 

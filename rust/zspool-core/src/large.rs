@@ -7,6 +7,7 @@
 //! its handle table and the bytes of its objects, so large allocations from different
 //! threads rarely meet. A mapping is `munmap`ped only after its shard lock is dropped.
 
+use crate::activity::ActivityCounters;
 use crate::handle::{HandleTable, Location};
 use crate::os_pages::Mapping;
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
@@ -18,6 +19,7 @@ pub(crate) const LARGE_SHARDS: usize = 8;
 pub(crate) struct LargeShard {
     state: WaitedMutex<LargeState>,
     objects: AtomicUsize,
+    pub(crate) activity: ActivityCounters,
 }
 
 #[derive(Debug)]
@@ -40,6 +42,7 @@ impl LargeShard {
                 pages: 0,
             }),
             objects: AtomicUsize::new(0),
+            activity: ActivityCounters::new(),
         }
     }
 

@@ -31,6 +31,7 @@
 //! `sync.rs` swaps every lock and atomic for loom's under `--cfg loom`, so the protocol is
 //! model-checked (`tests/loom.rs`).
 
+mod activity;
 mod class;
 mod compaction;
 mod error;
@@ -43,6 +44,7 @@ mod stats;
 mod sync;
 mod zspage;
 
+pub use activity::Activity;
 pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
 pub use error::{HandleProblem, Result, ZsError};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};

@@ -23,6 +23,7 @@
 //! touch a zspage after its class was drained; pages in flight to the provider are dropped by
 //! its `alive` check instead of being `madvise`d after unmap.
 
+use crate::activity::Activity;
 use crate::class::{ClassState, SizeClass};
 use crate::error::{HandleProblem, Result, ZsError};
 use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
@@ -198,6 +199,7 @@ impl Pool {
         }
         let class_id = self.table.class_for(size);
         let class = &self.classes[class_id];
+        let _in_flight = class.activity.enter();
         let mut state = class.lock();
         self.check_open()?;
         let (zspage, fresh) = match state.find_zspage_with_room() {
@@ -252,6 +254,7 @@ impl Pool {
         }
         let shard_id = self.large_next.fetch_add(1, Ordering::Relaxed) % LARGE_SHARDS;
         let shard = &self.large[shard_id];
+        let _in_flight = shard.activity.enter();
         let mut state = shard.lock();
         if self.is_closed() {
             drop(state);
@@ -344,6 +347,7 @@ impl Pool {
         let (parts, owner) = self.owner(handle)?;
         match owner {
             Owner::Class(class) => {
+                let _in_flight = class.activity.enter();
                 let mut state = class.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.remove(parts.index, parts.generation) else {
@@ -357,6 +361,7 @@ impl Pool {
                 }
             }
             Owner::Large(shard) => {
+                let _in_flight = shard.activity.enter();
                 let mut state = shard.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.remove(parts.index, parts.generation) else {
@@ -380,6 +385,7 @@ impl Pool {
         let (parts, owner) = self.owner(handle)?;
         match owner {
             Owner::Class(class) => {
+                let _in_flight = class.activity.enter();
                 let state = class.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -393,6 +399,7 @@ impl Pool {
                 Ok(f(&ObjectRef { handle, size: object.size, mem }))
             }
             Owner::Large(shard) => {
+                let _in_flight = shard.activity.enter();
                 let state = shard.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -433,6 +440,7 @@ impl Pool {
         let (parts, owner) = self.owner(handle)?;
         match owner {
             Owner::Class(class) => {
+                let _in_flight = class.activity.enter();
                 let mut state = class.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -443,6 +451,7 @@ impl Pool {
                 state.zspage_mut(object.loc.container).write(class_size, object.loc.obj, offset, data);
             }
             Owner::Large(shard) => {
+                let _in_flight = shard.activity.enter();
                 let state = shard.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -493,6 +502,11 @@ impl Pool {
             self.unreserve_pages(pages);
         }
         self.provider.unmap_all();
+    }
+
+    /// How busy the pool is: calls in flight and time since the last one finished.
+    pub fn activity(&self) -> Activity {
+        Activity::from_counters(self.classes.iter().map(|c| &c.activity).chain(self.large.iter().map(|s| &s.activity)))
     }
 
     /// Bytes of address space the pool has mapped for zspages (resident or not).
