@@ -1,0 +1,237 @@
+"""``zspool.Reclaimer``: zspool's kswapd, a background thread that runs the pools' shrinkers.
+
+It wakes up
+
+- when memory pressure rises: a PSI trigger on ``/proc/pressure/memory`` (the kernel's own
+  notification: ``poll()`` returns when tasks stalled ``stall_us`` in a ``window_us``), where
+  the kernel lets this process register one; and
+- on a periodic tick (``interval_s``), always: policies such as ``idle-only`` need to be
+  asked even when nothing is under pressure.
+
+Each wake-up reads the pressure monitor once and runs every registered shrinker of every
+pool, as the kernel's ``shrink_slab`` does (:func:`zspool.shrinker.shrink_pool`). Policy
+errors are isolated by the shrinkers; the thread itself survives anything short of
+interpreter shutdown and records what it did in :attr:`Reclaimer.events`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from zspool.pool import Pool
+from zspool.pressure import PROC_PRESSURE_MEMORY, PressureMonitor, PressureReading, PsiTrigger, PsiTriggerSpec
+from zspool.pressure import StrPath, register_psi_trigger
+from zspool.shrinker import ShrinkReason, shrink_pool
+
+__all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
+
+log = logging.getLogger("zspool.reclaimer")
+
+
+@dataclass(frozen=True)
+class ReclaimEvent:
+    """One round that freed pages: when (``time.monotonic()`` seconds), why, how much."""
+
+    at: float
+    reason: str
+    pool: str
+    pages_freed: int
+    pressure_level: float | None
+    pressure_reason: str | None
+
+
+@dataclass
+class ReclaimerStats:
+    ticks: int = 0
+    pressure_events: int = 0
+    rounds: int = 0
+    pages_freed: int = 0
+    errors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Reclaimer:
+    """Run the shrinkers of ``pools`` in a background thread.
+
+    ``interval_s``: seconds between periodic ticks. ``monitor``: where pressure readings
+    come from (default: a :class:`~zspool.pressure.PressureMonitor` on this system's PSI,
+    cgroup and ``/proc/meminfo``; ``None`` to pass no reading). ``psi_trigger``: the trigger
+    to register (``None`` to wake on ticks only); ``psi_path`` the PSI file (a cgroup's
+    ``memory.pressure`` works too). Use as a context manager, or ``start()``/``stop()``.
+    """
+
+    def __init__(
+        self,
+        *pools: Pool,
+        interval_s: float = 1.0,
+        monitor: PressureMonitor | None | str = "auto",
+        psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
+        psi_path: StrPath = PROC_PRESSURE_MEMORY,
+        name: str = "zspool-reclaimer",
+    ) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s={interval_s} must be > 0 seconds")
+        self._pools: tuple[Pool, ...] = pools
+        self.interval_s = interval_s
+        self.monitor = PressureMonitor() if monitor == "auto" else monitor
+        self.psi_trigger_spec = psi_trigger
+        self.psi_path = psi_path
+        self.name = name
+        self.stats = ReclaimerStats()
+        self.events: collections.deque[ReclaimEvent] = collections.deque(maxlen=1000)
+        self.trigger: PsiTrigger | None = None
+        #: Why there is no PSI trigger (None when there is one, or none was asked for).
+        self.trigger_unavailable: str | None = None
+        self._thread: threading.Thread | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- pools ---------------------------------------------------------------
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        return self._pools
+
+    def add_pool(self, pool: Pool) -> None:
+        with self._lock:
+            self._pools = (*self._pools, pool)
+
+    def remove_pool(self, pool: Pool) -> None:
+        with self._lock:
+            self._pools = tuple(p for p in self._pools if p is not pool)
+
+    # -- life cycle ----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> Reclaimer:
+        """Register the PSI trigger (if possible) and start the thread. Idempotent."""
+        if self.running:
+            return self
+        self._stopping.clear()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.psi_trigger_spec is not None:
+            trigger = register_psi_trigger(self.psi_path, self.psi_trigger_spec)
+            if isinstance(trigger, PsiTrigger):
+                self.trigger = trigger
+                self.trigger_unavailable = None
+            else:
+                self.trigger_unavailable = str(trigger)
+                log.info("no PSI trigger, waking on ticks only: %s", trigger)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread (after the round in progress, if any) and drop the trigger."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+        thread.join(timeout_s)
+        if thread.is_alive():
+            raise TimeoutError(f"{self.name} did not stop within {timeout_s} s (a policy call is still running)")
+        self._thread = None
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        self._wake_r = self._wake_w = -1
+        if self.trigger is not None:
+            self.trigger.close()
+            self.trigger = None
+
+    def __enter__(self) -> Reclaimer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the work --------------------------------------------------------------
+
+    def run_once(self, reason: ShrinkReason = ShrinkReason.MANUAL) -> int:
+        """Read pressure once and run every pool's shrinkers; returns pages freed."""
+        reading = self._read_pressure()
+        freed = 0
+        for pool in self._pools:
+            if pool.closed or not pool.shrinkers:
+                continue
+            pages = shrink_pool(pool, reason, pressure=reading)
+            freed += pages
+            if pages:
+                self.events.append(
+                    ReclaimEvent(
+                        at=time.monotonic(),
+                        reason=reason.value,
+                        pool=pool.name or hex(id(pool)),
+                        pages_freed=pages,
+                        pressure_level=None if reading is None else reading.level,
+                        pressure_reason=None if reading is None else reading.reason,
+                    )
+                )
+        self.stats.rounds += 1
+        self.stats.pages_freed += freed
+        return freed
+
+    def _read_pressure(self) -> PressureReading | None:
+        if self.monitor is None:
+            return None
+        try:
+            return self.monitor.read()
+        except (OSError, ValueError) as exc:
+            self.stats.errors += 1
+            log.warning("pressure monitor failed: %s", exc)
+            return None
+
+    def _wait(self) -> ShrinkReason | None:
+        """Sleep until a tick, a pressure event or stop; None means stop."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        if self.trigger is not None:
+            poller.register(self.trigger.fileno(), select.POLLPRI)
+        deadline = time.monotonic() + self.interval_s
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ShrinkReason.TICK
+            for fd, events in poller.poll(max(1, int(remaining * 1000))):
+                if fd == self._wake_r:
+                    return None
+                if events & select.POLLPRI:
+                    return ShrinkReason.PRESSURE
+                # POLLERR on the trigger: its source went away; fall back to ticks.
+                log.warning("PSI trigger on %s failed (events %#x); waking on ticks only", self.psi_path, events)
+                poller.unregister(fd)
+                if self.trigger is not None:
+                    self.trigger.close()
+                    self.trigger = None
+        return None
+
+    def _run(self) -> None:
+        while True:
+            reason = self._wait()
+            if reason is None:
+                return
+            if reason is ShrinkReason.TICK:
+                self.stats.ticks += 1
+            else:
+                self.stats.pressure_events += 1
+            try:
+                self.run_once(reason)
+            except Exception:  # noqa: BLE001 - the reclaimer must outlive any one round
+                self.stats.errors += 1
+                log.exception("reclaim round failed")
