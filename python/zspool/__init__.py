@@ -1,0 +1,62 @@
+"""zspool: Linux's zsmalloc allocator, in user space, for Python.
+
+A :class:`Pool` packs many small objects (byte strings of 0 bytes up to 1 GiB, but built
+for the 32..4096 byte range) densely into pages taken straight from the OS. Objects are
+addressed by *handle*, an opaque int, rather than by pointer, so the pool can move them:
+:meth:`Pool.compact` migrates objects out of sparsely used pages and gives those pages back
+to the OS, so resident memory really falls after frees. The allocator is Rust (the
+``zspool-core`` crate, after ``mm/zsmalloc.c``); every method is safe to call from many
+threads, and compaction runs without the GIL.
+
+Example::
+
+    from zspool import Pool
+
+    with Pool(name="cache") as pool:
+        h = pool.store(b"hello, zsmalloc")     # copy bytes in, get a handle (an int)
+        assert pool.load(h) == b"hello, zsmalloc"
+        pool.free(h)                           # h is now invalid: using it raises
+        report = pool.compact()                # give emptied pages back to the OS
+
+Units throughout: sizes and offsets in bytes, memory in pages of :data:`PAGE_SIZE` bytes
+(or bytes where a name says ``_bytes``), times in seconds. Errors are in
+:mod:`zspool.errors`, re-exported here.
+"""
+
+from __future__ import annotations
+
+from ._core import (
+    MAX_OBJECT_SIZE,
+    PAGE_SIZE,
+    ClassStats,
+    CompactionReport,
+    Pool,
+    PoolStats,
+    __version__,
+)
+from .errors import (
+    ConfigError,
+    InvalidHandleError,
+    ObjectSizeError,
+    OutOfBoundsError,
+    PoolClosedError,
+    PoolFullError,
+    ZsPoolError,
+)
+
+__all__ = [
+    "Pool",
+    "PoolStats",
+    "ClassStats",
+    "CompactionReport",
+    "ZsPoolError",
+    "InvalidHandleError",
+    "PoolFullError",
+    "PoolClosedError",
+    "ObjectSizeError",
+    "OutOfBoundsError",
+    "ConfigError",
+    "PAGE_SIZE",
+    "MAX_OBJECT_SIZE",
+    "__version__",
+]

@@ -1,0 +1,40 @@
+//! # zspool-py: the Python face of zspool-core
+//!
+//! A thin bindings crate: it converts Python arguments to core calls and core results and
+//! errors back, and decides nothing about allocation. One concept per file:
+//!
+//! - `pool.rs`: the `Pool` pyclass, argument conversion, and the GIL/lock rules;
+//! - `stats.rs`: the `PoolStats`, `ClassStats` and `CompactionReport` snapshots;
+//! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`.
+//!
+//! The extension is `zspool._core`; the public namespace is built in `python/zspool/__init__.py`.
+
+mod errors;
+mod pool;
+mod stats;
+
+pub use pool::Pool;
+pub use stats::{ClassStats, CompactionReport, PoolStats};
+
+/// The native half of `zspool`: import from `zspool`, not from here.
+#[pyo3::pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use super::{ClassStats, CompactionReport, Pool, PoolStats};
+
+    /// Bytes per OS page: the unit of `pages_used`, `can_compact()` and `pages_freed`.
+    #[pymodule_export]
+    const PAGE_SIZE: usize = zspool_core::PAGE_SIZE;
+
+    /// The largest object a pool accepts, in bytes (1 GiB).
+    #[pymodule_export]
+    const MAX_OBJECT_SIZE: usize = zspool_core::MAX_OBJECT_SIZE;
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // The package version, from Cargo (maturin gives the wheel the same one).
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

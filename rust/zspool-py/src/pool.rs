@@ -1,0 +1,494 @@
+//! `zspool.Pool`: the core's `Pool` behind a frozen pyclass. This file only converts
+//! arguments, results and errors; every allocator decision is the core's.
+//!
+//! Locks and the GIL. The core's class and large-object locks are plain mutexes, taken by
+//! threads that may or may not be attached to the interpreter. Two rules keep that free of
+//! deadlocks:
+//!
+//! 1. **Never attach while holding a core lock.** A thread that holds a class lock and
+//!    waits for the GIL deadlocks against a GIL holder waiting for that class lock. So the
+//!    only Python work done under a core lock is allocating the result `bytes` of a small
+//!    read (no Python code runs, the GIL is never released), and every exception is built
+//!    after the lock is dropped.
+//! 2. **Detach around long work**: `compact` and `close` always; copies of objects larger
+//!    than [`DETACH_THRESHOLD`] when neither side is memory Python code could change meanwhile
+//!    (a write from an immutable `bytes`, a read into a `bytes` not yet handed out). A copy
+//!    into or out of a `bytearray` stays attached: another thread could resize it.
+
+use std::time::Duration;
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyInt, PyList};
+use zspool_core::{CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_OBJECT_SIZE, PoolConfig, ZsError};
+
+use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
+use crate::stats::{ClassStats, CompactionReport, PoolStats};
+
+/// Copies longer than this (bytes) release the GIL when that is safe (see the module doc).
+const DETACH_THRESHOLD: usize = 64 * 1024;
+
+/// A compacting pool of small objects, after Linux's zsmalloc. See `python/zspool/_core.pyi`.
+#[pyclass(frozen, module = "zspool")]
+pub struct Pool {
+    inner: zspool_core::Pool,
+}
+
+// ---- argument conversion -------------------------------------------------------------
+
+/// A short description of a bad argument for error messages: its type and its repr.
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    let type_name = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+    let mut repr = obj.repr().map(|r| r.to_string()).unwrap_or_else(|_| "<unprintable>".into());
+    if repr.chars().count() > 60 {
+        repr = repr.chars().take(57).collect::<String>() + "...";
+    }
+    format!("{type_name} {repr}")
+}
+
+/// A Python int (not a bool; bools are ints but never meant as sizes or handles).
+fn as_int<'a, 'py>(obj: &'a Bound<'py, PyAny>, what: &str) -> PyResult<&'a Bound<'py, PyInt>> {
+    if obj.is_instance_of::<PyBool>() {
+        return Err(type_error(format!("{what} must be an int, not {}", describe(obj))));
+    }
+    obj.cast::<PyInt>().map_err(|_| type_error(format!("{what} must be an int, not {}", describe(obj))))
+}
+
+/// An int argument that must lie in `0..2**64`: `Ok(Err(text))` holds the out-of-range value
+/// as text, so the caller can raise the exception its parameter calls for.
+fn u64_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Result<u64, String>> {
+    let int = as_int(obj, what)?;
+    Ok(int.extract::<u64>().map_err(|_| int.to_string()))
+}
+
+/// A handle: an int; one outside `0..2**64` cannot have been issued by any pool.
+fn handle_arg(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<u64> {
+    u64_arg(obj, "handle")?.map_err(|text| {
+        Kind::InvalidHandle.err(py, format!("handle {text} was never issued by any pool: handles are ints in 0..2**64"))
+    })
+}
+
+/// An object size for malloc: out-of-range sizes are `ObjectSizeError`, worded as the core does.
+fn size_arg(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<usize> {
+    u64_arg(obj, "size")?.and_then(|v| usize::try_from(v).map_err(|_| v.to_string())).map_err(|text| {
+        Kind::ObjectSize
+            .err(py, format!("object size {text} is out of range: sizes must be 0..={MAX_OBJECT_SIZE} bytes"))
+    })
+}
+
+/// A byte offset or length inside an object: out of range is `OutOfBoundsError`.
+fn extent_arg(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
+    u64_arg(obj, what)?.and_then(|v| usize::try_from(v).map_err(|_| v.to_string())).map_err(|text| {
+        Kind::OutOfBounds.err(py, format!("{what} {text} is out of range: it must be an int >= 0 within the object"))
+    })
+}
+
+/// Reword the TypeError of an object without the buffer protocol; keep any other error
+/// (a released memoryview, say) as the exporter raised it.
+fn not_a_buffer(obj: &Bound<'_, PyAny>, err: PyErr, expected: &str) -> PyErr {
+    if err.is_instance_of::<PyTypeError>(obj.py()) {
+        type_error(format!("{expected}, not {}", describe(obj)))
+    } else {
+        err
+    }
+}
+
+/// A read-only view of a bytes-like argument (anything with the buffer protocol).
+struct Source {
+    buf: PyUntypedBuffer,
+    /// The exporter is an exact `bytes`, whose contents no Python code can change.
+    immutable: bool,
+}
+
+impl Source {
+    fn get(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
+        let buf = PyUntypedBuffer::get(obj).map_err(|err| {
+            not_a_buffer(obj, err, "data must be a bytes-like object (bytes, bytearray, memoryview, array.array, ...)")
+        })?;
+        if !buf.is_c_contiguous() {
+            return Err(buffer_error(format!(
+                "data must be a C-contiguous buffer; got a non-contiguous {} (copy it with bytes(data))",
+                describe(obj)
+            )));
+        }
+        Ok(Source { buf, immutable: obj.is_exact_instance_of::<PyBytes>() })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let len = self.buf.len_bytes();
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: the buffer is C-contiguous (checked in `get`), so `buf_ptr()` points at
+        // `len_bytes()` initialised bytes, kept alive until `self.buf` is released on drop,
+        // which the borrow of `self` outlives this slice. The bytes are not written while the
+        // slice lives: either the exporter is an immutable `bytes`, or the caller stays
+        // attached and calls no Python code while using the slice (the GIL keeps other
+        // Python threads from writing a `bytearray`; on a free-threaded build a concurrent
+        // writer of the same buffer is a data race the caller has asked for).
+        unsafe { std::slice::from_raw_parts(self.buf.buf_ptr().cast::<u8>(), len) }
+    }
+
+    /// Whether copying out of this buffer may release the GIL.
+    fn may_detach(&self) -> bool {
+        self.immutable && self.buf.len_bytes() > DETACH_THRESHOLD
+    }
+}
+
+/// A writable buffer for `read_into`.
+struct Destination {
+    buf: PyUntypedBuffer,
+}
+
+impl Destination {
+    fn get(obj: &Bound<'_, PyAny>) -> PyResult<Destination> {
+        let buf = PyUntypedBuffer::get(obj).map_err(|err| {
+            not_a_buffer(
+                obj,
+                err,
+                "buffer must be a writable bytes-like object (bytearray, memoryview, array.array, ...)",
+            )
+        })?;
+        if buf.readonly() {
+            return Err(type_error(format!(
+                "buffer must be writable; {} is read-only (pass a bytearray or a memoryview of one)",
+                describe(obj)
+            )));
+        }
+        if !buf.is_c_contiguous() {
+            return Err(buffer_error(format!(
+                "buffer must be a C-contiguous buffer; got a non-contiguous {}",
+                describe(obj)
+            )));
+        }
+        Ok(Destination { buf })
+    }
+
+    /// The buffer's bytes. Use while attached, calling no Python code.
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.buf.len_bytes();
+        if len == 0 {
+            return &mut [];
+        }
+        // SAFETY: the buffer is writable and C-contiguous (checked in `get`): `buf_ptr()`
+        // points at `len_bytes()` bytes the exporter lets us write, alive until `self.buf` is
+        // released on drop. `&mut self` makes this the only slice we hand out; the caller stays
+        // attached and runs no Python code while using it, so no Python thread touches the
+        // bytes meanwhile (on a free-threaded build, a concurrent user of the same buffer is a
+        // data race the caller has asked for). Pool memory is never exported, so it cannot
+        // alias the source of the copy.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.buf_ptr().cast::<u8>(), len) }
+    }
+}
+
+/// Check that `[offset, offset + len)` lies inside an object of `object_size` bytes, with
+/// the core's error (built without Python, so it can be made under a core lock).
+fn check_extent(handle: u64, offset: usize, len: usize, object_size: usize) -> Result<(), ZsError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= object_size => Ok(()),
+        _ => Err(ZsError::OutOfBounds {
+            handle,
+            offset: offset as u64,
+            len: len as u64,
+            object_size: object_size as u64,
+        }),
+    }
+}
+
+/// Outcome of the locked part of a read.
+enum ReadStep<'py> {
+    /// Small enough: copied under the lock into this new `bytes`.
+    Done(PyResult<Bound<'py, PyBytes>>),
+    /// Large: `len` bytes to copy detached, after the lock is dropped.
+    Large { len: usize },
+}
+
+impl Pool {
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.inner.is_closed() { Err(to_py(py, ZsError::Closed)) } else { Ok(()) }
+    }
+
+    /// Read `size` bytes (None: to the end) at `offset` into a new `bytes`.
+    fn read_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        handle: u64,
+        offset: usize,
+        size: Option<usize>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let step = self
+            .inner
+            .read_with(handle, |object| {
+                let object_size = object.len();
+                let len = size.unwrap_or_else(|| object_size.saturating_sub(offset));
+                check_extent(handle, offset, len, object_size)?;
+                if len > DETACH_THRESHOLD {
+                    return Ok(ReadStep::Large { len });
+                }
+                // Allocating a `bytes` runs no Python code and keeps the GIL: allowed under
+                // the class lock (rule 1). The extent was checked, so `read` cannot fail.
+                Ok(ReadStep::Done(PyBytes::new_with(py, len, |buf| {
+                    object.read(offset, buf).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
+                })))
+            })
+            .and_then(|step| step)
+            .or_raise(py)?;
+        match step {
+            ReadStep::Done(bytes) => bytes,
+            // Objects never change size, so `len` still fits unless the object was freed
+            // meanwhile, which the core reports as an invalid handle.
+            ReadStep::Large { len } => PyBytes::new_with(py, len, |buf| {
+                let pool = &self.inner;
+                py.detach(|| pool.read(handle, offset, buf)).or_raise(py)
+            }),
+        }
+    }
+}
+
+// ---- the Python API --------------------------------------------------------------------
+
+#[pymethods]
+impl Pool {
+    #[new]
+    #[pyo3(
+        signature = (*, max_pages_per_zspage = None, mem_limit = None, name = None),
+        text_signature = "(*, max_pages_per_zspage=8, mem_limit=None, name=None)"
+    )]
+    fn new(
+        py: Python<'_>,
+        max_pages_per_zspage: Option<&Bound<'_, PyAny>>,
+        mem_limit: Option<&Bound<'_, PyAny>>,
+        name: Option<String>,
+    ) -> PyResult<Pool> {
+        let config_error = |what: &str, text: String, allowed: &str| {
+            Kind::Config.err(py, format!("{what}={text} is out of range: allowed {allowed}"))
+        };
+        let max_pages_per_zspage = match max_pages_per_zspage {
+            None => DEFAULT_MAX_PAGES_PER_ZSPAGE,
+            Some(obj) => u64_arg(obj, "max_pages_per_zspage")?
+                .and_then(|v| usize::try_from(v).map_err(|_| v.to_string()))
+                .map_err(|text| config_error("max_pages_per_zspage", text, "1..=16"))?,
+        };
+        let mem_limit = match mem_limit {
+            None => None,
+            Some(obj) => Some(
+                u64_arg(obj, "mem_limit")?
+                    .map_err(|text| config_error("mem_limit", text, "at least 4096 bytes, or None"))?,
+            ),
+        };
+        let inner = zspool_core::Pool::new(PoolConfig { max_pages_per_zspage, mem_limit, name }).or_raise(py)?;
+        Ok(Pool { inner })
+    }
+
+    /// Allocate a zero-filled object of `size` bytes; return its handle.
+    fn malloc(&self, py: Python<'_>, size: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let size = size_arg(py, size)?;
+        self.inner.malloc(size).or_raise(py)
+    }
+
+    /// Allocate an object holding a copy of `data`; return its handle.
+    fn store(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let source = Source::get(data)?;
+        let pool = &self.inner;
+        if source.may_detach() {
+            let bytes = source.bytes();
+            py.detach(|| pool.store(bytes)).or_raise(py)
+        } else {
+            pool.store(source.bytes()).or_raise(py)
+        }
+    }
+
+    /// Copy `data` into the object at byte `offset`.
+    #[pyo3(signature = (handle, data, offset = None), text_signature = "(self, handle, data, offset=0)")]
+    fn write(
+        &self,
+        py: Python<'_>,
+        handle: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        offset: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let handle = handle_arg(py, handle)?;
+        let source = Source::get(data)?;
+        let offset = offset.map(|o| extent_arg(py, o, "offset")).transpose()?.unwrap_or(0);
+        let pool = &self.inner;
+        if source.may_detach() {
+            let bytes = source.bytes();
+            py.detach(|| pool.write(handle, offset, bytes)).or_raise(py)
+        } else {
+            pool.write(handle, offset, source.bytes()).or_raise(py)
+        }
+    }
+
+    /// `size` bytes (None: to the end) from byte `offset` of the object, as new bytes.
+    #[pyo3(signature = (handle, offset = None, size = None), text_signature = "(self, handle, offset=0, size=None)")]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        handle: &Bound<'py, PyAny>,
+        offset: Option<&Bound<'py, PyAny>>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let handle = handle_arg(py, handle)?;
+        let offset = offset.map(|o| extent_arg(py, o, "offset")).transpose()?.unwrap_or(0);
+        let size = size.map(|s| extent_arg(py, s, "size")).transpose()?;
+        self.read_bytes(py, handle, offset, size)
+    }
+
+    /// Copy bytes from `offset` into `buffer`; return how many: min(len(buffer), size - offset).
+    #[pyo3(signature = (handle, buffer, offset = None), text_signature = "(self, handle, buffer, offset=0)")]
+    fn read_into(
+        &self,
+        py: Python<'_>,
+        handle: &Bound<'_, PyAny>,
+        buffer: &Bound<'_, PyAny>,
+        offset: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<usize> {
+        let handle = handle_arg(py, handle)?;
+        let mut destination = Destination::get(buffer)?;
+        let offset = offset.map(|o| extent_arg(py, o, "offset")).transpose()?.unwrap_or(0);
+        let dst = destination.bytes_mut();
+        self.inner
+            .read_with(handle, |object| {
+                let object_size = object.len();
+                check_extent(handle, offset, 0, object_size)?;
+                let n = dst.len().min(object_size - offset);
+                object.read(offset, &mut dst[..n]).map(|()| n)
+            })
+            .and_then(|copied| copied)
+            .or_raise(py)
+    }
+
+    /// The whole object as new bytes.
+    fn load<'py>(&self, py: Python<'py>, handle: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let handle = handle_arg(py, handle)?;
+        self.read_bytes(py, handle, 0, None)
+    }
+
+    /// The object's size in bytes.
+    fn size_of(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let handle = handle_arg(py, handle)?;
+        self.inner.size_of(handle).or_raise(py)
+    }
+
+    /// Free the object; its handle becomes invalid.
+    fn free(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<()> {
+        let handle = handle_arg(py, handle)?;
+        self.inner.free(handle).or_raise(py)
+    }
+
+    /// Pool totals.
+    fn stats(&self, py: Python<'_>) -> PyResult<PoolStats> {
+        self.check_open(py)?;
+        Ok(self.inner.stats().into())
+    }
+
+    /// One row per size class, smallest first.
+    fn class_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        self.check_open(py)?;
+        let rows = self.inner.class_stats();
+        PyList::new(py, rows.into_iter().map(ClassStats::from))
+    }
+
+    /// Pages a full compaction would free now.
+    fn can_compact(&self, py: Python<'_>) -> PyResult<usize> {
+        self.check_open(py)?;
+        Ok(self.inner.can_compact())
+    }
+
+    /// Move objects out of sparse zspages and give emptied pages back to the OS.
+    #[pyo3(signature = (max_pages = None, time_budget = None))]
+    fn compact(
+        &self,
+        py: Python<'_>,
+        max_pages: Option<&Bound<'_, PyAny>>,
+        time_budget: Option<f64>,
+    ) -> PyResult<CompactionReport> {
+        self.check_open(py)?;
+        let max_pages = max_pages
+            .map(|obj| {
+                u64_arg(obj, "max_pages")?.and_then(|v| usize::try_from(v).map_err(|_| v.to_string())).map_err(|text| {
+                    value_error(format!("max_pages={text} is out of range: allowed an int >= 0, or None"))
+                })
+            })
+            .transpose()?;
+        let time_budget = match time_budget {
+            None => None,
+            Some(secs) if secs == f64::INFINITY => None,
+            Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
+                value_error(format!("time_budget={secs} is out of range: allowed seconds >= 0, or None"))
+            })?),
+        };
+        let options = CompactOptions { max_pages, time_budget, ..CompactOptions::default() };
+        let pool = &self.inner;
+        let report = py.detach(|| pool.compact(&options));
+        Ok(report.into())
+    }
+
+    /// Free every object and give all pages back; later calls raise PoolClosedError.
+    fn close(&self, py: Python<'_>) {
+        let pool = &self.inner;
+        py.detach(|| pool.close());
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    /// The name given to the constructor, or None.
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.inner.config().name.as_deref()
+    }
+
+    /// The most bytes of pages the pool may hold, or None for no limit.
+    #[getter]
+    fn mem_limit(&self) -> Option<u64> {
+        self.inner.config().mem_limit
+    }
+
+    /// The longest page chain a zspage may use.
+    #[getter]
+    fn max_pages_per_zspage(&self) -> usize {
+        self.inner.config().max_pages_per_zspage
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __contains__(&self, handle: &Bound<'_, PyAny>) -> bool {
+        match u64_arg(handle, "handle") {
+            Ok(Ok(handle)) => self.inner.contains(handle),
+            _ => false,
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (exc_type, exc_value, traceback))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: &Bound<'_, PyAny>,
+        exc_value: &Bound<'_, PyAny>,
+        traceback: &Bound<'_, PyAny>,
+    ) -> bool {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let name = self.name().into_pyobject(py)?.repr()?;
+        if self.inner.is_closed() {
+            return Ok(format!("<zspool.Pool name={name} closed>"));
+        }
+        let pages = self.inner.stats().pages_used;
+        Ok(format!("<zspool.Pool name={name} objects={} pages_used={pages}>", self.inner.len()))
+    }
+}

@@ -1,0 +1,250 @@
+//! Read-only snapshots handed to Python: `PoolStats`, `ClassStats` and `CompactionReport`.
+//!
+//! Each is a frozen copy of the core's struct of the same name, taken when the method was
+//! called; attribute names are the core's field names (kernel and zram vocabulary:
+//! `pages_compacted`, `obj_used`, `freeable`, ...). `as_dict()` gives the same fields as a
+//! plain dict for logging and JSON. No locks: these hold plain numbers.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use zspool_core::FULLNESS_GROUPS;
+
+/// Pool totals (after zram's `mm_stat`), a snapshot taken by `Pool.stats()`.
+#[pyclass(frozen, module = "zspool", get_all)]
+pub struct PoolStats {
+    /// The pool's name, or None.
+    name: Option<String>,
+    /// Pages held for objects (zspages and large objects).
+    pages_used: usize,
+    /// `pages_used` in bytes.
+    mem_used_bytes: u64,
+    /// The most bytes of pages ever held at once.
+    mem_used_max: u64,
+    /// The pool's mem_limit in bytes, or None.
+    mem_limit: Option<u64>,
+    /// Live objects.
+    objects: usize,
+    /// Bytes of live objects (their requested sizes).
+    payload_bytes: u64,
+    /// Live objects larger than a page.
+    large_objects: usize,
+    /// Pages held by large objects.
+    large_object_pages: usize,
+    /// Pages a full compaction would free now.
+    freeable_pages: usize,
+    /// Heap bytes of bookkeeping, outside `mem_used_bytes`.
+    metadata_bytes: usize,
+    /// Pages freed by compaction, ever.
+    pages_compacted: u64,
+    /// Objects moved by compaction, ever.
+    objects_migrated: u64,
+    /// Compaction runs that had something to do.
+    compactions: u64,
+}
+
+impl From<zspool_core::PoolStats> for PoolStats {
+    fn from(s: zspool_core::PoolStats) -> PoolStats {
+        PoolStats {
+            name: s.name,
+            pages_used: s.pages_used,
+            mem_used_bytes: s.mem_used_bytes,
+            mem_used_max: s.mem_used_max,
+            mem_limit: s.mem_limit,
+            objects: s.objects,
+            payload_bytes: s.payload_bytes,
+            large_objects: s.large_objects,
+            large_object_pages: s.large_object_pages,
+            freeable_pages: s.freeable_pages,
+            metadata_bytes: s.metadata_bytes,
+            pages_compacted: s.pages_compacted,
+            objects_migrated: s.objects_migrated,
+            compactions: s.compactions,
+        }
+    }
+}
+
+#[pymethods]
+impl PoolStats {
+    /// The fields as a new dict.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("name", &self.name)?;
+        d.set_item("pages_used", self.pages_used)?;
+        d.set_item("mem_used_bytes", self.mem_used_bytes)?;
+        d.set_item("mem_used_max", self.mem_used_max)?;
+        d.set_item("mem_limit", self.mem_limit)?;
+        d.set_item("objects", self.objects)?;
+        d.set_item("payload_bytes", self.payload_bytes)?;
+        d.set_item("large_objects", self.large_objects)?;
+        d.set_item("large_object_pages", self.large_object_pages)?;
+        d.set_item("freeable_pages", self.freeable_pages)?;
+        d.set_item("metadata_bytes", self.metadata_bytes)?;
+        d.set_item("pages_compacted", self.pages_compacted)?;
+        d.set_item("objects_migrated", self.objects_migrated)?;
+        d.set_item("compactions", self.compactions)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "PoolStats(name={}, objects={}, pages_used={}, payload_bytes={}, freeable_pages={}, pages_compacted={})",
+            self.name.as_deref().into_pyobject(py)?.repr()?,
+            self.objects,
+            self.pages_used,
+            self.payload_bytes,
+            self.freeable_pages,
+            self.pages_compacted
+        ))
+    }
+}
+
+/// One size class (a row of the kernel's debugfs `classes` table), from `Pool.class_stats()`.
+#[pyclass(frozen, module = "zspool")]
+pub struct ClassStats {
+    /// The kernel's class index (the size slot the class was created for).
+    #[pyo3(get)]
+    index: usize,
+    /// Object slot size in bytes.
+    #[pyo3(get)]
+    size: usize,
+    /// Pages in each zspage of this class.
+    #[pyo3(get)]
+    pages_per_zspage: usize,
+    /// Object slots in each zspage of this class.
+    #[pyo3(get)]
+    objs_per_zspage: usize,
+    /// Zspages in this class.
+    #[pyo3(get)]
+    zspages: usize,
+    /// Object slots in the class's zspages, used or not.
+    #[pyo3(get)]
+    obj_allocated: usize,
+    /// Live objects.
+    #[pyo3(get)]
+    obj_used: usize,
+    /// Pages held by the class.
+    #[pyo3(get)]
+    pages_used: usize,
+    /// Pages compaction could free now (the kernel's `zs_can_compact`).
+    #[pyo3(get)]
+    freeable: usize,
+    /// Bytes of live objects (their requested sizes).
+    #[pyo3(get)]
+    payload_bytes: u64,
+    /// Exposed as a tuple by the `fullness` getter below.
+    fullness: [usize; FULLNESS_GROUPS],
+}
+
+impl From<zspool_core::ClassStats> for ClassStats {
+    fn from(s: zspool_core::ClassStats) -> ClassStats {
+        ClassStats {
+            index: s.index,
+            size: s.size,
+            pages_per_zspage: s.pages_per_zspage,
+            objs_per_zspage: s.objs_per_zspage,
+            zspages: s.zspages,
+            obj_allocated: s.obj_allocated,
+            obj_used: s.obj_used,
+            pages_used: s.pages_used,
+            freeable: s.freeable,
+            payload_bytes: s.payload_bytes,
+            fullness: s.fullness,
+        }
+    }
+}
+
+#[pymethods]
+impl ClassStats {
+    /// Zspages per fullness group, 12 ints: `[0]` empty, `[1]`..`[10]` up to 10 %, 20 %, ...
+    /// 90 %, 99 % in use, `[11]` full.
+    #[getter]
+    fn fullness<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, self.fullness)
+    }
+
+    /// The fields as a new dict (`fullness` as a tuple).
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("index", self.index)?;
+        d.set_item("size", self.size)?;
+        d.set_item("pages_per_zspage", self.pages_per_zspage)?;
+        d.set_item("objs_per_zspage", self.objs_per_zspage)?;
+        d.set_item("fullness", self.fullness(py)?)?;
+        d.set_item("zspages", self.zspages)?;
+        d.set_item("obj_allocated", self.obj_allocated)?;
+        d.set_item("obj_used", self.obj_used)?;
+        d.set_item("pages_used", self.pages_used)?;
+        d.set_item("freeable", self.freeable)?;
+        d.set_item("payload_bytes", self.payload_bytes)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ClassStats(index={}, size={}, pages_per_zspage={}, zspages={}, obj_used={}/{}, freeable={})",
+            self.index,
+            self.size,
+            self.pages_per_zspage,
+            self.zspages,
+            self.obj_used,
+            self.obj_allocated,
+            self.freeable
+        )
+    }
+}
+
+/// What one `Pool.compact()` call did.
+#[pyclass(frozen, module = "zspool", get_all)]
+pub struct CompactionReport {
+    /// Pages given back to the OS.
+    pages_freed: usize,
+    /// Objects moved to another zspage.
+    objects_migrated: u64,
+    /// Bytes copied by those moves.
+    bytes_migrated: u64,
+    /// Classes that had freeable pages and were worked on.
+    classes_scanned: usize,
+    /// Times a class lock was released and re-taken mid-class.
+    lock_yields: u64,
+    /// Wall time of the run in seconds.
+    duration_s: f64,
+    /// Why the run ended: "done", "nothing_freeable", "budget_reached", "already_running" or "closed".
+    stop_reason: &'static str,
+}
+
+impl From<zspool_core::CompactionReport> for CompactionReport {
+    fn from(r: zspool_core::CompactionReport) -> CompactionReport {
+        CompactionReport {
+            pages_freed: r.pages_freed,
+            objects_migrated: r.objects_migrated,
+            bytes_migrated: r.bytes_migrated,
+            classes_scanned: r.classes_scanned,
+            lock_yields: r.lock_yields,
+            duration_s: r.duration.as_secs_f64(),
+            stop_reason: r.stop_reason.as_str(),
+        }
+    }
+}
+
+#[pymethods]
+impl CompactionReport {
+    /// The fields as a new dict.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("pages_freed", self.pages_freed)?;
+        d.set_item("objects_migrated", self.objects_migrated)?;
+        d.set_item("bytes_migrated", self.bytes_migrated)?;
+        d.set_item("classes_scanned", self.classes_scanned)?;
+        d.set_item("lock_yields", self.lock_yields)?;
+        d.set_item("duration_s", self.duration_s)?;
+        d.set_item("stop_reason", self.stop_reason)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CompactionReport(pages_freed={}, objects_migrated={}, duration_s={:.6}, stop_reason='{}')",
+            self.pages_freed, self.objects_migrated, self.duration_s, self.stop_reason
+        )
+    }
+}
