@@ -31,6 +31,7 @@ from ._core import (
     ClassStats,
     CompactionReport,
     Pool,
+    PoolActivity,
     PoolStats,
     __version__,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "PoolStats",
     "ClassStats",
     "CompactionReport",
+    "PoolActivity",
     "ZsPoolError",
     "InvalidHandleError",
     "PoolFullError",

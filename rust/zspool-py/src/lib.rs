@@ -4,7 +4,7 @@
 //! errors back, and decides nothing about allocation. One concept per file:
 //!
 //! - `pool.rs`: the `Pool` pyclass, argument conversion, and the GIL/lock rules;
-//! - `stats.rs`: the `PoolStats`, `ClassStats` and `CompactionReport` snapshots;
+//! - `stats.rs`: the `PoolStats`, `ClassStats`, `CompactionReport` and `PoolActivity` snapshots;
 //! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`.
 //!
 //! The extension is `zspool._core`; the public namespace is built in `python/zspool/__init__.py`.
@@ -14,13 +14,13 @@ mod pool;
 mod stats;
 
 pub use pool::Pool;
-pub use stats::{ClassStats, CompactionReport, PoolStats};
+pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 
 /// The native half of `zspool`: import from `zspool`, not from here.
 #[pyo3::pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use super::{ClassStats, CompactionReport, Pool, PoolStats};
+    use super::{ClassStats, CompactionReport, Pool, PoolActivity, PoolStats};
 
     /// Bytes per OS page: the unit of `pages_used`, `can_compact()` and `pages_freed`.
     #[pymodule_export]

@@ -19,18 +19,23 @@ use std::time::Duration;
 
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyInt, PyList};
 use zspool_core::{CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_OBJECT_SIZE, PoolConfig, ZsError};
 
 use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
-use crate::stats::{ClassStats, CompactionReport, PoolStats};
+use crate::stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 
 /// Copies longer than this (bytes) release the GIL when that is safe (see the module doc).
 const DETACH_THRESHOLD: usize = 64 * 1024;
 
 /// A compacting pool of small objects, after Linux's zsmalloc. See `python/zspool/_core.pyi`.
-#[pyclass(frozen, module = "zspool")]
+///
+/// Subclassable: a Python subclass may define `_direct_reclaim(requested_bytes) -> bool`,
+/// which `malloc`/`store` call (attached, no core lock held) when an allocation would pass
+/// `mem_limit`; if it returns true the allocation is retried once.
+#[pyclass(frozen, subclass, module = "zspool")]
 pub struct Pool {
     inner: zspool_core::Pool,
 }
@@ -246,6 +251,22 @@ impl Pool {
     }
 }
 
+/// Run an allocation; if it fails only because of `mem_limit` and `slf` is a Python subclass
+/// with a `_direct_reclaim(requested_bytes)` method, call that (no core lock is held here)
+/// and, if it reports pages freed, retry once. The base class never calls into Python.
+fn with_direct_reclaim(slf: &Bound<'_, Pool>, alloc: impl Fn() -> Result<u64, ZsError>) -> PyResult<u64> {
+    let py = slf.py();
+    match alloc() {
+        Err(err @ ZsError::PoolFull { requested_bytes, os_error: None, .. }) if !slf.is_exact_instance_of::<Pool>() => {
+            let Ok(reclaim) = slf.getattr(intern!(py, "_direct_reclaim")) else {
+                return Err(to_py(py, err));
+            };
+            if reclaim.call1((requested_bytes,))?.is_truthy()? { alloc().or_raise(py) } else { Err(to_py(py, err)) }
+        }
+        result => result.or_raise(py),
+    }
+}
+
 // ---- the Python API --------------------------------------------------------------------
 
 #[pymethods]
@@ -282,20 +303,23 @@ impl Pool {
     }
 
     /// Allocate a zero-filled object of `size` bytes; return its handle.
-    fn malloc(&self, py: Python<'_>, size: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn malloc(slf: &Bound<'_, Self>, size: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let py = slf.py();
         let size = size_arg(py, size)?;
-        self.inner.malloc(size).or_raise(py)
+        let pool = &slf.get().inner;
+        with_direct_reclaim(slf, || pool.malloc(size))
     }
 
     /// Allocate an object holding a copy of `data`; return its handle.
-    fn store(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn store(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let py = slf.py();
         let source = Source::get(data)?;
-        let pool = &self.inner;
+        let pool = &slf.get().inner;
         if source.may_detach() {
             let bytes = source.bytes();
-            py.detach(|| pool.store(bytes)).or_raise(py)
+            with_direct_reclaim(slf, || py.detach(|| pool.store(bytes)))
         } else {
-            pool.store(source.bytes()).or_raise(py)
+            with_direct_reclaim(slf, || pool.store(source.bytes()))
         }
     }
 
@@ -388,6 +412,12 @@ impl Pool {
         self.check_open(py)?;
         let rows = self.inner.class_stats();
         PyList::new(py, rows.into_iter().map(ClassStats::from))
+    }
+
+    /// How busy the pool is now (for policies that avoid compacting under load).
+    fn activity(&self, py: Python<'_>) -> PyResult<PoolActivity> {
+        self.check_open(py)?;
+        Ok(self.inner.activity().into())
     }
 
     /// Pages a full compaction would free now.

@@ -1,4 +1,5 @@
-//! Read-only snapshots handed to Python: `PoolStats`, `ClassStats` and `CompactionReport`.
+//! Read-only snapshots handed to Python: `PoolStats`, `ClassStats`, `CompactionReport` and
+//! `PoolActivity`.
 //!
 //! Each is a frozen copy of the core's struct of the same name, taken when the method was
 //! called; attribute names are the core's field names (kernel and zram vocabulary:
@@ -246,5 +247,35 @@ impl CompactionReport {
             "CompactionReport(pages_freed={}, objects_migrated={}, duration_s={:.6}, stop_reason='{}')",
             self.pages_freed, self.objects_migrated, self.duration_s, self.stop_reason
         )
+    }
+}
+
+/// How busy a pool is, from `Pool.activity()` (for policies that must not compact under load).
+#[pyclass(frozen, module = "zspool", get_all)]
+pub struct PoolActivity {
+    /// Calls inside the pool right now (malloc, store, read, write, free; not compaction).
+    ops_in_flight: usize,
+    /// Seconds since the last call finished (coarse clock: 1-4 ms resolution).
+    idle_s: f64,
+}
+
+impl From<zspool_core::Activity> for PoolActivity {
+    fn from(a: zspool_core::Activity) -> PoolActivity {
+        PoolActivity { ops_in_flight: a.ops_in_flight, idle_s: a.idle.as_secs_f64() }
+    }
+}
+
+#[pymethods]
+impl PoolActivity {
+    /// The fields as a new dict.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("ops_in_flight", self.ops_in_flight)?;
+        d.set_item("idle_s", self.idle_s)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("PoolActivity(ops_in_flight={}, idle_s={:.3})", self.ops_in_flight, self.idle_s)
     }
 }

@@ -1,0 +1,238 @@
+"""Type stubs for ``zspool._core``, the Rust extension. Import these names from ``zspool``."""
+
+from types import TracebackType
+from typing import Final, Literal, Self, TypeAlias, final
+
+from typing_extensions import Buffer, disjoint_base  # in collections.abc / typing from 3.12 / 3.15
+
+__all__ = ["ClassStats", "CompactionReport", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
+
+#: Bytes per OS page: the unit of ``pages_used``, ``can_compact()`` and ``pages_freed``.
+PAGE_SIZE: Final[int]
+#: The largest object a pool accepts, in bytes (1 GiB).
+MAX_OBJECT_SIZE: Final[int]
+#: The package version.
+__version__: Final[str]
+
+_StopReason: TypeAlias = Literal["done", "nothing_freeable", "budget_reached", "already_running", "closed"]
+
+@disjoint_base
+class Pool:
+    """A compacting pool of small objects, after Linux's zsmalloc.
+
+    Objects are byte strings of 0..MAX_OBJECT_SIZE bytes, addressed by *handle* (an int).
+    Objects up to PAGE_SIZE bytes are packed into size classes of zspages (chains of pages,
+    objects may straddle pages); larger ones get whole pages of their own. Every method is
+    thread-safe; compaction and bulk copies release the GIL.
+
+    Handles are ints in ``0..2**64``; a handle of the wrong type raises ``TypeError``, one
+    that names no live object of this pool raises ``InvalidHandleError``. Every method
+    except ``close()`` raises ``PoolClosedError`` after the pool was closed.
+    """
+
+    def __new__(
+        cls, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None
+    ) -> Self:
+        """Create a pool.
+
+        max_pages_per_zspage: longest page chain a zspage may use, 1..16 (pages).
+        mem_limit: most bytes of pages the pool may hold (at least 4096), or None for no limit.
+        name: shown in repr() and stats().
+        Out-of-range values raise ConfigError.
+        """
+    def malloc(self, size: int) -> int:
+        """Allocate a zero-filled object of exactly ``size`` bytes (0..MAX_OBJECT_SIZE); return its handle.
+
+        Raises ObjectSizeError for a size out of range, PoolFullError past mem_limit (the
+        pool is then unchanged).
+        """
+    def store(self, data: Buffer) -> int:
+        """Allocate an object holding a copy of ``data`` (any C-contiguous bytes-like object); return its handle."""
+    def write(self, handle: int, data: Buffer, offset: int = 0) -> None:
+        """Copy ``data`` (any C-contiguous bytes-like object) into the object at byte ``offset``.
+
+        Raises OutOfBoundsError unless offset + len(data) <= size of the object.
+        """
+    def read(self, handle: int, offset: int = 0, size: int | None = None) -> bytes:
+        """Return ``size`` bytes from byte ``offset`` of the object (None: to the end) as new bytes."""
+    def read_into(self, handle: int, buffer: Buffer, offset: int = 0) -> int:
+        """Copy min(len(buffer), object size - offset) bytes from byte ``offset`` into the
+        writable ``buffer``; return the number of bytes copied. A read-only buffer raises TypeError."""
+    def load(self, handle: int) -> bytes:
+        """Return the whole object as new bytes."""
+    def size_of(self, handle: int) -> int:
+        """Return the object's size in bytes."""
+    def free(self, handle: int) -> None:
+        """Free the object. The handle becomes invalid; using it again raises InvalidHandleError."""
+    def stats(self) -> PoolStats:
+        """Pool totals now (a snapshot)."""
+    def class_stats(self) -> list[ClassStats]:
+        """One row per size class, smallest class first (a snapshot)."""
+    def activity(self) -> PoolActivity:
+        """How busy the pool is now."""
+    def can_compact(self) -> int:
+        """Pages a full compaction would free now."""
+    def compact(self, max_pages: int | None = None, time_budget: float | None = None) -> CompactionReport:
+        """Move objects out of sparse zspages into fuller ones and give the emptied pages back to the OS.
+
+        max_pages: stop once this many pages were freed (None: no limit).
+        time_budget: stop after this many seconds (None: no limit).
+        Runs without the GIL. One compaction runs per pool at a time: a concurrent call
+        returns at once with stop_reason "already_running".
+        """
+    def close(self) -> None:
+        """Free every object and give all pages back to the OS. Idempotent."""
+    @property
+    def closed(self) -> bool:
+        """Whether close() was called."""
+    @property
+    def name(self) -> str | None:
+        """The name given to the constructor."""
+    @property
+    def mem_limit(self) -> int | None:
+        """The most bytes of pages the pool may hold, or None."""
+    @property
+    def max_pages_per_zspage(self) -> int:
+        """The longest page chain a zspage may use (pages)."""
+    def __len__(self) -> int:
+        """Number of live objects."""
+    def __contains__(self, handle: object, /) -> bool:
+        """Whether ``handle`` names a live object of this pool (False for non-ints)."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        """Close the pool; never suppresses the exception."""
+
+@final
+class PoolStats:
+    """Pool totals (after zram's ``mm_stat``), from ``Pool.stats()``."""
+
+    @property
+    def name(self) -> str | None:
+        """The pool's name."""
+    @property
+    def pages_used(self) -> int:
+        """Pages held for objects (zspages and large objects)."""
+    @property
+    def mem_used_bytes(self) -> int:
+        """``pages_used`` in bytes."""
+    @property
+    def mem_used_max(self) -> int:
+        """The most bytes of pages ever held at once."""
+    @property
+    def mem_limit(self) -> int | None:
+        """The pool's mem_limit in bytes, or None."""
+    @property
+    def objects(self) -> int:
+        """Live objects."""
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of live objects (their requested sizes)."""
+    @property
+    def large_objects(self) -> int:
+        """Live objects larger than a page."""
+    @property
+    def large_object_pages(self) -> int:
+        """Pages held by large objects."""
+    @property
+    def freeable_pages(self) -> int:
+        """Pages a full compaction would free now."""
+    @property
+    def metadata_bytes(self) -> int:
+        """Heap bytes of bookkeeping (handle tables, zspage metadata), outside ``mem_used_bytes``."""
+    @property
+    def pages_compacted(self) -> int:
+        """Pages freed by compaction, ever."""
+    @property
+    def objects_migrated(self) -> int:
+        """Objects moved by compaction, ever."""
+    @property
+    def compactions(self) -> int:
+        """Compaction runs that had something to do."""
+    def as_dict(self) -> dict[str, int | str | None]:
+        """The fields as a new dict."""
+
+@final
+class ClassStats:
+    """One size class (a row of the kernel's debugfs ``classes`` table), from ``Pool.class_stats()``."""
+
+    @property
+    def index(self) -> int:
+        """The kernel's class index (the size slot the class was created for)."""
+    @property
+    def size(self) -> int:
+        """Object slot size in bytes."""
+    @property
+    def pages_per_zspage(self) -> int:
+        """Pages in each zspage of this class."""
+    @property
+    def objs_per_zspage(self) -> int:
+        """Object slots in each zspage of this class."""
+    @property
+    def fullness(self) -> tuple[int, int, int, int, int, int, int, int, int, int, int, int]:
+        """Zspages per fullness group: [0] empty, [1]..[10] up to 10 %, 20 %, ... 90 %, 99 % in use, [11] full."""
+    @property
+    def zspages(self) -> int:
+        """Zspages in this class."""
+    @property
+    def obj_allocated(self) -> int:
+        """Object slots in the class's zspages, used or not."""
+    @property
+    def obj_used(self) -> int:
+        """Live objects."""
+    @property
+    def pages_used(self) -> int:
+        """Pages held by the class."""
+    @property
+    def freeable(self) -> int:
+        """Pages compaction could free now (the kernel's ``zs_can_compact``)."""
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of live objects (their requested sizes)."""
+    def as_dict(self) -> dict[str, int | tuple[int, ...]]:
+        """The fields as a new dict."""
+
+@final
+class CompactionReport:
+    """What one ``Pool.compact()`` call did."""
+
+    @property
+    def pages_freed(self) -> int:
+        """Pages given back to the OS."""
+    @property
+    def objects_migrated(self) -> int:
+        """Objects moved to another zspage."""
+    @property
+    def bytes_migrated(self) -> int:
+        """Bytes copied by those moves."""
+    @property
+    def classes_scanned(self) -> int:
+        """Classes that had freeable pages and were worked on."""
+    @property
+    def lock_yields(self) -> int:
+        """Times a class lock was released and re-taken mid-class."""
+    @property
+    def duration_s(self) -> float:
+        """Wall time of the run in seconds."""
+    @property
+    def stop_reason(self) -> _StopReason:
+        """Why the run ended."""
+    def as_dict(self) -> dict[str, int | float | str]:
+        """The fields as a new dict."""
+
+@final
+class PoolActivity:
+    """How busy a pool is, from ``Pool.activity()``."""
+
+    @property
+    def ops_in_flight(self) -> int:
+        """Calls inside the pool right now (malloc, store, read, write, free; not compaction)."""
+    @property
+    def idle_s(self) -> float:
+        """Seconds since the last call finished (coarse clock: 1-4 ms resolution)."""
+    def as_dict(self) -> dict[str, int | float]:
+        """The fields as a new dict."""
