@@ -21,7 +21,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyInt, PyList};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString};
 use zspool_core::{CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_OBJECT_SIZE, PoolConfig, ZsError};
 
 use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
@@ -280,8 +280,17 @@ impl Pool {
         py: Python<'_>,
         max_pages_per_zspage: Option<&Bound<'_, PyAny>>,
         mem_limit: Option<&Bound<'_, PyAny>>,
-        name: Option<String>,
+        name: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Pool> {
+        let name = match name {
+            None => None,
+            Some(obj) => Some(
+                obj.cast::<PyString>()
+                    .map_err(|_| type_error(format!("name must be a str or None, not {}", describe(obj))))?
+                    .to_str()?
+                    .to_owned(),
+            ),
+        };
         let config_error = |what: &str, text: String, allowed: &str| {
             Kind::Config.err(py, format!("{what}={text} is out of range: allowed {allowed}"))
         };
@@ -446,7 +455,8 @@ impl Pool {
             None => None,
             Some(secs) if secs == f64::INFINITY => None,
             Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
-                value_error(format!("time_budget={secs} is out of range: allowed seconds >= 0, or None"))
+                let shown = PyFloat::new(py, secs).repr().map(|r| r.to_string()).unwrap_or_else(|_| secs.to_string());
+                value_error(format!("time_budget={shown} is out of range: allowed seconds >= 0, or None"))
             })?),
         };
         let options = CompactOptions { max_pages, time_budget, ..CompactOptions::default() };
