@@ -17,7 +17,9 @@ def test_namespace() -> None:
     assert PAGE_SIZE == 4096
     assert MAX_OBJECT_SIZE == 1 << 30
     assert isinstance(zspool.__version__, str) and zspool.__version__
-    assert zspool.Pool.__module__ == "zspool"
+    # zspool.Pool is the Rust class (shown as zspool.Pool) plus Python-side shrinker support.
+    assert issubclass(zspool.Pool, zspool._core.Pool)
+    assert zspool._core.Pool.__module__ == "zspool"
     assert issubclass(zspool.InvalidHandleError, (zspool.ZsPoolError, LookupError))
     assert issubclass(zspool.PoolFullError, MemoryError)
 

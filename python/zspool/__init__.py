@@ -18,6 +18,9 @@ Example::
         pool.free(h)                           # h is now invalid: using it raises
         report = pool.compact()                # give emptied pages back to the OS
 
+Memory pressure: register shrinker policies with :meth:`Pool.register_shrinker` and run
+them from a :class:`Reclaimer` thread (see :mod:`zspool.shrinker`, :mod:`zspool.reclaimer`).
+
 Units throughout: sizes and offsets in bytes, memory in pages of :data:`PAGE_SIZE` bytes
 (or bytes where a name says ``_bytes``), times in seconds. Errors are in
 :mod:`zspool.errors`, re-exported here.
@@ -30,7 +33,6 @@ from ._core import (
     PAGE_SIZE,
     ClassStats,
     CompactionReport,
-    Pool,
     PoolActivity,
     PoolStats,
     __version__,
@@ -45,8 +47,14 @@ from .errors import (
     ZsPoolError,
 )
 
+# The Rust pool (``zspool._core.Pool``, every method inherited as is) plus the shrinkers
+# registered with it; and the background thread that runs them.
+from .pool import Pool
+from .reclaimer import Reclaimer
+
 __all__ = [
     "Pool",
+    "Reclaimer",
     "PoolStats",
     "ClassStats",
     "CompactionReport",
