@@ -14,8 +14,12 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["ETC_SCALE", "ETC_SHAPE", "etc_sizes", "payload_source", "PayloadSource", "rss_bytes"]
+if TYPE_CHECKING:
+    from zspool import Pool
+
+__all__ = ["ETC_SCALE", "ETC_SHAPE", "etc_sizes", "fragment", "payload_source", "PayloadSource", "rss_bytes"]
 
 ETC_SCALE = 214.476
 ETC_SHAPE = 0.348238
@@ -60,3 +64,19 @@ def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         resident_pages = int(f.read().split()[1])
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def fragment(pool: Pool, count: int, *, free_fraction: float = 0.7, seed: int = 0) -> dict[int, bytes]:
+    """Store ``count`` ETC-sized random values in ``pool``, then free a random
+    ``free_fraction`` of them, the way cache evictions fragment a pool. Returns the
+    surviving handles with the bytes each must still hold."""
+    rng = random.Random(seed)
+    source = PayloadSource(seed=seed)
+    stored = {}
+    for size in etc_sizes(count, seed=seed):
+        payload = bytes(source.take(size))
+        stored[pool.store(payload)] = payload
+    for handle in rng.sample(list(stored), int(count * free_fraction)):
+        pool.free(handle)
+        del stored[handle]
+    return stored
