@@ -38,8 +38,31 @@ def _demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             max_pages_per_zspage=args.max_pages_per_zspage,
             plot=args.plot,
+            policy=args.policy,
+            policy_options=tuple(_options(args.policy_option)),
+            busy_s=args.busy_s,
+            idle_s=args.idle_s,
+            rss_budget=None if args.rss_budget_mib is None else int(args.rss_budget_mib * 2**20),
         )
     )
+
+
+def _options(pairs: list[str]) -> list[tuple[str, object]]:
+    """``KEY=VALUE`` strings to keyword options; values parse as int, float or str."""
+    options: list[tuple[str, object]] = []
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"--policy-option takes KEY=VALUE, not {pair!r}")
+        value: object = text
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+        options.append((key, value))
+    return options
 
 
 def _fraction(text: str) -> float:
@@ -66,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=2015)
     demo.add_argument("--max-pages-per-zspage", type=int, default=8, choices=range(1, 17), metavar="1..16")
     demo.add_argument("--plot", metavar="FILE.png", help="draw fullness before/after (needs matplotlib)")
+    demo.add_argument("--policy", metavar="NAME", help="let a shrinker policy and the reclaimer decide when to compact")
+    demo.add_argument(
+        "--policy-option", metavar="KEY=VALUE", action="append", default=[], help="an option for the policy"
+    )
+    demo.add_argument("--busy-s", type=float, default=1.5, help="with --policy: seconds of traffic (1.5)")
+    demo.add_argument("--idle-s", type=float, default=3.0, help="with --policy: seconds of quiet at most (3)")
+    demo.add_argument(
+        "--rss-budget-mib", type=float, help="with --policy: RSS budget the pressure level is measured against"
+    )
     demo.set_defaults(run=_demo)
 
     classes = commands.add_parser("classes", help="print the size-class table")

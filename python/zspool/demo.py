@@ -37,6 +37,14 @@ class DemoOptions:
     seed: int = 2015
     max_pages_per_zspage: int = 8
     plot: str | None = None
+    #: Run the reclaimer with this shrinker policy instead of compacting by hand.
+    policy: str | None = None
+    policy_options: tuple[tuple[str, object], ...] = ()
+    interval_s: float = 0.1
+    busy_s: float = 1.5
+    idle_s: float = 3.0
+    #: RSS budget in bytes for the pressure monitor (default: 5 % above the fragmented RSS).
+    rss_budget: int | None = None
     out: TextIO = sys.stdout
 
 
@@ -102,7 +110,7 @@ def _summary(stats: PoolStats, rss: int, rss_base: int) -> str:
         f"  objects {stats.objects:,}  payload {stats.payload_bytes / MiB:,.1f} MiB  "
         f"pool pages {stats.pages_used:,} ({stats.mem_used_bytes / MiB:,.1f} MiB, "
         f"{stats.mem_used_bytes / payload:.2f} bytes per payload byte)\n"
-        f"  RSS {rss / MiB:,.1f} MiB (pool's share {(rss - rss_base) / MiB:,.1f} MiB)  "
+        f"  RSS {rss / MiB:,.1f} MiB (+{(rss - rss_base) / MiB:,.1f} MiB since the pool was created)  "
         f"freeable by compaction: {stats.freeable_pages:,} pages ({stats.freeable_pages * 4096 / MiB:,.1f} MiB)"
     )
 
@@ -114,42 +122,79 @@ def _in_steps(items: Iterable[int], total: int, progress: Progress, action: Call
             progress.update(done)
 
 
-def run_demo(options: DemoOptions) -> int:
+@dataclass
+class _Fragmented:
+    pool: Pool
+    handles: list[int]
+    payloads: list[memoryview]
+    survivors: list[int]
+    rss_base: int
+
+
+def _fill_and_fragment(options: DemoOptions) -> _Fragmented:
     out = options.out
     rng = random.Random(options.seed)
     sizes = etc_sizes(options.objects, seed=options.seed)
     source = PayloadSource(seed=options.seed)
     payloads = [source.take(size) for size in sizes]
-    rss_base = rss_bytes()
-
     out.write(
         f"zspool demo: {options.objects:,} values with memcached ETC sizes (32..4096 B, "
         f"mean {sum(sizes) / len(sizes):.0f} B), then free {options.free_fraction:.0%} at random\n\n"
     )
-    with Pool(max_pages_per_zspage=options.max_pages_per_zspage, name="demo") as pool:
-        handles: list[int] = [0] * options.objects
-        progress = Progress("fill", options.objects, out)
+    rss_base = rss_bytes()
+    pool = Pool(max_pages_per_zspage=options.max_pages_per_zspage, name="demo")
+    handles: list[int] = [0] * options.objects
+    progress = Progress("fill", options.objects, out)
 
-        def store(i: int) -> None:
-            handles[i] = pool.store(payloads[i])
+    def store(i: int) -> None:
+        handles[i] = pool.store(payloads[i])
 
-        _in_steps(range(options.objects), options.objects, progress, store)
-        progress.finish()
+    _in_steps(range(options.objects), options.objects, progress, store)
+    progress.finish()
 
-        victims = rng.sample(range(options.objects), int(options.objects * options.free_fraction))
-        progress = Progress(f"free {options.free_fraction:.0%} at random", len(victims), out)
-        _in_steps(victims, len(victims), progress, lambda i: pool.free(handles[i]))
-        progress.finish()
-        dead = set(victims)
-        survivors = [i for i in range(options.objects) if i not in dead]
+    victims = rng.sample(range(options.objects), int(options.objects * options.free_fraction))
+    progress = Progress(f"free {options.free_fraction:.0%} at random", len(victims), out)
+    _in_steps(victims, len(victims), progress, lambda i: pool.free(handles[i]))
+    progress.finish()
+    dead = set(victims)
+    survivors = [i for i in range(options.objects) if i not in dead]
+    return _Fragmented(pool, handles, payloads, survivors, rss_base)
 
-        before_rows = pool.class_stats()
-        before = pool.stats()
-        rss_before = rss_bytes()
-        out.write("\nBefore compaction (zspages per fullness group, as in debugfs `classes`):\n")
-        out.write(format_class_table(before_rows) + "\n")
-        out.write(_summary(before, rss_before, rss_base) + "\n\n")
 
+def _show(title: str, state: _Fragmented, out: TextIO) -> tuple[list[ClassStats], PoolStats, int]:
+    rows = state.pool.class_stats()
+    stats = state.pool.stats()
+    rss = rss_bytes()
+    out.write(f"\n{title}\n")
+    out.write(format_class_table(rows) + "\n")
+    out.write(_summary(stats, rss, state.rss_base) + "\n\n")
+    return rows, stats, rss
+
+
+def _verify(state: _Fragmented, out: TextIO) -> int:
+    progress = Progress("verify survivors", len(state.survivors), out)
+    bad = 0
+
+    def verify(i: int) -> None:
+        nonlocal bad
+        if state.pool.load(state.handles[i]) != state.payloads[i]:
+            bad += 1
+
+    _in_steps(state.survivors, len(state.survivors), progress, verify)
+    progress.finish(f"({len(state.survivors):,} objects, {bad} corrupted)")
+    return bad
+
+
+def run_demo(options: DemoOptions) -> int:
+    if options.policy:
+        return run_policy_demo(options)
+    out = options.out
+    state = _fill_and_fragment(options)
+    pool = state.pool
+    with pool:
+        before_rows, before, rss_before = _show(
+            "Before compaction (zspages per fullness group, as in debugfs `classes`):", state, out
+        )
         predicted = pool.can_compact()
         progress = Progress("compact", predicted, out)
         pages = objects = moved_bytes = 0
@@ -165,13 +210,7 @@ def run_demo(options: DemoOptions) -> int:
                 break
         elapsed = time.perf_counter() - started
         progress.finish()
-
-        after_rows = pool.class_stats()
-        after = pool.stats()
-        rss_after = rss_bytes()
-        out.write("\nAfter compaction:\n")
-        out.write(format_class_table(after_rows) + "\n")
-        out.write(_summary(after, rss_after, rss_base) + "\n\n")
+        after_rows, after, rss_after = _show("After compaction:", state, out)
 
         mb_s = moved_bytes / MiB / elapsed if elapsed > 0 else float("inf")
         out.write(
@@ -184,18 +223,78 @@ def run_demo(options: DemoOptions) -> int:
             f"  pool bytes/payload {before.mem_used_bytes / max(before.payload_bytes, 1):.3f} -> "
             f"{after.mem_used_bytes / max(after.payload_bytes, 1):.3f}\n"
         )
+        bad = _verify(state, out)
+        if options.plot:
+            plot_fullness(before_rows, after_rows, options.plot)
+            out.write(f"\nplot written to {options.plot}\n")
+    return 1 if bad else 0
 
-        progress = Progress("verify survivors", len(survivors), out)
-        bad = 0
 
-        def verify(i: int) -> None:
-            nonlocal bad
-            if pool.load(handles[i]) != payloads[i]:
-                bad += 1
+def run_policy_demo(options: DemoOptions) -> int:
+    """The demo with a shrinker policy and the reclaimer deciding when to compact: a busy
+    phase (writes), then an idle phase, with every reclaim round printed as it happens."""
+    from zspool import Reclaimer
+    from zspool.pressure import PressureMonitor, RssSource
 
-        _in_steps(survivors, len(survivors), progress, verify)
-        progress.finish(f"({len(survivors):,} objects, {bad} corrupted)")
+    out = options.out
+    state = _fill_and_fragment(options)
+    pool = state.pool
+    with pool:
+        before_rows, before, rss_before = _show("Fragmented pool:", state, out)
+        monitor_budget = options.rss_budget or int(rss_before * 1.05)
+        monitor = PressureMonitor(rss=RssSource(monitor_budget))
+        pool.register_shrinker(options.policy, **dict(options.policy_options))
+        reading = monitor.read()
+        out.write(
+            f"policy {options.policy!r} registered; reclaimer ticks every {options.interval_s} s. "
+            f"Pressure now: level {reading.level:.2f} ({reading.reason}; RSS budget {monitor_budget / MiB:,.0f} MiB)\n"
+        )
+        started = time.monotonic()
+        printed = 0
 
+        def print_events(reclaimer: Reclaimer) -> None:
+            nonlocal printed
+            events = list(reclaimer.events)
+            for event in events[printed:]:
+                level = "-" if event.pressure_level is None else f"{event.pressure_level:.2f} ({event.pressure_reason})"
+                out.write(
+                    f"  t={event.at - started:6.2f} s  {event.reason:<8} pressure {level:<18} "
+                    f"freed {event.pages_freed:,} pages\n"
+                )
+            printed = len(events)
+
+        rng = random.Random(options.seed + 1)
+        source = PayloadSource(seed=options.seed + 2)
+        with Reclaimer(pool, interval_s=options.interval_s, monitor=monitor) as reclaimer:
+            out.write(f"\nbusy phase ({options.busy_s} s of stores and frees):\n")
+            live: list[int] = []
+            busy_until = time.monotonic() + options.busy_s
+            while time.monotonic() < busy_until:
+                for _ in range(256):
+                    live.append(pool.store(source.take(rng.randrange(32, 1024))))
+                    if len(live) > 2000:
+                        pool.free(live.pop(rng.randrange(len(live))))
+                print_events(reclaimer)
+            out.write(f"idle phase (up to {options.idle_s} s):\n")
+            idle_until = time.monotonic() + options.idle_s
+            while time.monotonic() < idle_until and pool.can_compact() > 0:
+                time.sleep(0.02)
+                print_events(reclaimer)
+            time.sleep(options.interval_s)
+            print_events(reclaimer)
+            for h in live:
+                pool.free(h)
+        if printed == 0:
+            out.write("  (the policy never let the pool compact)\n")
+        shrinker = pool.shrinkers[0]
+        after_rows, after, rss_after = _show("After the trace:", state, out)
+        out.write(
+            f"policy {options.policy!r}: {shrinker.stats.pages_freed:,} pages freed in "
+            f"{shrinker.stats.scan_calls} scans ({shrinker.stats.time_s * 1000:.1f} ms), "
+            f"{shrinker.stats.errors} errors; RSS {rss_before / MiB:,.1f} -> {rss_after / MiB:,.1f} MiB; "
+            f"reclaimer: {reclaimer.stats.ticks} ticks, {reclaimer.stats.pressure_events} pressure events\n"
+        )
+        bad = _verify(state, out)
         if options.plot:
             plot_fullness(before_rows, after_rows, options.plot)
             out.write(f"\nplot written to {options.plot}\n")
