@@ -5,17 +5,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 export MATURIN_NO_INSTALL_RUST := 1
+PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
 .PHONY: demo test install-dev rust-test rust-lint loom py-test stubtest wheel-test
 
 demo:
-	$(PIP) install --quiet .
+	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
 test: install-dev rust-lint rust-test loom py-test stubtest
 
 install-dev:
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
 
 rust-lint:
 	cargo fmt --all --check
