@@ -14,7 +14,7 @@ MAX_OBJECT_SIZE: Final[int]
 #: The package version.
 __version__: Final[str]
 
-_StopReason: TypeAlias = Literal["done", "nothing_freeable", "budget_reached", "already_running", "closed"]
+_StopReason: TypeAlias = Literal["done", "nothing_freeable", "budget_reached", "already_running", "closed", "interrupted"]
 
 @disjoint_base
 class Pool:

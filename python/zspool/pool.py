@@ -10,7 +10,9 @@ which the Rust side calls when an allocation would pass ``mem_limit`` (see
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from typing import Any
 
 from zspool import _core
@@ -19,6 +21,22 @@ from zspool.shrinker import Shrinker, ShrinkerPolicy, ShrinkReason, load_policy,
 __all__ = ["Pool"]
 
 log = logging.getLogger("zspool.shrinker")
+
+#: Every live :class:`Pool`, for the fork hooks below.
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """The pool itself is made fork-safe in Rust (pthread_atfork handlers in
+    ``rust/zspool-core/src/fork.rs`` hold its locks across ``fork()``). Here: the Python-side
+    locks, which a thread that does not exist in the child may have held."""
+    for pool in list(_live_pools):
+        pool._shrinker_lock = threading.Lock()
+        for shrinker in pool._shrinkers:
+            shrinker._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Pool(_core.Pool):
@@ -34,12 +52,18 @@ class Pool(_core.Pool):
 
     Objects are addressed by integer handles; see :meth:`malloc`, :meth:`store`,
     :meth:`load`, :meth:`free`. Thread-safe; bulk work releases the GIL.
+
+    Fork-safe: ``os.fork()`` (multiprocessing, gunicorn, uwsgi) waits for calls running
+    without the GIL to finish, interrupts a running compaction at its next slice, and holds
+    every lock of every live pool across the fork, so the child gets a consistent copy (all
+    objects readable, new ones writable) and no lock held by a thread it does not have.
     """
 
     def __init__(self, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None) -> None:
         # The Rust __new__ has already built the pool from the same arguments.
         self._shrinkers: tuple[Shrinker, ...] = ()
         self._shrinker_lock = threading.Lock()
+        _live_pools.add(self)
 
     @property
     def shrinkers(self) -> tuple[Shrinker, ...]:

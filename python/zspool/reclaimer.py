@@ -22,6 +22,7 @@ import os
 import select
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +34,17 @@ from zspool.shrinker import ShrinkReason, shrink_pool
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
 
 log = logging.getLogger("zspool.reclaimer")
+
+#: Every Reclaimer, so that a child process can deal with the threads it did not inherit.
+_reclaimers: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for reclaimer in list(_reclaimers):
+        reclaimer._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,13 @@ class Reclaimer:
     cgroup and ``/proc/meminfo``; ``None`` to pass no reading). ``psi_trigger``: the trigger
     to register (``None`` to wake on ticks only); ``psi_path`` the PSI file (a cgroup's
     ``memory.pressure`` works too). Use as a context manager, or ``start()``/``stop()``.
+
+    After ``os.fork()`` the child has no reclaimer thread (``fork()`` copies only the calling
+    thread). With ``restart_after_fork=False`` (the default) a reclaimer that was running is
+    left cleanly stopped in the child: ``running`` is False, its wake-up pipe and PSI trigger
+    (the parent's) are closed in the child, and ``start()`` starts a fresh one. With
+    ``restart_after_fork=True`` the child starts its own thread and trigger at once. The
+    parent's reclaimer is unaffected either way.
     """
 
     def __init__(
@@ -77,6 +96,7 @@ class Reclaimer:
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
         name: str = "zspool-reclaimer",
+        restart_after_fork: bool = False,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s={interval_s} must be > 0 seconds")
@@ -95,6 +115,8 @@ class Reclaimer:
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self.restart_after_fork = restart_after_fork
+        _reclaimers.add(self)
 
     # -- pools ---------------------------------------------------------------
 
@@ -154,6 +176,29 @@ class Reclaimer:
         if self.trigger is not None:
             self.trigger.close()
             self.trigger = None
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the thread is gone, and the locks, pipe and PSI trigger are
+        copies of the parent's. Drop them all, then restart if asked to."""
+        was_running = self._thread is not None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = -1
+        if self.trigger is not None:
+            try:
+                self.trigger.close()
+            except OSError:
+                pass
+            self.trigger = None
+        if was_running and self.restart_after_fork:
+            self.start()
 
     def __enter__(self) -> Reclaimer:
         return self.start()

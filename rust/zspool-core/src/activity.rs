@@ -49,6 +49,13 @@ impl ActivityCounters {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// In a child after `fork()`: the operations counted in flight ran in threads that do
+    /// not exist there.
+    #[cfg(not(loom))]
+    pub(crate) fn reset_in_flight(&self) {
+        self.in_flight.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn last_access_ns(&self) -> u64 {
         self.last_access_ns.load(Ordering::Relaxed)
     }

@@ -40,6 +40,12 @@ impl SizeClass {
         self.state.lock()
     }
 
+    /// The class lock itself, for the fork hooks (`fork.rs`), which hold it across `fork()`.
+    #[cfg(not(loom))]
+    pub(crate) fn lock_for_fork(&self) -> &WaitedMutex<ClassState> {
+        &self.state
+    }
+
     /// Whether a thread is blocked on this class's lock right now.
     pub(crate) fn lock_is_contended(&self) -> bool {
         self.state.has_waiters()
@@ -140,9 +146,26 @@ impl ClassState {
         self.groups[group].iter().rev().copied().find(|&id| Some(id) != except)
     }
 
-    /// Add a zspage built from fresh pages; it starts in the empty group.
-    pub(crate) fn add_zspage(&mut self, pages: Vec<PagePtr>) -> u32 {
-        let zspage = Zspage::new(pages, self.layout.objs_per_zspage);
+    /// Make room, fallibly, for everything adding one zspage (and later removing it) can
+    /// grow: the zspage vector, the free-id stack, every fullness list (a zspage may move
+    /// to any of them) and one handle-table entry. After this succeeds, `add_zspage`,
+    /// `obj_malloc`, the fullness moves and `remove_zspage` allocate nothing, so running out
+    /// of memory is a `PoolFull` error and never an abort.
+    pub(crate) fn try_reserve_zspage(&mut self) -> Result<(), std::collections::TryReserveError> {
+        let zspages = self.zspage_count() + 1;
+        if self.free_ids.is_empty() {
+            self.zspages.try_reserve(1)?;
+        }
+        self.free_ids.try_reserve(zspages.saturating_sub(self.free_ids.len()))?;
+        for group in self.groups.iter_mut() {
+            group.try_reserve(zspages.saturating_sub(group.len()))?;
+        }
+        self.handles.try_reserve_one()
+    }
+
+    /// Add a zspage built from fresh pages; it starts in the empty group. Call
+    /// `try_reserve_zspage` first: then this allocates nothing.
+    pub(crate) fn add_zspage(&mut self, zspage: Zspage) -> u32 {
         let id = match self.free_ids.pop() {
             Some(id) => {
                 self.zspages[id as usize] = Some(zspage);

@@ -77,6 +77,8 @@ pub enum StopReason {
     AlreadyRunning,
     /// The pool was closed.
     Closed,
+    /// The process is about to `fork()` (see `fork.rs`); the run stopped at a slice boundary.
+    Interrupted,
 }
 
 impl StopReason {
@@ -87,6 +89,7 @@ impl StopReason {
             StopReason::BudgetReached => "budget_reached",
             StopReason::AlreadyRunning => "already_running",
             StopReason::Closed => "closed",
+            StopReason::Interrupted => "interrupted",
         }
     }
 }
@@ -152,6 +155,8 @@ impl Pool {
         let _running = RunningFlag(&self.compaction_running);
         report.stop_reason = if self.is_closed() {
             StopReason::Closed
+        } else if self.fork_pending.load(Ordering::Acquire) {
+            StopReason::Interrupted
         } else if self.can_compact() == 0 {
             StopReason::NothingFreeable
         } else {
@@ -202,6 +207,9 @@ impl<'p> ClassRun<'p> {
             if self.pool.is_closed() {
                 break Some(StopReason::Closed);
             }
+            if self.pool.fork_pending.load(Ordering::Relaxed) {
+                break Some(StopReason::Interrupted);
+            }
             if state.can_compact() == 0 {
                 break None;
             }
@@ -251,6 +259,7 @@ impl<'p> ClassRun<'p> {
                     // Reading the clock costs ~20 ns; do it every 8th object.
                     || (self.slice_objects.is_multiple_of(8) && self.slice_start.elapsed() >= slice)
                     || self.deadline_passed()
+                    || self.pool.fork_pending.load(Ordering::Relaxed)
             }
             LockHold::WholeClass => self.slice_objects.is_multiple_of(8) && self.deadline_passed(),
         }

@@ -100,6 +100,11 @@ impl HandleTable {
         self.live
     }
 
+    /// Make sure the next `insert` allocates nothing (see `ClassState::try_reserve_zspage`).
+    pub(crate) fn try_reserve_one(&mut self) -> Result<(), std::collections::TryReserveError> {
+        if self.free_head == NIL { self.entries.try_reserve(1) } else { Ok(()) }
+    }
+
     /// Record a new object and return its (index, generation); `None` when all
     /// 2^28 indices of this domain are in use.
     pub(crate) fn insert(&mut self, size: usize, loc: Location) -> Option<(u32, u32)> {

@@ -50,6 +50,12 @@ impl LargeShard {
         self.state.lock()
     }
 
+    /// The shard lock itself, for the fork hooks (`fork.rs`).
+    #[cfg(not(loom))]
+    pub(crate) fn lock_for_fork(&self) -> &WaitedMutex<LargeState> {
+        &self.state
+    }
+
     pub(crate) fn publish(&self, state: &LargeState) {
         self.objects.store(state.handles.live(), Ordering::Relaxed);
     }
@@ -60,9 +66,17 @@ impl LargeShard {
 }
 
 impl LargeState {
-    /// Record `mapping` as an object of `size` bytes; `None` if the handle table is full
-    /// (the mapping is then handed back to be dropped).
+    /// Record `mapping` as an object of `size` bytes; `Err` if the handle table is full or
+    /// its metadata cannot grow (the mapping is then handed back to be dropped).
     pub(crate) fn insert(&mut self, mapping: Mapping, size: usize) -> Result<(u32, u32), Mapping> {
+        // Every vector this insert (and the matching remove) may grow, reserved fallibly:
+        // out of memory is then a `PoolFull` error, not an abort.
+        let reserved = self.handles.try_reserve_one().is_ok()
+            && (!self.free_ids.is_empty() || self.mappings.try_reserve(1).is_ok())
+            && self.free_ids.try_reserve((self.mappings.len() + 1).saturating_sub(self.free_ids.len())).is_ok();
+        if !reserved {
+            return Err(mapping);
+        }
         let id = match self.free_ids.last() {
             Some(&id) => id,
             None => u32::try_from(self.mappings.len()).expect("fewer than 2^32 large objects per shard"),

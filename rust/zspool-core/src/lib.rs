@@ -25,6 +25,10 @@
 //!    lists and its handle table) or a **large-object shard lock**; never two at once;
 //! 2. the **page provider's** `alive` read lock, then its free-list mutex.
 //!
+//! `fork.rs` is the one place that holds them all at once: to make `fork()` safe it takes
+//! every class lock (in class order), every shard lock (in shard order), then the provider's
+//! locks, while no other thread holds or waits for any of them.
+//!
 //! There is no pool-wide lock on the malloc / free / read / write path. Compaction
 //! (`compaction.rs`) takes one class lock at a time, in slices, and yields it to waiters.
 //!
@@ -35,6 +39,8 @@ mod activity;
 mod class;
 mod compaction;
 mod error;
+#[cfg(not(loom))]
+mod fork;
 mod handle;
 mod large;
 mod os_pages;
@@ -47,6 +53,8 @@ mod zspage;
 pub use activity::Activity;
 pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
 pub use error::{HandleProblem, Result, ZsError};
+#[cfg(not(loom))]
+pub use fork::{QUIESCE_DEADLINE, register_for_fork};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
 pub use size_class::{

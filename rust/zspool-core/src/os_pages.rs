@@ -140,6 +140,10 @@ impl PageProvider {
         }
         let mut state = lock(&self.state);
         if state.free.len() < n {
+            // Room for the new arena's pages first: a failed heap allocation must be an
+            // error the pool reports (PoolFull), not an abort of the whole process.
+            state.free.try_reserve(ARENA_PAGES).map_err(|_| libc::ENOMEM)?;
+            state.arenas.try_reserve(1).map_err(|_| libc::ENOMEM)?;
             let arena = Mapping::new(ARENA_PAGES)?;
             // Push in reverse so that pops come out in ascending address order: a fresh
             // zspage is then one contiguous run, which keeps its page-straddling copies and
@@ -185,6 +189,25 @@ impl PageProvider {
         };
         drop(arenas);
         drop(alive);
+    }
+}
+
+/// Fork support: the provider's two locks, in their order (`alive`, then the free list).
+#[cfg(not(loom))]
+impl PageProvider {
+    pub(crate) fn fork_lock(&self) {
+        crate::sync::fork::lock_rwlock_write(&self.alive);
+        crate::sync::fork::lock_mutex(&self.state);
+    }
+
+    /// # Safety
+    /// This thread holds both locks through [`Self::fork_lock`].
+    pub(crate) unsafe fn fork_unlock_parent(&self) {
+        // SAFETY: the caller's guarantee; released in reverse order of taking.
+        unsafe {
+            crate::sync::fork::unlock_mutex(&self.state);
+            crate::sync::fork::unlock_rwlock_write(&self.alive);
+        }
     }
 }
 

@@ -62,7 +62,7 @@ pub struct Pool {
     pub(crate) classes: Box<[SizeClass]>,
     pub(crate) large: Box<[LargeShard]>,
     large_next: AtomicUsize,
-    provider: PageProvider,
+    pub(crate) provider: PageProvider,
     key: u64,
     pub(crate) pages_used: AtomicUsize,
     pub(crate) pages_used_max: AtomicUsize,
@@ -71,6 +71,12 @@ pub struct Pool {
     pub(crate) pages_compacted: AtomicU64,
     pub(crate) objects_migrated: AtomicU64,
     pub(crate) compactions: AtomicU64,
+    /// A `close()` is running (the fork hooks wait for it, as for any call in flight).
+    pub(crate) close_running: AtomicBool,
+    /// Set by `fork_prepare` until the fork is over: compaction stops at its next slice.
+    pub(crate) fork_pending: AtomicBool,
+    /// `fork_prepare` holds every lock of this pool.
+    pub(crate) fork_held: AtomicBool,
 }
 
 /// Who holds an object, decoded from its handle.
@@ -159,6 +165,9 @@ impl Pool {
             pages_compacted: AtomicU64::new(0),
             objects_migrated: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
+            close_running: AtomicBool::new(false),
+            fork_pending: AtomicBool::new(false),
+            fork_held: AtomicBool::new(false),
         })
     }
 
@@ -203,7 +212,13 @@ impl Pool {
         let mut state = class.lock();
         self.check_open()?;
         let (zspage, fresh) = match state.find_zspage_with_room() {
-            Some(id) => (id, false),
+            Some(id) => {
+                // The handle-table entry is the only metadata a malloc into an existing zspage grows.
+                if state.handles.try_reserve_one().is_err() {
+                    return Err(self.os_refused(size, libc::ENOMEM));
+                }
+                (id, false)
+            }
             None => (self.grow_class(&mut state, size)?, true),
         };
         let Some((index, generation)) = state.obj_malloc(zspage, size) else {
@@ -225,16 +240,29 @@ impl Pool {
         Ok(HandleParts { index, owner, generation }.encode(self.key))
     }
 
-    /// Give a class one more zspage, within `mem_limit`.
+    /// Give a class one more zspage, within `mem_limit`. Every heap allocation on the way is
+    /// fallible (see `ClassState::try_reserve_zspage`), so when the OS refuses memory, pages
+    /// or metadata, this is `PoolFull` and the class is unchanged.
     fn grow_class(&self, state: &mut ClassState, size: usize) -> Result<u32> {
         let pages_per_zspage = state.layout.pages_per_zspage;
+        // mem_limit first: a refusal there must leave even the metadata capacity unchanged.
         self.reserve_pages(pages_per_zspage, size)?;
-        let mut pages = Vec::with_capacity(pages_per_zspage);
+        let mut pages = Vec::new();
+        let metadata = state
+            .try_reserve_zspage()
+            .and_then(|()| pages.try_reserve_exact(pages_per_zspage))
+            .and_then(|()| Zspage::try_new(state.layout.objs_per_zspage));
+        let Ok(mut zspage) = metadata else {
+            self.unreserve_pages(pages_per_zspage);
+            return Err(self.os_refused(size, libc::ENOMEM));
+        };
         if let Err(errno) = self.provider.alloc_pages(pages_per_zspage, &mut pages) {
             self.unreserve_pages(pages_per_zspage);
             return Err(self.os_refused(size, errno));
         }
-        Ok(state.add_zspage(pages))
+        pages.shrink_to_fit(); // a no-op: exactly `pages_per_zspage` were reserved and added
+        zspage.attach_pages(pages);
+        Ok(state.add_zspage(zspage))
     }
 
     fn malloc_large(&self, size: usize, init: Option<&[u8]>) -> Result<u64> {
@@ -483,6 +511,7 @@ impl Pool {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.close_running.store(true, Ordering::Release);
         for class in self.classes.iter() {
             let mut state = class.lock();
             let dead = state.drain_all();
@@ -502,6 +531,7 @@ impl Pool {
             self.unreserve_pages(pages);
         }
         self.provider.unmap_all();
+        self.close_running.store(false, Ordering::Release);
     }
 
     /// How busy the pool is: calls in flight and time since the last one finished.

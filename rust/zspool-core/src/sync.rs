@@ -119,3 +119,70 @@ impl<T> WaitedMutex<T> {
         self.waiters.load(Ordering::Relaxed) > 0
     }
 }
+
+/// Fork support (`fork.rs`): take a lock and keep it past the end of the call, then release
+/// it in the parent or re-initialise it in the child. Not modelled under loom: loom has no
+/// fork, and these bypass guards on purpose.
+#[cfg(not(loom))]
+impl<T> WaitedMutex<T> {
+    /// Lock and forget the guard: the lock stays held until [`Self::fork_unlock_parent`] or
+    /// [`Self::fork_reinit_child`].
+    pub(crate) fn fork_lock(&self) {
+        std::mem::forget(self.lock());
+    }
+
+    /// Release a lock taken by [`Self::fork_lock`], in the parent after `fork()`.
+    ///
+    /// # Safety
+    /// The calling thread must hold the lock through `fork_lock`, with no guard alive.
+    pub(crate) unsafe fn fork_unlock_parent(&self) {
+        // SAFETY: the caller guarantees the lock is held by this thread with its guard
+        // forgotten, which is exactly `force_unlock`'s contract.
+        unsafe { self.mutex.force_unlock() }
+    }
+
+    /// In the child after `fork()`: release the lock the forking thread took in
+    /// `fork_lock` and forget the waiters (threads that do not exist in the child).
+    ///
+    /// The lock word is released, not rewritten (Rust gives no sound way to overwrite a
+    /// parking_lot lock in place). That is exact when `fork_prepare` reached quiescence: no
+    /// thread was parked on the lock, so its word is plain "locked" and the unlock is one
+    /// atomic store. See `fork.rs` for the case where it did not.
+    ///
+    /// # Safety
+    /// As [`Self::fork_unlock_parent`], in a single-threaded child right after `fork()`.
+    pub(crate) unsafe fn fork_unlock_child(&self) {
+        // SAFETY: the forking thread, which is the child's only thread, holds the lock
+        // through `fork_lock` with its guard forgotten: force_unlock's contract.
+        unsafe { self.mutex.force_unlock() };
+        self.waiters.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Fork support for the provider's plain locks; see [`WaitedMutex::fork_lock`].
+#[cfg(not(loom))]
+pub(crate) mod fork {
+    use super::{Mutex, RwLock};
+
+    pub(crate) fn lock_mutex<T>(mutex: &Mutex<T>) {
+        std::mem::forget(mutex.lock());
+    }
+
+    pub(crate) fn lock_rwlock_write<T>(lock: &RwLock<T>) {
+        std::mem::forget(lock.write());
+    }
+
+    /// # Safety
+    /// The caller holds `mutex` through [`lock_mutex`], with no guard alive.
+    pub(crate) unsafe fn unlock_mutex<T>(mutex: &Mutex<T>) {
+        // SAFETY: the caller's guarantee is force_unlock's contract.
+        unsafe { mutex.force_unlock() }
+    }
+
+    /// # Safety
+    /// The caller holds `lock` for writing through [`lock_rwlock_write`], with no guard alive.
+    pub(crate) unsafe fn unlock_rwlock_write<T>(lock: &RwLock<T>) {
+        // SAFETY: the caller's guarantee is force_unlock_write's contract.
+        unsafe { lock.force_unlock_write() }
+    }
+}

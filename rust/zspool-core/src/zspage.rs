@@ -49,15 +49,31 @@ pub(crate) struct Zspage {
 }
 
 impl Zspage {
-    pub(crate) fn new(pages: Vec<PagePtr>, objs_per_zspage: usize) -> Zspage {
+    /// A zspage with no pages yet (see [`Self::attach_pages`]). Its metadata is the one heap
+    /// allocation per zspage on the allocation path, so it is made fallibly, before any page
+    /// is taken: under `RLIMIT_AS` the pool reports `PoolFull` instead of aborting.
+    pub(crate) fn try_new(objs_per_zspage: usize) -> Result<Zspage, std::collections::TryReserveError> {
         let objs = u16::try_from(objs_per_zspage).expect("at most 2048 objects per zspage");
-        Zspage {
-            pages: pages.into_boxed_slice(),
-            free_objs: (0..objs).rev().collect(),
-            owner: vec![NO_OWNER; objs_per_zspage].into_boxed_slice(),
+        let mut free_objs = Vec::new();
+        free_objs.try_reserve_exact(objs_per_zspage)?;
+        free_objs.extend((0..objs).rev());
+        let mut owner = Vec::new();
+        owner.try_reserve_exact(objs_per_zspage)?;
+        owner.resize(objs_per_zspage, NO_OWNER);
+        Ok(Zspage {
+            pages: Box::default(),
+            free_objs,
+            owner: owner.into_boxed_slice(),
             group: GROUP_EMPTY,
             group_pos: 0,
-        }
+        })
+    }
+
+    /// Give the zspage its page chain. `pages` has exactly the capacity it holds, so this
+    /// does not allocate.
+    pub(crate) fn attach_pages(&mut self, pages: Vec<PagePtr>) {
+        debug_assert_eq!(pages.len(), pages.capacity());
+        self.pages = pages.into_boxed_slice();
     }
 
     pub(crate) fn inuse(&self) -> usize {

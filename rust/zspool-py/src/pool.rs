@@ -2,7 +2,7 @@
 //! arguments, results and errors; every allocator decision is the core's.
 //!
 //! Locks and the GIL. The core's class and large-object locks are plain mutexes, taken by
-//! threads that may or may not be attached to the interpreter. Two rules keep that free of
+//! threads that may or may not be attached to the interpreter. Three rules keep that free of
 //! deadlocks:
 //!
 //! 1. **Never attach while holding a core lock.** A thread that holds a class lock and
@@ -14,7 +14,11 @@
 //!    than [`DETACH_THRESHOLD`] when neither side is memory Python code could change meanwhile
 //!    (a write from an immutable `bytes`, a read into a `bytes` not yet handed out). A copy
 //!    into or out of a `bytearray` stays attached: another thread could resize it.
+//! 3. **Fork**: The core's `pthread_atfork` handlers hold every pool lock across `fork()`,
+//!    in the forking thread, which holds the GIL: they wait for the threads inside the pool
+//!    without the GIL, which by rule 1 never need the GIL to get out.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::buffer::PyUntypedBuffer;
@@ -37,7 +41,7 @@ const DETACH_THRESHOLD: usize = 64 * 1024;
 /// `mem_limit`; if it returns true the allocation is retried once.
 #[pyclass(frozen, subclass, module = "zspool")]
 pub struct Pool {
-    inner: zspool_core::Pool,
+    inner: Arc<zspool_core::Pool>,
 }
 
 // ---- argument conversion -------------------------------------------------------------
@@ -307,7 +311,10 @@ impl Pool {
                     .map_err(|text| config_error("mem_limit", text, "at least 4096 bytes, or None"))?,
             ),
         };
-        let inner = zspool_core::Pool::new(PoolConfig { max_pages_per_zspage, mem_limit, name }).or_raise(py)?;
+        let inner = Arc::new(zspool_core::Pool::new(PoolConfig { max_pages_per_zspage, mem_limit, name }).or_raise(py)?);
+        // Every pool made from Python is fork-safe: the core's pthread_atfork handlers lock
+        // it across fork() (see rust/zspool-core/src/fork.rs for why not os.register_at_fork).
+        zspool_core::register_for_fork(&inner);
         Ok(Pool { inner })
     }
 

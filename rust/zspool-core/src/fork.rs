@@ -1,0 +1,274 @@
+//! Fork safety: `fork_prepare` / `fork_parent` / `fork_child`, glibc malloc's atfork
+//! protocol applied to a pool.
+//!
+//! `fork()` copies the whole address space but only the calling thread. A lock that another
+//! thread held (or was queued on) at that instant stays held in the child forever, and a
+//! page release or a compaction slice that thread was in the middle of never finishes
+//! there. So, around `fork()`, the forking thread:
+//!
+//! ```text
+//! fork_prepare: fork_pending = true            running compactions stop at their next slice
+//!               repeat:                        (Interrupted) and new ones do nothing
+//!                 take every lock of the pool, in the lock order: class locks by class index,
+//!                 shard locks by shard index, then the provider's `alive` (write) and free list
+//!                 quiescent? (no call in flight, no compaction running, no close running,
+//!                             nobody waiting on any class or shard lock)  -> done
+//!                 else release them all, sleep 50 us, and try again (until a 1 s deadline)
+//! fork()
+//! fork_parent:  release every lock; fork_pending = false
+//! fork_child:   release every lock (the child's one thread is the forking thread, which
+//!               holds them); zero the in-flight and waiter counters of the threads that are
+//!               gone; compaction_running = close_running = fork_pending = false
+//! ```
+//!
+//! Quiescence is what makes the child exact: no thread was inside the pool at fork time, so
+//! no operation is half done there (every object, page and counter in the child is as the
+//! parent had it), and no thread was parked on a pool lock (parking_lot keeps parked threads
+//! in a process-wide queue; a dead thread's entry there could swallow a later wake-up in the
+//! child). If quiescence is not reached within [`QUIESCE_DEADLINE`] (a thread kept calling
+//! the pool without the GIL for a whole second), `fork_prepare` goes ahead with the locks
+//! held anyway: no lock is held by another thread at fork time, so the child still cannot
+//! deadlock on one, but an operation in flight elsewhere is lost in the child, and a thread
+//! parked on a pool lock at fork time leaves a dead entry in parking_lot's wait queue there
+//! (releasing the lock in the child then wakes that entry, which is harmless unless the
+//! parked thread was inside parking_lot's own bucket lock at the instant of the fork). The
+//! return value says which case happened; the Python hook logs a warning in the second.
+//!
+//! Callers must not hold any guard of this pool (no `read_with` closure running) when they
+//! call `fork_prepare`, and must call exactly one of `fork_parent` / `fork_child` after it.
+//!
+//! ## Who calls them: `pthread_atfork`, not Python's `os.register_at_fork`
+//!
+//! [`register_for_fork`] puts a pool in a process-wide registry (weak references) and, once,
+//! installs `pthread_atfork` handlers that run the three hooks on every registered pool. They
+//! run *inside* `fork()`, after every Python `before` hook and before every Python `after`
+//! hook. That matters: Python hooks are bytecode, and the interpreter may hand the GIL to
+//! another thread between any two bytecodes. If the pool locks were taken in a Python hook,
+//! a thread could get the GIL meanwhile, call `pool.store` and block on a pool lock while
+//! holding the GIL, and the forking thread could never get the GIL back to release it (we
+//! saw exactly this deadlock with `os.register_at_fork`). Inside `fork()` no bytecode runs:
+//! the forking thread keeps the GIL from `fork_prepare` to `fork_parent`/`fork_child`.
+//!
+//! The registry's own lock is the outermost lock of all: `prepare` takes it first and the
+//! parent/child handlers release it last, so a pool registered or dropped by another thread
+//! meanwhile cannot leave it held in the child, and two threads forking at once take turns.
+
+use std::sync::{Arc, Once, Weak};
+use std::time::{Duration, Instant};
+
+use crate::pool::Pool;
+use crate::sync::Ordering;
+
+/// Pools whose locks the `pthread_atfork` handlers manage.
+static REGISTRY: parking_lot::Mutex<Vec<Weak<Pool>>> = parking_lot::Mutex::new(Vec::new());
+/// The pools `prepare` locked, kept alive until `parent`/`child` unlocks them. Only touched
+/// by the handlers, with `REGISTRY` held.
+static PREPARED: parking_lot::Mutex<Vec<Arc<Pool>>> = parking_lot::Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+
+/// Make `fork()` safe for `pool`: from now on every `fork()` in this process (Python's
+/// `os.fork`, multiprocessing, a C library's) runs `fork_prepare` before it and
+/// `fork_parent`/`fork_child` after it on this pool, for as long as the pool is alive.
+pub fn register_for_fork(pool: &Arc<Pool>) {
+    INSTALL.call_once(|| {
+        // SAFETY: the three handlers are `extern "C"` functions that live for the whole
+        // process; pthread_atfork only stores their addresses.
+        let rc = unsafe { libc::pthread_atfork(Some(atfork_prepare), Some(atfork_parent), Some(atfork_child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+    let mut registry = REGISTRY.lock();
+    registry.retain(|weak| weak.strong_count() > 0);
+    registry.push(Arc::downgrade(pool));
+}
+
+extern "C" fn atfork_prepare() {
+    let registry = REGISTRY.lock();
+    let pools: Vec<Arc<Pool>> = registry.iter().filter_map(Weak::upgrade).collect();
+    std::mem::forget(registry); // held until atfork_parent / atfork_child
+    for pool in &pools {
+        pool.fork_prepare();
+    }
+    *PREPARED.lock() = pools;
+}
+
+extern "C" fn atfork_parent() {
+    let pools = std::mem::take(&mut *PREPARED.lock());
+    for pool in pools.iter().rev() {
+        pool.fork_parent();
+    }
+    drop(pools);
+    // SAFETY: atfork_prepare locked REGISTRY in this thread (the forking thread) and forgot
+    // the guard; the parent handler runs once per prepare.
+    unsafe { REGISTRY.force_unlock() };
+}
+
+extern "C" fn atfork_child() {
+    let pools = std::mem::take(&mut *PREPARED.lock());
+    for pool in pools.iter().rev() {
+        pool.fork_child();
+    }
+    drop(pools);
+    // SAFETY: as in atfork_parent; the child's one thread is the forking thread.
+    unsafe { REGISTRY.force_unlock() };
+}
+
+/// How long `fork_prepare` waits for the pool to go quiet before forking anyway.
+pub const QUIESCE_DEADLINE: Duration = Duration::from_secs(1);
+
+impl Pool {
+    /// Before `fork()`: stop compaction and take every lock of the pool while no other thread
+    /// is inside it. Returns whether the pool was quiescent (see the module comment).
+    pub fn fork_prepare(&self) -> bool {
+        if self.fork_held.load(Ordering::Acquire) {
+            return true; // prepared already (a second hook registration); stay idempotent
+        }
+        self.fork_pending.store(true, Ordering::Release);
+        let deadline = Instant::now() + QUIESCE_DEADLINE;
+        let quiescent = loop {
+            self.lock_all();
+            if self.quiescent() {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            // SAFETY: this thread took every lock just above, through `lock_all`.
+            unsafe { self.unlock_all() };
+            std::thread::sleep(Duration::from_micros(50));
+        };
+        self.fork_held.store(true, Ordering::Release);
+        quiescent
+    }
+
+    /// After `fork()`, in the parent: release what `fork_prepare` took. A no-op without it.
+    pub fn fork_parent(&self) {
+        if !self.fork_held.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        // SAFETY: `fork_held` was set by `fork_prepare` in this thread (the forking thread),
+        // which holds every lock with no guard alive.
+        unsafe { self.unlock_all() };
+        self.fork_pending.store(false, Ordering::Release);
+    }
+
+    /// After `fork()`, in the child: every lock unlocked, every counter of threads that do
+    /// not exist here zeroed. Call before the child starts any thread. A no-op without a
+    /// preceding `fork_prepare`.
+    pub fn fork_child(&self) {
+        if !self.fork_held.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        for class in self.classes.iter() {
+            // SAFETY: `fork_held` says this thread (the forking thread, now the child's only
+            // thread) holds every lock through `fork_prepare`, with no guard alive.
+            unsafe { class.lock_for_fork().fork_unlock_child() };
+            class.activity.reset_in_flight();
+        }
+        for shard in self.large.iter() {
+            // SAFETY: as above.
+            unsafe { shard.lock_for_fork().fork_unlock_child() };
+            shard.activity.reset_in_flight();
+        }
+        // SAFETY: as above; nobody else can have queued on the provider's locks (every
+        // user of the provider is a call in flight or a compaction, and there were none).
+        unsafe { self.provider.fork_unlock_parent() };
+        self.compaction_running.store(false, Ordering::Release);
+        self.close_running.store(false, Ordering::Release);
+        self.fork_pending.store(false, Ordering::Release);
+    }
+
+    /// Take every lock of the pool in the lock order and keep them (guards forgotten).
+    fn lock_all(&self) {
+        for class in self.classes.iter() {
+            class.lock_for_fork().fork_lock();
+        }
+        for shard in self.large.iter() {
+            shard.lock_for_fork().fork_lock();
+        }
+        self.provider.fork_lock();
+    }
+
+    /// Release every lock taken by `lock_all`, in reverse order.
+    ///
+    /// # Safety
+    /// This thread holds every lock through `lock_all`, with no guard alive.
+    unsafe fn unlock_all(&self) {
+        // SAFETY: the caller's guarantee covers each lock released here.
+        unsafe {
+            self.provider.fork_unlock_parent();
+            for shard in self.large.iter().rev() {
+                shard.lock_for_fork().fork_unlock_parent();
+            }
+            for class in self.classes.iter().rev() {
+                class.lock_for_fork().fork_unlock_parent();
+            }
+        }
+    }
+
+    /// No other thread is inside the pool or queued on one of its locks. Called with every
+    /// lock held, so nothing can start meanwhile without being counted first (a call
+    /// counts itself in flight before it takes its lock).
+    fn quiescent(&self) -> bool {
+        let idle = |a: &crate::activity::ActivityCounters| a.in_flight() == 0;
+        self.classes.iter().all(|c| idle(&c.activity) && !c.lock_for_fork().has_waiters())
+            && self.large.iter().all(|s| idle(&s.activity) && !s.lock_for_fork().has_waiters())
+            && !self.compaction_running.load(Ordering::Acquire)
+            && !self.close_running.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Pool, PoolConfig};
+
+    #[test]
+    fn prepare_then_parent_leaves_the_pool_working() {
+        let pool = Pool::new(PoolConfig::default()).unwrap();
+        let h = pool.store(b"before").unwrap();
+        assert!(pool.fork_prepare(), "an idle pool is quiescent at once");
+        pool.fork_parent();
+        assert_eq!(pool.load(h).unwrap(), b"before");
+        let h2 = pool.store(&[7; 5000]).unwrap();
+        pool.free(h).unwrap();
+        pool.free(h2).unwrap();
+        assert_eq!(pool.len(), 0);
+        pool.fork_parent(); // without a prepare: nothing to release
+        pool.close();
+    }
+
+    #[test]
+    fn child_hook_after_prepare_unlocks_everything() {
+        // What the child does, minus the fork: every lock is held, then released.
+        let pool = Pool::new(PoolConfig::default()).unwrap();
+        let h = pool.store(b"kept").unwrap();
+        pool.fork_prepare();
+        pool.fork_child();
+        assert_eq!(pool.load(h).unwrap(), b"kept");
+        let big = pool.store(&[1; 9000]).unwrap();
+        assert_eq!(pool.size_of(big).unwrap(), 9000);
+        assert_eq!(pool.compact(&Default::default()).stop_reason.as_str(), "nothing_freeable");
+        pool.close();
+    }
+
+    #[test]
+    fn a_compaction_in_another_thread_is_interrupted_and_the_fork_waits_for_it() {
+        let pool = Pool::new(PoolConfig::default()).unwrap();
+        let handles: Vec<u64> = (0..60_000).map(|i| pool.store(&[i as u8; 200]).unwrap()).collect();
+        for h in handles.iter().step_by(3).chain(handles.iter().skip(1).step_by(3)) {
+            pool.free(*h).unwrap();
+        }
+        std::thread::scope(|s| {
+            let compactor = s.spawn(|| pool.compact(&Default::default()));
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            assert!(pool.fork_prepare());
+            assert!(!pool.compaction_running.load(crate::sync::Ordering::Relaxed));
+            pool.fork_parent();
+            let report = compactor.join().unwrap();
+            assert!(["interrupted", "done"].contains(&report.stop_reason.as_str()));
+        });
+        for h in handles.iter().skip(2).step_by(3) {
+            assert_eq!(pool.load(*h).unwrap().len(), 200);
+        }
+        pool.close();
+    }
+}
