@@ -7,13 +7,13 @@ PIP := $(PYTHON) -m pip
 export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
-.PHONY: demo test install-dev rust-test rust-lint loom py-test stubtest wheel-test
+.PHONY: demo test install-dev rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long py-test stubtest wheel-test
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
-test: install-dev rust-lint rust-test loom py-test stubtest
+test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-test stubtest
 
 install-dev:
 	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
@@ -30,6 +30,35 @@ rust-test:
 loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
 		cargo test -p zspool-core --test loom --release
+
+# The core's unit and integration tests under valgrind memcheck (the cargo runner trick):
+# any invalid access, uninitialised read or definite leak fails the build. Proptest cases
+# are scaled down (each runs ~50x slower under valgrind). See docs/HARDENING.md.
+VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-possibly-lost=no \
+	--errors-for-leak-kinds=definite,indirect
+valgrind:
+	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(VALGRIND)" PROPTEST_CASES=4 \
+		cargo test -p zspool-core --lib --tests
+
+# Coverage-guided fuzzing of the core (cargo-fuzz + libFuzzer, stable Rust: no sanitizer)
+# against a model: rust/zspool-core/fuzz/fuzz_targets/pool_ops.rs. New inputs go to a
+# scratch directory; the committed seed corpus is only read.
+FUZZ_TARGET_DIR ?= $(CURDIR)/target/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_RUN = cd rust/zspool-core && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo fuzz run --sanitizer none -O pool_ops
+fuzz-install:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+fuzz-smoke: fuzz-install
+	scratch=$$(mktemp -d) && $(FUZZ_RUN) $$scratch fuzz/corpus/pool_ops -- \
+		-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1; \
+		status=$$?; rm -rf $$scratch; exit $$status
+# The long run (docs/HARDENING.md): FUZZ_SECONDS=3600 by default, new inputs kept in
+# target/fuzz-corpus (merge the interesting ones into the seed corpus with `cargo fuzz cmin`).
+fuzz-long: fuzz-install
+	mkdir -p $(CURDIR)/target/fuzz-corpus
+	$(FUZZ_RUN) $(CURDIR)/target/fuzz-corpus fuzz/corpus/pool_ops -- \
+		-max_total_time=$${FUZZ_LONG_SECONDS:-3600} -rss_limit_mb=2048 -print_final_stats=1
 
 py-test:
 	$(PYTHON) -m pytest

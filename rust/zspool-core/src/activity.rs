@@ -40,13 +40,15 @@ impl ActivityCounters {
         ActivityCounters { in_flight: AtomicUsize::new(0), last_access_ns: AtomicU64::new(coarse_now_ns()) }
     }
 
+    /// Count one operation in flight. SeqCst (on x86 the same `lock xadd` as Relaxed): it
+    /// pairs with the fork gate in `Pool::enter` (see `fork.rs`).
     pub(crate) fn enter(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self)
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// In a child after `fork()`: the operations counted in flight ran in threads that do

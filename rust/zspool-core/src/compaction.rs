@@ -148,14 +148,16 @@ impl Pool {
             duration: Duration::ZERO,
             stop_reason: StopReason::Done,
         };
-        if self.compaction_running.swap(true, Ordering::AcqRel) {
+        // SeqCst, with the SeqCst fork_pending load below: pairs with fork_prepare (either it
+        // sees this run, or this run sees the fork and takes no lock).
+        if self.compaction_running.swap(true, Ordering::SeqCst) {
             report.stop_reason = StopReason::AlreadyRunning;
             return report;
         }
         let _running = RunningFlag(&self.compaction_running);
         report.stop_reason = if self.is_closed() {
             StopReason::Closed
-        } else if self.fork_pending.load(Ordering::Acquire) {
+        } else if self.fork_pending.load(Ordering::SeqCst) {
             StopReason::Interrupted
         } else if self.can_compact() == 0 {
             StopReason::NothingFreeable

@@ -8,17 +8,20 @@
 //!
 //! ```text
 //! fork_prepare: fork_pending = true            running compactions stop at their next slice
-//!               repeat:                        (Interrupted) and new ones do nothing
+//!                                              (Interrupted) and new ones do nothing; new
+//!                                              calls wait at the gate (`Pool::enter`), holding
+//!                                              and queueing on no lock, until the fork is over
+//!               repeat:
 //!                 take every lock of the pool, in the lock order: class locks by class index,
 //!                 shard locks by shard index, then the provider's `alive` (write) and free list
-//!                 quiescent? (no call in flight, no compaction running, no close running,
-//!                             nobody waiting on any class or shard lock)  -> done
+//!                 quiescent? (no call in flight, no compaction running, no close or stats
+//!                             call running, nobody waiting on any class or shard lock) -> done
 //!                 else release them all, sleep 50 us, and try again (until a 1 s deadline)
 //! fork()
 //! fork_parent:  release every lock; fork_pending = false
 //! fork_child:   release every lock (the child's one thread is the forking thread, which
 //!               holds them); zero the in-flight and waiter counters of the threads that are
-//!               gone; compaction_running = close_running = fork_pending = false
+//!               gone; compaction_running = fork_pending = false
 //! ```
 //!
 //! Quiescence is what makes the child exact: no thread was inside the pool at fork time, so
@@ -122,7 +125,7 @@ impl Pool {
         if self.fork_held.load(Ordering::Acquire) {
             return true; // prepared already (a second hook registration); stay idempotent
         }
-        self.fork_pending.store(true, Ordering::Release);
+        self.fork_pending.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + QUIESCE_DEADLINE;
         let quiescent = loop {
             self.lock_all();
@@ -173,7 +176,7 @@ impl Pool {
         // user of the provider is a call in flight or a compaction, and there were none).
         unsafe { self.provider.fork_unlock_parent() };
         self.compaction_running.store(false, Ordering::Release);
-        self.close_running.store(false, Ordering::Release);
+        self.others_in_flight.store(0, Ordering::Release);
         self.fork_pending.store(false, Ordering::Release);
     }
 
@@ -212,8 +215,8 @@ impl Pool {
         let idle = |a: &crate::activity::ActivityCounters| a.in_flight() == 0;
         self.classes.iter().all(|c| idle(&c.activity) && !c.lock_for_fork().has_waiters())
             && self.large.iter().all(|s| idle(&s.activity) && !s.lock_for_fork().has_waiters())
-            && !self.compaction_running.load(Ordering::Acquire)
-            && !self.close_running.load(Ordering::Acquire)
+            && !self.compaction_running.load(Ordering::SeqCst)
+            && self.others_in_flight.load(Ordering::SeqCst) == 0
     }
 }
 

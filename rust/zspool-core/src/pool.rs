@@ -23,7 +23,7 @@
 //! touch a zspage after its class was drained; pages in flight to the provider are dropped by
 //! its `alive` check instead of being `madvise`d after unmap.
 
-use crate::activity::Activity;
+use crate::activity::{Activity, ActivityCounters, InFlight};
 use crate::class::{ClassState, SizeClass};
 use crate::error::{HandleProblem, Result, ZsError};
 use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
@@ -71,12 +71,22 @@ pub struct Pool {
     pub(crate) pages_compacted: AtomicU64,
     pub(crate) objects_migrated: AtomicU64,
     pub(crate) compactions: AtomicU64,
-    /// A `close()` is running (the fork hooks wait for it, as for any call in flight).
-    pub(crate) close_running: AtomicBool,
+    /// Calls in flight that are not counted in an `ActivityCounters` (close, stats): the
+    /// fork hooks wait for these too, without making the pool look busy to policies.
+    pub(crate) others_in_flight: AtomicUsize,
     /// Set by `fork_prepare` until the fork is over: compaction stops at its next slice.
     pub(crate) fork_pending: AtomicBool,
     /// `fork_prepare` holds every lock of this pool.
     pub(crate) fork_held: AtomicBool,
+}
+
+/// Marks a close or stats call in flight until dropped (see [`Pool::enter_other`]).
+pub(crate) struct OtherInFlight<'a>(&'a AtomicUsize);
+
+impl Drop for OtherInFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Who holds an object, decoded from its handle.
@@ -165,7 +175,7 @@ impl Pool {
             pages_compacted: AtomicU64::new(0),
             objects_migrated: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
-            close_running: AtomicBool::new(false),
+            others_in_flight: AtomicUsize::new(0),
             fork_pending: AtomicBool::new(false),
             fork_held: AtomicBool::new(false),
         })
@@ -182,6 +192,40 @@ impl Pool {
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Count a data-path call in flight on `counters`, through the fork gate: if a fork is
+    /// being prepared, step back out (so `fork_prepare` sees the pool quiet) and wait, without
+    /// holding or queueing on any pool lock, until it is over. The SeqCst increment in
+    /// `enter` and the SeqCst load here pair with `fork_prepare`'s store and loads: either
+    /// this call sees `fork_pending`, or `fork_prepare` sees this call in flight.
+    pub(crate) fn enter<'a>(&self, counters: &'a ActivityCounters) -> InFlight<'a> {
+        loop {
+            let in_flight = counters.enter();
+            if !self.fork_pending.load(Ordering::SeqCst) {
+                return in_flight;
+            }
+            drop(in_flight);
+            self.wait_for_fork();
+        }
+    }
+
+    /// As [`Self::enter`], for calls not counted as activity (close, stats).
+    pub(crate) fn enter_other(&self) -> OtherInFlight<'_> {
+        loop {
+            self.others_in_flight.fetch_add(1, Ordering::SeqCst);
+            if !self.fork_pending.load(Ordering::SeqCst) {
+                return OtherInFlight(&self.others_in_flight);
+            }
+            self.others_in_flight.fetch_sub(1, Ordering::SeqCst);
+            self.wait_for_fork();
+        }
+    }
+
+    fn wait_for_fork(&self) {
+        while self.fork_pending.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
     }
 
     fn check_open(&self) -> Result<()> {
@@ -208,7 +252,7 @@ impl Pool {
         }
         let class_id = self.table.class_for(size);
         let class = &self.classes[class_id];
-        let _in_flight = class.activity.enter();
+        let _in_flight = self.enter(&class.activity);
         let mut state = class.lock();
         self.check_open()?;
         let (zspage, fresh) = match state.find_zspage_with_room() {
@@ -266,6 +310,10 @@ impl Pool {
     }
 
     fn malloc_large(&self, size: usize, init: Option<&[u8]>) -> Result<u64> {
+        let shard_id = self.large_next.fetch_add(1, Ordering::Relaxed) % LARGE_SHARDS;
+        let shard = &self.large[shard_id];
+        // In flight from the first step: a fork must not copy a reserved, mapped, unrecorded object.
+        let _in_flight = self.enter(&shard.activity);
         let pages = size.div_ceil(PAGE_SIZE);
         self.reserve_pages(pages, size)?;
         let mapping = match Mapping::new(pages) {
@@ -280,9 +328,6 @@ impl Pool {
             // data.len() bytes long.
             unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_ptr(), data.len()) };
         }
-        let shard_id = self.large_next.fetch_add(1, Ordering::Relaxed) % LARGE_SHARDS;
-        let shard = &self.large[shard_id];
-        let _in_flight = shard.activity.enter();
         let mut state = shard.lock();
         if self.is_closed() {
             drop(state);
@@ -375,7 +420,7 @@ impl Pool {
         let (parts, owner) = self.owner(handle)?;
         match owner {
             Owner::Class(class) => {
-                let _in_flight = class.activity.enter();
+                let _in_flight = self.enter(&class.activity);
                 let mut state = class.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.remove(parts.index, parts.generation) else {
@@ -389,7 +434,7 @@ impl Pool {
                 }
             }
             Owner::Large(shard) => {
-                let _in_flight = shard.activity.enter();
+                let _in_flight = self.enter(&shard.activity);
                 let mut state = shard.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.remove(parts.index, parts.generation) else {
@@ -413,7 +458,7 @@ impl Pool {
         let (parts, owner) = self.owner(handle)?;
         match owner {
             Owner::Class(class) => {
-                let _in_flight = class.activity.enter();
+                let _in_flight = self.enter(&class.activity);
                 let state = class.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -427,7 +472,7 @@ impl Pool {
                 Ok(f(&ObjectRef { handle, size: object.size, mem }))
             }
             Owner::Large(shard) => {
-                let _in_flight = shard.activity.enter();
+                let _in_flight = self.enter(&shard.activity);
                 let state = shard.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -468,7 +513,7 @@ impl Pool {
         let (parts, owner) = self.owner(handle)?;
         match owner {
             Owner::Class(class) => {
-                let _in_flight = class.activity.enter();
+                let _in_flight = self.enter(&class.activity);
                 let mut state = class.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -479,7 +524,7 @@ impl Pool {
                 state.zspage_mut(object.loc.container).write(class_size, object.loc.obj, offset, data);
             }
             Owner::Large(shard) => {
-                let _in_flight = shard.activity.enter();
+                let _in_flight = self.enter(&shard.activity);
                 let state = shard.lock();
                 self.check_open()?;
                 let Some(object) = state.handles.get(parts.index, parts.generation) else {
@@ -511,7 +556,7 @@ impl Pool {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.close_running.store(true, Ordering::Release);
+        let _in_flight = self.enter_other();
         for class in self.classes.iter() {
             let mut state = class.lock();
             let dead = state.drain_all();
@@ -531,7 +576,6 @@ impl Pool {
             self.unreserve_pages(pages);
         }
         self.provider.unmap_all();
-        self.close_running.store(false, Ordering::Release);
     }
 
     /// How busy the pool is: calls in flight and time since the last one finished.

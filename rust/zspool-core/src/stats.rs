@@ -67,6 +67,7 @@ pub struct PoolStats {
 impl Pool {
     /// The per-class table, smallest class first.
     pub fn class_stats(&self) -> Vec<ClassStats> {
+        let _in_flight = self.enter_other();
         self.classes
             .iter()
             .map(|class| {
@@ -91,6 +92,7 @@ impl Pool {
 
     /// Pool totals.
     pub fn stats(&self) -> PoolStats {
+        let _in_flight = self.enter_other();
         let mut objects = 0;
         let mut payload_bytes = 0;
         let mut metadata_bytes = 0;

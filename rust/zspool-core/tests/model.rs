@@ -276,7 +276,12 @@ fn config_strategy() -> impl Strategy<Value = PoolConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    // PROPTEST_CASES scales the case count down where each case is slow (`make valgrind`).
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn pool_matches_a_hashmap_model(config in config_strategy(), ops in prop::collection::vec(op_strategy(), 1..300)) {

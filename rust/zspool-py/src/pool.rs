@@ -311,7 +311,8 @@ impl Pool {
                     .map_err(|text| config_error("mem_limit", text, "at least 4096 bytes, or None"))?,
             ),
         };
-        let inner = Arc::new(zspool_core::Pool::new(PoolConfig { max_pages_per_zspage, mem_limit, name }).or_raise(py)?);
+        let inner =
+            Arc::new(zspool_core::Pool::new(PoolConfig { max_pages_per_zspage, mem_limit, name }).or_raise(py)?);
         // Every pool made from Python is fork-safe: the core's pthread_atfork handlers lock
         // it across fork() (see rust/zspool-core/src/fork.rs for why not os.register_at_fork).
         zspool_core::register_for_fork(&inner);
