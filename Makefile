@@ -33,12 +33,12 @@ loom:
 
 # The core's unit and integration tests under valgrind memcheck (the cargo runner trick):
 # any invalid access, uninitialised read or definite leak fails the build. Proptest cases
-# are scaled down (each runs ~50x slower under valgrind). See docs/HARDENING.md.
+# and stress operations are scaled down (each runs ~50x slower under valgrind). See docs/HARDENING.md.
 VALGRIND := valgrind -q --error-exitcode=1 --leak-check=full --show-possibly-lost=no \
 	--errors-for-leak-kinds=definite,indirect
 valgrind:
 	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(VALGRIND)" PROPTEST_CASES=4 \
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$(VALGRIND)" PROPTEST_CASES=4 ZSPOOL_STRESS_OPS=15000 \
 		cargo test -p zspool-core --lib --tests
 
 # Coverage-guided fuzzing of the core (cargo-fuzz + libFuzzer, stable Rust: no sanitizer)

@@ -15,6 +15,11 @@ use zspool_core::{CompactOptions, Pool, PoolConfig, StopReason, ZsError};
 
 const WORKERS: usize = 4;
 const OPS: usize = 150_000;
+
+/// Operations per worker: `OPS`, or `ZSPOOL_STRESS_OPS` where each one is slow (`make valgrind`).
+fn ops() -> usize {
+    std::env::var("ZSPOOL_STRESS_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(OPS)
+}
 /// Live objects per worker before it only churns.
 const CAP: usize = 3_000;
 
@@ -124,7 +129,7 @@ fn run(pool: &Pool, size: impl Fn(&mut Rng) -> usize + Sync) {
         let reader = s.spawn(|| stats_reader(pool, &stop));
         let workers: Vec<_> = {
             let size = &size;
-            (0..WORKERS).map(|t| s.spawn(move || worker(pool, 0x5EED + t as u64, OPS, size))).collect()
+            (0..WORKERS).map(|t| s.spawn(move || worker(pool, 0x5EED + t as u64, ops(), size))).collect()
         };
         let survivors: Vec<Obj> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
         stop.store(true, Ordering::Relaxed);
