@@ -34,8 +34,9 @@
 //! deadlock on one, but an operation in flight elsewhere is lost in the child, and a thread
 //! parked on a pool lock at fork time leaves a dead entry in parking_lot's wait queue there
 //! (releasing the lock in the child then wakes that entry, which is harmless unless the
-//! parked thread was inside parking_lot's own bucket lock at the instant of the fork). The
-//! return value says which case happened; the Python hook logs a warning in the second.
+//! parked thread was inside parking_lot's own bucket lock at the instant of the fork).
+//! `fork_prepare`'s return value says which case happened (the `pthread_atfork` handler
+//! below has no caller to tell, and ignores it).
 //!
 //! Callers must not hold any guard of this pool (no `read_with` closure running) when they
 //! call `fork_prepare`, and must call exactly one of `fork_parent` / `fork_child` after it.
