@@ -249,8 +249,8 @@ impl<'p> ClassRun<'p> {
                 self.slice_objects >= slice_objects
                     || self.class.lock_is_contended()
                     // Reading the clock costs ~20 ns; do it every 8th object.
-                    || (self.slice_objects.is_multiple_of(8) && self.slice_start.elapsed() >= slice)
-                    || self.deadline_passed()
+                    || (self.slice_objects.is_multiple_of(8)
+                        && (self.slice_start.elapsed() >= slice || self.deadline_passed()))
             }
             LockHold::WholeClass => self.slice_objects.is_multiple_of(8) && self.deadline_passed(),
         }

@@ -138,8 +138,12 @@ impl Pool {
                 allowed: "1..=16",
             });
         }
-        if config.mem_limit == Some(0) {
-            return Err(ZsError::BadConfig { what: "mem_limit", value: 0, allowed: "at least 4096 bytes, or None" });
+        if let Some(limit) = config.mem_limit.filter(|&limit| limit < PAGE_SIZE as u64) {
+            return Err(ZsError::BadConfig {
+                what: "mem_limit",
+                value: limit,
+                allowed: "at least 4096 bytes, or None",
+            });
         }
         let table = ClassTable::new(config.max_pages_per_zspage);
         let classes = table.classes().iter().map(|&layout| SizeClass::new(layout)).collect();
@@ -485,12 +489,11 @@ impl Pool {
         }
         for class in self.classes.iter() {
             let mut state = class.lock();
-            let dead = state.drain_all();
+            let pages: usize = state.drain_all().iter().map(|zspage| zspage.len()).sum();
             class.publish(&state);
             drop(state);
-            for pages in dead {
-                self.release_zspage_pages(&pages);
-            }
+            // No madvise: unmap_all below drops the whole arenas, frames and all.
+            self.unreserve_pages(pages);
         }
         for shard in self.large.iter() {
             let mut state = shard.lock();
