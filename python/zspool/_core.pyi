@@ -72,11 +72,21 @@ class Pool:
         """How busy the pool is now."""
     def can_compact(self) -> int:
         """Pages a full compaction would free now."""
-    def compact(self, max_pages: int | None = None, time_budget: float | None = None) -> CompactionReport:
+    def compact(
+        self,
+        max_pages: int | None = None,
+        time_budget: float | None = None,
+        *,
+        slice_objects: int = 64,
+        slice_us: float = 50.0,
+    ) -> CompactionReport:
         """Move objects out of sparse zspages into fuller ones and give the emptied pages back to the OS.
 
         max_pages: stop once this many pages were freed (None: no limit).
         time_budget: stop after this many seconds (None: no limit).
+        slice_objects, slice_us: the compactor releases a class's lock after this many moved
+        objects or microseconds (and after every emptied zspage, and at once when another
+        thread waits for the lock), so allocations in that class wait at most one slice.
         Runs without the GIL. One compaction runs per pool at a time: a concurrent call
         returns at once with stop_reason "already_running".
         """
