@@ -125,6 +125,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         &self.pool
     }
 
+    /// The pool owner given to [`Cache::new`] (an `Arc`, a Python object, ...).
+    pub fn pool_owner(&self) -> &P {
+        &self.pool
+    }
+
     pub fn config(&self) -> &CacheConfig {
         &self.config
     }
@@ -162,9 +167,10 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         (h ^ (h >> 32)) as u32
     }
 
-    /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the mutex.
-    pub fn encode<'k>(&self, key: Key<'k>, value: &[u8]) -> Result<Encoded<'k>> {
-        let bytes = encode(key, value, self.config.compression)?;
+    /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the
+    /// mutex. `serialized` marks a serializer's output (given back as [`Value::serialized`]).
+    pub fn encode<'k>(&self, key: Key<'k>, value: &[u8], serialized: bool) -> Result<Encoded<'k>> {
+        let bytes = encode(key, value, serialized, self.config.compression)?;
         let stored = bytes.len() as u64;
         if stored > self.config.max_bytes {
             return Err(CacheError::TooLarge {
@@ -185,7 +191,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
     }
 
     pub fn set(&self, key: Key<'_>, value: &[u8], ttl: Ttl) -> Result<()> {
-        let encoded = self.encode(key, value)?;
+        let encoded = self.encode(key, value, false)?;
         self.lock().insert(encoded, ttl)
     }
 

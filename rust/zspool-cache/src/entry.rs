@@ -5,7 +5,8 @@
 //! | flags | key_len     | key bytes | value: raw bytes, or                   |
 //! |  1    | LEB128 1..3 | key_len   | LEB128 original length + compressed    |
 //! +-------+-------------+-----------+----------------------------------------+
-//! flags: bits 0-1 codec (0 raw, 1 lz4, 2 zstd), bit 2 the key was a str (else bytes)
+//! flags: bits 0-1 codec (0 raw, 1 lz4, 2 zstd), bit 2 the key was a str (else bytes),
+//!        bit 3 the value is a serializer's output (the bindings unpickle it on the way out)
 //! ```
 //!
 //! A raw entry with an 11-byte key therefore costs 2 header bytes. The key is stored with
@@ -21,6 +22,7 @@ use crate::error::{CacheError, Result};
 pub const MAX_KEY_LEN: usize = (1 << 21) - 1;
 
 const FLAG_STR_KEY: u8 = 0b100;
+const FLAG_SERIALIZED: u8 = 0b1000;
 const CODEC_MASK: u8 = 0b11;
 /// flags (1) + the longest key length (3).
 const MAX_HEADER: usize = 4;
@@ -81,7 +83,7 @@ fn get_varint(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// The bytes of a new entry, ready for `Pool::store`; compressed when that pays.
-pub(crate) fn encode(key: Key<'_>, value: &[u8], compression: Compression) -> Result<Vec<u8>> {
+pub(crate) fn encode(key: Key<'_>, value: &[u8], serialized: bool, compression: Compression) -> Result<Vec<u8>> {
     if key.bytes.len() > MAX_KEY_LEN {
         return Err(CacheError::KeyTooLong { key_len: key.bytes.len() });
     }
@@ -90,7 +92,9 @@ pub(crate) fn encode(key: Key<'_>, value: &[u8], compression: Compression) -> Re
         Some((codec, bytes)) => (*codec, varint_len(value.len()) + bytes.len()),
         None => (Codec::Raw, value.len()),
     };
-    let flags = codec as u8 | if key.kind == KeyKind::Str { FLAG_STR_KEY } else { 0 };
+    let flags = codec as u8
+        | if key.kind == KeyKind::Str { FLAG_STR_KEY } else { 0 }
+        | if serialized { FLAG_SERIALIZED } else { 0 };
     let mut out = Vec::with_capacity(1 + varint_len(key.bytes.len()) + key.bytes.len() + body_len);
     out.push(flags);
     put_varint(&mut out, key.bytes.len());
@@ -113,6 +117,7 @@ pub(crate) fn is_compressed(bytes: &[u8]) -> bool {
 /// A stored entry's header, decoded from a live object.
 pub(crate) struct Header {
     kind: KeyKind,
+    serialized: bool,
     codec: Codec,
     key_start: usize,
     key_len: usize,
@@ -131,7 +136,7 @@ impl Header {
             return Err(CacheError::Corrupt("key length"));
         }
         let kind = if flags & FLAG_STR_KEY != 0 { KeyKind::Str } else { KeyKind::Bytes };
-        Ok(Header { kind, codec, key_start, key_len })
+        Ok(Header { kind, serialized: flags & FLAG_SERIALIZED != 0, codec, key_start, key_len })
     }
 
     /// Whether the stored key is `key`, byte for byte.
@@ -174,7 +179,10 @@ impl Header {
     pub(crate) fn value<'a>(&self, object: &'a ObjectRef<'a>) -> Result<Value<'a>> {
         let start = self.key_start + self.key_len;
         if self.codec == Codec::Raw {
-            return Ok(Value::Raw { object, start, len: object.len() - start });
+            return Ok(Value {
+                serialized: self.serialized,
+                data: Data::Raw { object, start, len: object.len() - start },
+            });
         }
         let mut prefix = [0u8; 4];
         let n = (object.len() - start).min(4);
@@ -184,13 +192,19 @@ impl Header {
         object.read(start + used, &mut packed)?;
         let mut out = vec![0u8; orig_len];
         decompress(self.codec, &packed, &mut out)?;
-        Ok(Value::Decoded(out))
+        Ok(Value { serialized: self.serialized, data: Data::Decoded(out) })
     }
 }
 
 /// A value lent to a callback while its pool object is locked: copy it out with
 /// [`Value::copy_to`] (a raw value is copied straight from the pool's pages).
-pub enum Value<'a> {
+pub struct Value<'a> {
+    /// The value was stored as a serializer's output (see the module doc).
+    pub serialized: bool,
+    data: Data<'a>,
+}
+
+enum Data<'a> {
     Raw { object: &'a ObjectRef<'a>, start: usize, len: usize },
     Decoded(Vec<u8>),
 }
@@ -198,9 +212,9 @@ pub enum Value<'a> {
 impl Value<'_> {
     /// The value's length in bytes (decompressed).
     pub fn len(&self) -> usize {
-        match self {
-            Value::Raw { len, .. } => *len,
-            Value::Decoded(v) => v.len(),
+        match &self.data {
+            Data::Raw { len, .. } => *len,
+            Data::Decoded(v) => v.len(),
         }
     }
 
@@ -210,12 +224,12 @@ impl Value<'_> {
 
     /// Copy the value into `dst`, which must be exactly [`Value::len`] bytes.
     pub fn copy_to(&self, dst: &mut [u8]) {
-        match self {
-            Value::Raw { object, start, len } => {
+        match &self.data {
+            Data::Raw { object, start, len } => {
                 assert_eq!(dst.len(), *len, "copy_to needs a buffer of exactly len() bytes");
                 object.read(*start, dst).expect("extent checked when the header was read");
             }
-            Value::Decoded(v) => dst.copy_from_slice(v),
+            Data::Decoded(v) => dst.copy_from_slice(v),
         }
     }
 
@@ -242,7 +256,7 @@ mod tests {
 
     #[test]
     fn layout_of_a_raw_entry() {
-        let bytes = encode(Key::str("k0000000001"), b"value", Compression::Lz4).unwrap();
+        let bytes = encode(Key::str("k0000000001"), b"value", false, Compression::Lz4).unwrap();
         assert_eq!(bytes[0], FLAG_STR_KEY);
         assert_eq!(bytes[1], 11);
         assert_eq!(&bytes[2..13], b"k0000000001");

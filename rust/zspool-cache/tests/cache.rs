@@ -141,7 +141,7 @@ fn threads_with_checksums_while_compacting() {
                     c.set(k(&key), &value, Ttl::Default).unwrap();
                     if let Some(got) = c.get(k(&key)).unwrap() {
                         // Any value ever stored under the key is self-consistent: check it.
-                        let seed = got[0] ^ 0; // j = 0: byte = i ^ t (low bits)
+                        let seed = got[0]; // byte j = j ^ (i ^ t), so byte 0 is the seed
                         let ok = got.iter().enumerate().all(|(j, &b)| b == ((j as u8) ^ seed));
                         assert!(ok, "value under {key} is corrupt");
                     }
