@@ -37,7 +37,7 @@ const DETACH_THRESHOLD: usize = 64 * 1024;
 /// `mem_limit`; if it returns true the allocation is retried once.
 #[pyclass(frozen, subclass, module = "zspool")]
 pub struct Pool {
-    inner: zspool_core::Pool,
+    pub(crate) inner: zspool_core::Pool,
 }
 
 // ---- argument conversion -------------------------------------------------------------
