@@ -113,7 +113,7 @@ def write_report(meta: dict[str, Any], results: list[dict[str, Any]], md_path: P
             f"| {name} | {d['fill_overhead']:.3f} | {d['per_live_after_delete']:.3f} | {d['stranded_mb']:.0f} "
             f"| {d['per_live_after_reclaim']:.3f} | {_f(d['recovered_pct'], '{:.0f} %')} | {reclaim} "
             f"| {_f(d['cpu_per_mb'], '{:.4f}')} | {_f(d['p99_idle_us'], '{:.0f}')} -> {_f(d['p99_reclaim_us'], '{:.0f}')} "
-            f"(n={d["probe_samples"]}) | {_f(d["inflation"], "{:.2f}x")} | {_f(d['max_reclaim_us'] / 1000, '{:.1f}')} "
+            f"(n={d['probe_samples']}) | {_f(d['inflation'], '{:.2f}x')} | {_f(d['max_reclaim_us'] / 1000, '{:.1f}')} "
             f"| {d['shift_growth_mb']:.0f} ({d['shift_growth_per_new_byte']:.2f}) | {d['verified_pct']:.1f} % |"
         )
     lines += ["", "Levers: " + "; ".join(f"{r['system']}: {r['lever']}" for r in ran) + "."]
