@@ -144,7 +144,8 @@ class ZspoolCache(System):
         import zspool
 
         self.zspool = zspool
-        self.cache = zspool.Cache()  # type: ignore[attr-defined]
+        # Budget: twice the fill's bytes (keys, values, headers), so nothing is ever evicted.
+        self.cache = zspool.Cache(2 * (self.fill_payload + 16 * self.total_keys))  # type: ignore[attr-defined]
 
     def set_many(self, ids: Sequence[int], values: Sequence[memoryview]) -> None:
         c = self.cache
