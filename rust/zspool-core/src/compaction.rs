@@ -161,6 +161,9 @@ impl Pool {
         };
         self.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
         self.objects_migrated.fetch_add(report.objects_migrated, Ordering::Relaxed);
+        if report.pages_freed > 0 {
+            crate::os_pages::trim_heap();
+        }
         report.duration = start.elapsed();
         report
     }
