@@ -25,7 +25,7 @@ use parking_lot::{Mutex, MutexGuard};
 use zspool_core::{Pool, ZsError};
 
 use crate::compression::Compression;
-use crate::entry::{Header, Key, OwnedKey, Value, encode, is_compressed};
+use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
 use crate::index::{Index, NIL};
@@ -67,14 +67,16 @@ struct Inner {
     counters: Counters,
 }
 
-/// An entry encoded for the pool, made before the mutex is taken.
+/// An entry encoded for the pool, made before the mutex is taken. It borrows the key and
+/// (when stored raw) the value: the pool copies them straight into the object.
 pub struct Encoded<'k> {
     key: Key<'k>,
     hash: u32,
-    bytes: Vec<u8>,
+    pieces: Pieces<'k>,
+    /// Bytes of the pool object.
+    stored: u64,
     /// Key + value bytes before compression.
     payload: u64,
-    compressed: bool,
 }
 
 /// The cache mutex, held: every cache operation.
@@ -169,9 +171,9 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the
     /// mutex. `serialized` marks a serializer's output (given back as [`Value::serialized`]).
-    pub fn encode<'k>(&self, key: Key<'k>, value: &[u8], serialized: bool) -> Result<Encoded<'k>> {
-        let bytes = encode(key, value, serialized, self.config.compression)?;
-        let stored = bytes.len() as u64;
+    pub fn encode<'k>(&self, key: Key<'k>, value: &'k [u8], serialized: bool) -> Result<Encoded<'k>> {
+        let pieces = encode(key, value, serialized, self.config.compression)?;
+        let stored = pieces.stored_len(key.bytes.len()) as u64;
         if stored > self.config.max_bytes {
             return Err(CacheError::TooLarge {
                 key_len: key.bytes.len(),
@@ -179,9 +181,8 @@ impl<P: Deref<Target = Pool>> Cache<P> {
                 max_bytes: self.config.max_bytes,
             });
         }
-        let compressed = is_compressed(&bytes);
         let payload = (key.bytes.len() + value.len()) as u64;
-        Ok(Encoded { key, hash: self.hash(key), bytes, payload, compressed })
+        Ok(Encoded { key, hash: self.hash(key), pieces, stored, payload })
     }
 
     // Convenience wrappers: one mutex acquisition each.
@@ -250,16 +251,16 @@ impl<P: Deref<Target = Pool>> Cache<P> {
     }
 }
 
-/// The key and uncompressed size of a stored entry, and whether it is compressed.
+/// A stored entry's object size, uncompressed key + value size, and whether it is compressed.
 struct EntryInfo {
+    stored: u64,
     payload: u64,
     compressed: bool,
 }
 
-fn entry_info(object: &zspool_core::ObjectRef<'_>) -> Result<EntryInfo> {
-    let header = Header::read(object)?;
+fn entry_info(object: &zspool_core::ObjectRef<'_>, header: &Header) -> Result<EntryInfo> {
     let (payload, compressed) = header.payload_len(object)?;
-    Ok(EntryInfo { payload: payload as u64, compressed })
+    Ok(EntryInfo { stored: object.len() as u64, payload: payload as u64, compressed })
 }
 
 impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
@@ -271,20 +272,21 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         self.cache.clock.now()
     }
 
-    /// Find `key`'s slot; with `read`, also hand its value to `read` in the same pool call.
-    /// An expired entry is removed (and counted) and reported as absent.
+    /// Find `key`'s slot (`hash` is `self.cache.hash(key)`) and run `read` on its object in
+    /// the same pool call that confirms the key. An expired entry is removed (and counted)
+    /// and reported as absent.
     fn lookup<R>(
         &mut self,
         key: Key<'_>,
-        read: Option<impl FnOnce(&Value<'_>) -> R>,
-    ) -> Result<Option<(u32, Option<R>)>> {
+        hash: u32,
+        read: impl FnOnce(&zspool_core::ObjectRef<'_>, &Header) -> Result<R>,
+    ) -> Result<Option<(u32, R)>> {
         self.cache.check_open()?;
-        let hash = self.cache.hash(key);
         let now = self.now();
         let pool: &Pool = &self.cache.pool;
         let inner = &mut *self.inner;
         let (index, deadlines) = (&inner.index, &inner.deadlines);
-        let mut read = read;
+        let mut read = Some(read);
         let mut out = None;
         let mut expired = false;
         let mut error = None;
@@ -299,7 +301,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                     return Ok(false);
                 }
                 if !is_expired && let Some(read) = read.take() {
-                    out = Some(read(&header.value(object)?));
+                    out = Some(read(object, &header)?);
                 }
                 Ok(true)
             });
@@ -318,20 +320,20 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         if let Some(e) = error {
             return Err(e);
         }
-        match found {
-            Some(id) if expired => {
+        match (found, out) {
+            (Some(id), _) if expired => {
                 self.remove_slot(id, Why::Expired)?;
                 Ok(None)
             }
-            Some(id) => Ok(Some((id, out))),
-            None => Ok(None),
+            (Some(id), Some(out)) => Ok(Some((id, out))),
+            _ => Ok(None),
         }
     }
 
     /// Unlink a slot from queue, index and deadlines, free its object, fix the counters.
     fn remove_slot(&mut self, id: u32, why: Why) -> Result<()> {
         let handle = self.inner.index.slots[id as usize].handle;
-        let info = self.pool().read_with(handle, entry_info)??;
+        let info = self.pool().read_with(handle, |object| entry_info(object, &Header::read(object)?))??;
         self.pool().free(handle)?;
         let inner = &mut *self.inner;
         inner.queue.unlink(&mut inner.index.slots, id);
@@ -351,12 +353,13 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
 
     /// Run `f` on the value stored under `key` (a hit), or return `None` (a miss).
     pub fn get_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
-        match self.lookup(key, Some(f))? {
+        let hash = self.cache.hash(key);
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
             Some((id, out)) => {
                 let inner = &mut *self.inner;
                 inner.queue.touch(&mut inner.index.slots, id);
                 inner.counters.hits += 1;
-                Ok(out)
+                Ok(Some(out))
             }
             None => {
                 self.inner.counters.misses += 1;
@@ -365,18 +368,103 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         }
     }
 
+    /// [`CacheGuard::get_with`] for many keys: `f(i, value)` runs for each `keys[i]` that is
+    /// a hit (in an order of the pool's choosing; a miss gets no call). Counters and
+    /// recency are as for one `get_with` per key, in key order.
+    ///
+    /// Three passes instead of one lookup per key, so that the work is amortised and the
+    /// cache misses of different keys overlap: (1) hash every key and probe the index (no
+    /// locks, no atomics, so the CPU runs ahead across keys); (2) one
+    /// [`Pool::read_batch`] over the candidates' handles confirms each key against the
+    /// stored one and hands the value to `f`; (3) recency and counters. A key whose
+    /// candidate is not confirmed (a 32-bit hash collision) or has expired takes the
+    /// ordinary [`CacheGuard::get_with`] path. Keep batches modest (hundreds of keys).
+    pub fn get_many_with(&mut self, keys: &[Key<'_>], mut f: impl FnMut(usize, &Value<'_>)) -> Result<()> {
+        self.cache.check_open()?;
+        let now = self.now();
+        #[derive(Clone, Copy, PartialEq)]
+        enum Step {
+            /// No slot has the key's hash: a miss.
+            Miss,
+            /// This slot has the key's hash; its object is read in pass 2.
+            Candidate(u32),
+            Hit(u32),
+            /// Expired, or the candidate holds another key: the ordinary path decides.
+            Slow,
+        }
+        let mut steps = Vec::with_capacity(keys.len());
+        let mut handles = Vec::with_capacity(keys.len());
+        let mut of_handle = Vec::with_capacity(keys.len());
+        {
+            let inner = &*self.inner;
+            for (i, &key) in keys.iter().enumerate() {
+                let hash = self.cache.hash(key);
+                steps.push(match inner.index.find(hash, |_, _| true) {
+                    None => Step::Miss,
+                    Some(id) if inner.deadlines.is_expired(id, now) => Step::Slow,
+                    Some(id) => {
+                        handles.push(inner.index.slots[id as usize].handle);
+                        of_handle.push(i);
+                        Step::Candidate(id)
+                    }
+                });
+            }
+        }
+        let mut error = None;
+        self.pool().read_batch(&handles, |j, object| {
+            let i = of_handle[j];
+            let Step::Candidate(id) = steps[i] else { unreachable!("only candidates have handles") };
+            let step = object.map_err(CacheError::from).and_then(|object| -> Result<bool> {
+                let header = Header::read(object)?;
+                if !header.key_is(object, keys[i])? {
+                    return Ok(false);
+                }
+                f(i, &header.value(object)?);
+                Ok(true)
+            });
+            match step {
+                Ok(true) => steps[i] = Step::Hit(id),
+                Ok(false) => steps[i] = Step::Slow,
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        })?;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        for (i, &step) in steps.iter().enumerate() {
+            match step {
+                Step::Hit(id) => {
+                    let inner = &mut *self.inner;
+                    inner.queue.touch(&mut inner.index.slots, id);
+                    inner.counters.hits += 1;
+                }
+                Step::Miss => self.inner.counters.misses += 1,
+                Step::Slow => {
+                    self.get_with(keys[i], |v| f(i, v))?;
+                }
+                Step::Candidate(_) => unreachable!("every candidate was read"),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether `key` is present (and not expired). Neither a hit nor a miss; no recency.
     pub fn contains(&mut self, key: Key<'_>) -> Result<bool> {
-        Ok(self.lookup(key, None::<fn(&Value<'_>)>)?.is_some())
+        let hash = self.cache.hash(key);
+        Ok(self.lookup(key, hash, |_, _| Ok(()))?.is_some())
     }
 
     /// Store an encoded entry, replacing any entry of the same key, evicting as needed.
     pub fn insert(&mut self, entry: Encoded<'_>, ttl: Ttl) -> Result<()> {
-        let existing = self.lookup(entry.key, None::<fn(&Value<'_>)>)?.map(|(id, _)| id);
-        let stored = entry.bytes.len() as u64;
+        // The old entry's size and payload are read in the same pool call that confirms its
+        // key, so an overwrite costs one read, one store and one free.
+        let existing = self.lookup(entry.key, entry.hash, entry_info)?;
+        let stored = entry.stored;
         let max = self.cache.config.max_bytes;
-        let keep = existing.unwrap_or(NIL);
-        let old_stored = existing.map_or(0, |id| self.inner.index.slots[id as usize].stored());
+        let keep = existing.as_ref().map_or(NIL, |&(id, _)| id);
+        let old_stored = existing.as_ref().map_or(0, |(_, info)| info.stored);
         let now = self.now();
         while self.inner.counters.stored_bytes - old_stored + stored > max {
             let inner = &mut *self.inner;
@@ -384,17 +472,16 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             let why = if inner.deadlines.is_expired(victim, now) { Why::Expired } else { Why::Evicted };
             self.remove_slot(victim, why)?;
         }
-        let handle = self.pool().store(&entry.bytes)?;
+        let handle = self.pool().store_parts(&entry.pieces.parts(entry.key.bytes))?;
         let id = match existing {
-            Some(id) => {
+            Some((id, old_info)) => {
                 let old = self.inner.index.slots[id as usize].handle;
-                let old_info = self.pool().read_with(old, entry_info)??;
                 self.pool().free(old)?;
                 let inner = &mut *self.inner;
                 inner.index.replace(id, handle, stored);
                 inner.queue.touch(&mut inner.index.slots, id);
                 let c = &mut inner.counters;
-                c.stored_bytes -= old_stored;
+                c.stored_bytes -= old_info.stored;
                 c.payload_bytes -= old_info.payload;
                 c.compressed_entries -= u64::from(old_info.compressed);
                 id
@@ -416,14 +503,15 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let c = &mut inner.counters;
         c.stored_bytes += stored;
         c.payload_bytes += entry.payload;
-        c.compressed_entries += u64::from(entry.compressed);
+        c.compressed_entries += u64::from(entry.pieces.is_compressed());
         c.sets += 1;
         Ok(())
     }
 
     /// Delete `key`; whether it was there.
     pub fn remove(&mut self, key: Key<'_>) -> Result<bool> {
-        match self.lookup(key, None::<fn(&Value<'_>)>)? {
+        let hash = self.cache.hash(key);
+        match self.lookup(key, hash, |_, _| Ok(()))? {
             Some((id, _)) => self.remove_slot(id, Why::Deleted).map(|()| true),
             None => Ok(false),
         }
@@ -431,10 +519,11 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
 
     /// Delete `key` and run `f` on its value first; `None` if absent.
     pub fn pop_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
-        match self.lookup(key, Some(f))? {
+        let hash = self.cache.hash(key);
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
             Some((id, out)) => {
                 self.remove_slot(id, Why::Deleted)?;
-                Ok(out)
+                Ok(Some(out))
             }
             None => Ok(None),
         }

@@ -13,6 +13,8 @@
 //! the value so that a lookup checks the real key bytes (the index keeps only a 32-bit hash)
 //! and iteration can give keys back; the index needs no per-entry heap allocation.
 
+use std::borrow::Cow;
+
 use zspool_core::ObjectRef;
 
 use crate::compression::{Codec, Compression, compress, decompress};
@@ -58,6 +60,7 @@ pub struct OwnedKey {
     pub bytes: Vec<u8>,
 }
 
+#[cfg(test)]
 fn put_varint(out: &mut Vec<u8>, mut v: usize) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -82,36 +85,70 @@ fn get_varint(buf: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// The bytes of a new entry, ready for `Pool::store`; compressed when that pays.
-pub(crate) fn encode(key: Key<'_>, value: &[u8], serialized: bool, compression: Compression) -> Result<Vec<u8>> {
+/// A new entry's bytes, in the pieces `Pool::store_parts` writes one after the other:
+/// `head` (flags + key length), the key, `prefix` (the original length of a compressed
+/// value; empty for a raw one) and the value. A raw value is borrowed, never copied here:
+/// the pool copies it straight into the object.
+pub(crate) struct Pieces<'v> {
+    head: [u8; MAX_HEADER],
+    head_len: u8,
+    prefix: [u8; 5],
+    prefix_len: u8,
+    pub(crate) value: Cow<'v, [u8]>,
+}
+
+impl Pieces<'_> {
+    /// The entry's bytes, given its key (`head` + key + `prefix` + value).
+    pub(crate) fn parts<'a>(&'a self, key: &'a [u8]) -> [&'a [u8]; 4] {
+        [&self.head[..usize::from(self.head_len)], key, &self.prefix[..usize::from(self.prefix_len)], &self.value]
+    }
+
+    /// Bytes of the pool object, given the key's length.
+    pub(crate) fn stored_len(&self, key_len: usize) -> usize {
+        usize::from(self.head_len) + key_len + usize::from(self.prefix_len) + self.value.len()
+    }
+
+    pub(crate) fn is_compressed(&self) -> bool {
+        self.head[0] & CODEC_MASK != Codec::Raw as u8
+    }
+}
+
+/// Write `v` as LEB128 at the front of `buf` (no allocation); returns the bytes used.
+fn varint_into(buf: &mut [u8], mut v: usize) -> u8 {
+    let mut i = 0;
+    while v >= 0x80 {
+        buf[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    buf[i] = v as u8;
+    i as u8 + 1
+}
+
+/// A new entry, ready for `Pool::store_parts`; compressed when that pays.
+pub(crate) fn encode<'v>(
+    key: Key<'_>,
+    value: &'v [u8],
+    serialized: bool,
+    compression: Compression,
+) -> Result<Pieces<'v>> {
     if key.bytes.len() > MAX_KEY_LEN {
         return Err(CacheError::KeyTooLong { key_len: key.bytes.len() });
     }
     let packed = compress(compression, value, varint_len(value.len()));
-    let (codec, body_len) = match &packed {
-        Some((codec, bytes)) => (*codec, varint_len(value.len()) + bytes.len()),
-        None => (Codec::Raw, value.len()),
-    };
+    let codec = packed.as_ref().map_or(Codec::Raw, |(codec, _)| *codec);
     let flags = codec as u8
         | if key.kind == KeyKind::Str { FLAG_STR_KEY } else { 0 }
         | if serialized { FLAG_SERIALIZED } else { 0 };
-    let mut out = Vec::with_capacity(1 + varint_len(key.bytes.len()) + key.bytes.len() + body_len);
-    out.push(flags);
-    put_varint(&mut out, key.bytes.len());
-    out.extend_from_slice(key.bytes);
-    match packed {
-        Some((_, bytes)) => {
-            put_varint(&mut out, value.len());
-            out.extend_from_slice(&bytes);
-        }
-        None => out.extend_from_slice(value),
-    }
-    Ok(out)
-}
-
-/// Whether encoded entry bytes hold a compressed value.
-pub(crate) fn is_compressed(bytes: &[u8]) -> bool {
-    bytes.first().is_some_and(|flags| flags & CODEC_MASK != Codec::Raw as u8)
+    let mut head = [0u8; MAX_HEADER];
+    head[0] = flags;
+    let head_len = 1 + varint_into(&mut head[1..], key.bytes.len());
+    let mut prefix = [0u8; 5];
+    let (prefix_len, value) = match packed {
+        Some((_, bytes)) => (varint_into(&mut prefix, value.len()), Cow::Owned(bytes)),
+        None => (0, Cow::Borrowed(value)),
+    };
+    Ok(Pieces { head, head_len, prefix, prefix_len, value })
 }
 
 /// A stored entry's header, decoded from a live object.
@@ -251,12 +288,18 @@ mod tests {
             put_varint(&mut buf, v);
             assert_eq!(buf.len(), varint_len(v));
             assert_eq!(get_varint(&buf), Some((v, buf.len())));
+            let mut fixed = [0u8; 5];
+            assert_eq!(usize::from(varint_into(&mut fixed, v)), buf.len());
+            assert_eq!(&fixed[..buf.len()], &buf[..]);
         }
     }
 
     #[test]
     fn layout_of_a_raw_entry() {
-        let bytes = encode(Key::str("k0000000001"), b"value", false, Compression::Lz4).unwrap();
+        let key = Key::str("k0000000001");
+        let pieces = encode(key, b"value", false, Compression::Lz4).unwrap();
+        let bytes = pieces.parts(key.bytes).concat();
+        assert_eq!(pieces.stored_len(key.bytes.len()), bytes.len());
         assert_eq!(bytes[0], FLAG_STR_KEY);
         assert_eq!(bytes[1], 11);
         assert_eq!(&bytes[2..13], b"k0000000001");

@@ -184,3 +184,36 @@ fn bad_config() {
     config.compression = Compression::Zstd(99);
     assert!(Cache::new(pool, config).is_err());
 }
+
+#[test]
+fn get_many_matches_one_get_per_key() {
+    let clock = Clock::manual();
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    let c = Cache::with_clock(pool, CacheConfig::new(1 << 24), clock).unwrap();
+    let keys: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        // Sizes across many classes, and a few large objects (> a page).
+        let value = vec![i as u8; if i % 97 == 0 { 5000 } else { i * 7 % 3000 }];
+        let ttl = if i % 50 == 0 { Ttl::For(Duration::from_secs(1)) } else { Ttl::Default };
+        c.set(k(key), &value, ttl).unwrap();
+    }
+    c.clock().advance(Duration::from_secs(2)); // every 50th key has expired
+    let mut asked: Vec<Key<'_>> = keys.iter().map(|s| k(s)).collect();
+    asked.push(k("absent"));
+    asked.push(Key::bytes(b"k1")); // same bytes as a stored str key: a miss
+    asked.push(k("k3")); // a key twice in one batch
+    let mut got = vec![None; asked.len()];
+    c.lock().get_many_with(&asked, |i, v| got[i] = Some(v.to_vec())).unwrap();
+    for (i, key) in asked.iter().enumerate() {
+        let expected =
+            if i < keys.len() && i % 50 == 0 { None } else { c.lock().get_with(*key, |v| v.to_vec()).unwrap() };
+        assert_eq!(got[i], expected, "key {i}");
+    }
+    let s = c.stats().unwrap();
+    let expired = keys.len().div_ceil(50) as u64;
+    assert_eq!(s.expirations, expired);
+    // Each key is counted once by the batch and once by the checking get_with above.
+    let batch_hits = (keys.len() as u64 - expired) + 1;
+    assert_eq!(s.hits, 2 * batch_hits);
+    assert_eq!(s.misses, expired + 2 * 2, "expired keys miss in the batch; absent and b'k1' in both");
+}

@@ -11,8 +11,13 @@
 //! 2. Under the mutex (and a pool class lock) the only Python work is allocating result
 //!    `bytes`; serializer calls, exception objects and key objects are made after the guard
 //!    is dropped.
-//! 3. Batch calls (`get_many`, `set_many`) run their whole batch detached, under one mutex
-//!    acquisition: one crossing into Rust, the GIL free meanwhile.
+//! 3. (Rule 2, for batches.) `get_many` runs attached: it builds each value's `bytes`
+//!    straight from the pool object under the locks, with no intermediate buffer, and calls
+//!    the deserializer after the guard of each chunk is dropped. `set_many` checks and
+//!    encodes every item attached (compression detached), then stores detached.
+//! 4. A batch takes the mutex once per chunk of [`BATCH_CHUNK`] keys, not once for the whole
+//!    batch, so a large batch does not shut other threads out of the cache for its whole
+//!    run; `get_many` also lets go of the GIL briefly every few chunks.
 
 use std::ops::Deref;
 use std::time::Duration;
@@ -37,6 +42,12 @@ impl Deref for PoolRef {
 }
 
 type Inner = zspool_cache::Cache<PoolRef>;
+
+/// Keys per mutex acquisition in `get_many` / `set_many` (rule 4): large enough to amortise
+/// the acquisition, small enough that a waiting thread is served within tens of microseconds.
+const BATCH_CHUNK: usize = 256;
+/// `get_many` releases the GIL between chunks every this many chunks.
+const CHUNKS_PER_GIL_RELEASE: usize = 16;
 
 /// A byte-budgeted key-value cache whose entries live in a zspool pool. See `_core.pyi`.
 #[pyclass(frozen, subclass, module = "zspool")]
@@ -346,6 +357,9 @@ impl Cache {
     }
 
     /// Values of `keys` (``default`` for each one missing), in one call into Rust.
+    ///
+    /// Attached, in chunks of [`BATCH_CHUNK`] keys under one mutex acquisition each (rule 4):
+    /// every value is copied once, from the pool's pages into its new `bytes`.
     #[pyo3(signature = (keys, default = None))]
     fn get_many<'py>(
         &self,
@@ -355,24 +369,30 @@ impl Cache {
     ) -> PyResult<Bound<'py, PyList>> {
         let objects: Vec<Bound<'py, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
         let ks = objects.iter().map(key_arg).collect::<PyResult<Vec<Key<'_>>>>()?;
-        let inner = &self.inner;
-        let found = py.detach(|| {
-            let mut g = inner.lock();
-            ks.iter().map(|&k| g.get_with(k, |v| (v.to_vec(), v.serialized))).collect::<Result<Vec<_>, _>>()
-        });
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
-        let mut out = Vec::with_capacity(ks.len());
-        for item in found.or_raise(py)? {
-            out.push(match item {
-                Some((bytes, serialized)) => self.value_object(py, PyBytes::new(py, &bytes), serialized)?,
-                None => default.clone(),
-            });
+        let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(ks.len());
+        let mut found = Vec::with_capacity(BATCH_CHUNK.min(ks.len()));
+        for (n, chunk) in ks.chunks(BATCH_CHUNK).enumerate() {
+            if n > 0 && n % CHUNKS_PER_GIL_RELEASE == 0 {
+                py.detach(|| ()); // let other threads have the GIL now and then
+            }
+            found.clear();
+            found.resize_with(chunk.len(), || None);
+            let done = self.guard(py).get_many_with(chunk, |i, v| found[i] = Some(value_bytes(py, v)));
+            done.or_raise(py)?;
+            for item in found.drain(..) {
+                out.push(match item {
+                    Some((bytes, serialized)) => self.value_object(py, bytes, serialized)?,
+                    None => default.clone(),
+                });
+            }
         }
         PyList::new(py, out)
     }
 
     /// Store every (key, value) of `items` (a mapping or an iterable of pairs) in one call
-    /// into Rust. Every item is checked before any is stored.
+    /// into Rust. Every item is checked (and encoded) before any is stored; the stores run
+    /// detached, in chunks of [`BATCH_CHUNK`] under one mutex acquisition each (rule 4).
     #[pyo3(signature = (items, ttl = None))]
     fn set_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<()> {
         let ttl = ttl_arg(ttl)?;
@@ -392,11 +412,19 @@ impl Cache {
         let ks = keys.iter().map(key_arg).collect::<PyResult<Vec<Key<'_>>>>()?;
         let vs: Vec<(&[u8], bool)> = values.iter().map(|v| (v.bytes.as_bytes(), v.serialized)).collect();
         let inner = &self.inner;
+        let encode_all =
+            || ks.iter().zip(&vs).map(|(&k, &(v, ser))| inner.encode(k, v, ser)).collect::<Result<Vec<_>, _>>();
+        // A raw entry's encoding is a few header bytes and the key's hash (the value is
+        // borrowed, not copied), not worth a detach; compression is, so it runs detached.
+        let encoded =
+            if inner.config().compression == Compression::None { encode_all() } else { py.detach(encode_all) };
+        let mut encoded = encoded.or_raise(py)?.into_iter();
         let done = py.detach(|| {
-            let encoded =
-                ks.iter().zip(&vs).map(|(&k, &(v, ser))| inner.encode(k, v, ser)).collect::<Result<Vec<_>, _>>()?;
-            let mut g = inner.lock();
-            encoded.into_iter().try_for_each(|e| g.insert(e, ttl))
+            while encoded.len() > 0 {
+                let mut g = inner.lock();
+                encoded.by_ref().take(BATCH_CHUNK).try_for_each(|e| g.insert(e, ttl))?;
+            }
+            Ok(())
         });
         done.or_raise(py)
     }
