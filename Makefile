@@ -7,13 +7,13 @@ PIP := $(PYTHON) -m pip
 export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
-.PHONY: demo test install-dev rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long py-test stubtest wheel-test
+.PHONY: demo test install-dev rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long py-test stubtest wheel-test asv-smoke
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
-test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-test stubtest
+test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-test stubtest asv-smoke
 
 install-dev:
 	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
@@ -65,3 +65,9 @@ py-test:
 
 stubtest:
 	$(PYTHON) -m mypy.stubtest zspool._core
+
+# Every asv benchmark once, against the installed package (nothing saved): a broken
+# benchmark fails the build. About 10 s.
+asv-smoke:
+	$(PYTHON) -m asv machine --yes --config asv_bench/asv.conf.json > /dev/null
+	$(PYTHON) -m asv run --config asv_bench/asv.conf.json --python=same --quick --dry-run --show-stderr

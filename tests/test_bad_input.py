@@ -242,7 +242,7 @@ def test_bad_max_pages_per_zspage(value: int) -> None:
     assert isinstance(err, ValueError)
 
 
-@pytest.mark.parametrize("value", [0, -1, -4096, -(2**70), 2**64])
+@pytest.mark.parametrize("value", [0, 1, 4095, -1, -4096, -(2**70), 2**64])
 def test_bad_mem_limit(value: int) -> None:
     raises_exactly(ConfigError, lambda: Pool(mem_limit=value), f"mem_limit={value}")
 

@@ -219,3 +219,24 @@ def test_compact_on_closed_pool_raises_and_close_during_compaction() -> None:
     assert reports[0].stop_reason in {"closed", "done"}
     with pytest.raises(PoolClosedError):
         pool.compact()
+
+
+def test_slice_settings_shape_the_lock_yields() -> None:
+    from zspool.workload import fragment
+
+    results = {}
+    for slice_objects in (1, 10_000):
+        with Pool() as pool:
+            fragment(pool, 20_000, seed=17)
+            predicted = pool.can_compact()
+            report = pool.compact(slice_objects=slice_objects, slice_us=1e6)
+            assert report.pages_freed == predicted
+            results[slice_objects] = report.lock_yields
+    # one object per slice yields at least once per moved object; huge slices yield only
+    # after drained zspages
+    assert results[1] > results[10_000]
+    with Pool() as pool:
+        with pytest.raises(ValueError, match="slice_objects=0"):
+            pool.compact(slice_objects=0)
+        with pytest.raises(ValueError, match="slice_us"):
+            pool.compact(slice_us=-1.0)

@@ -147,3 +147,67 @@ def test_pool_activity_tracks_idle_time() -> None:
         assert pool.activity().idle_s >= 0.2
         pool.load(h)
         assert pool.activity().idle_s < 0.2
+
+
+def test_a_policy_that_raises_base_exceptions_does_not_kill_the_reclaimer() -> None:
+    class Exits(Always):
+        def count_objects(self, pool: Pool, sc: ShrinkControl) -> int:
+            raise SystemExit(3)
+
+    with Pool() as pool:
+        shrinker = pool.register_shrinker(Exits(), max_failures=1000)
+        with Reclaimer(pool, interval_s=0.01, monitor=None, psi_trigger=None) as reclaimer:
+            assert wait_for(lambda: shrinker.stats.errors >= 3)
+            assert reclaimer.running
+
+
+def test_concurrent_stops_close_each_descriptor_once() -> None:
+    import threading
+
+    with Pool() as pool:
+        for _ in range(20):
+            reclaimer = Reclaimer(pool, interval_s=5, monitor=None, psi_trigger=None).start()
+            errors: list[BaseException] = []
+
+            def stop() -> None:
+                try:
+                    reclaimer.stop()
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=stop) for _ in range(3)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+            assert not reclaimer.running
+
+
+def test_a_reclaimer_can_be_restarted() -> None:
+    with Pool() as pool:
+        fragment(pool, 5_000, seed=8)
+        pool.register_shrinker(Always())
+        reclaimer = Reclaimer(pool, interval_s=0.02, monitor=None, psi_trigger=None)
+        reclaimer.start()
+        reclaimer.stop()
+        reclaimer.start()
+        assert reclaimer.running
+        assert wait_for(lambda: pool.can_compact() == 0)
+        reclaimer.stop()
+
+
+def test_idle_only_helps_direct_reclaim_even_though_the_pool_is_busy() -> None:
+    with Pool(mem_limit=4 * 2**20) as pool:
+        handles = []
+        try:
+            while True:
+                handles.append(pool.store(b"i" * 300))
+        except PoolFullError:
+            pass
+        for h in handles[::2]:
+            pool.free(h)
+        assert pool.can_compact() > 0
+        pool.register_shrinker("idle-only", idle_s=10.0)
+        big = pool.store(b"b" * 20_000)
+        assert pool.size_of(big) == 20_000

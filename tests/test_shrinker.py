@@ -183,3 +183,30 @@ def test_shrink_pool_on_a_closed_pool_does_nothing(fragmented: Pool) -> None:
     fragmented.register_shrinker(Recording())
     fragmented.close()
     assert shrink_pool(fragmented) == 0
+
+
+def test_a_policy_raising_system_exit_is_just_a_failure(fragmented: Pool) -> None:
+    class Exits(Recording):
+        def count_objects(self, pool: Pool, sc: ShrinkControl) -> int:
+            raise SystemExit(3)
+
+    shrinker = fragmented.register_shrinker(Exits())
+    assert fragmented.shrink() == 0
+    assert shrinker.stats.errors == 1 and "SystemExit" in (shrinker.stats.last_error or "")
+
+
+def test_an_overstated_count_cannot_make_a_round_endless(fragmented: Pool) -> None:
+    class Liar(Recording):
+        def count_objects(self, pool: Pool, sc: ShrinkControl) -> int:
+            return 10**12
+
+        def scan_objects(self, pool: Pool, sc: ShrinkControl) -> int:
+            self.calls.append(("scan", sc))
+            return sc.nr_to_scan  # "objects scanned", whatever was freed
+
+    policy = Liar()
+    fragmented.register_shrinker(policy)
+    freeable = fragmented.can_compact()
+    fragmented.shrink()
+    scans = sum(1 for kind, _ in policy.calls if kind == "scan")
+    assert scans <= -(-freeable // SHRINK_BATCH), "the count is capped at what can be freed"

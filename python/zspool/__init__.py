@@ -31,6 +31,7 @@ from __future__ import annotations
 from ._core import (
     MAX_OBJECT_SIZE,
     PAGE_SIZE,
+    CacheStats,
     ClassStats,
     CompactionReport,
     PoolActivity,
@@ -52,9 +53,16 @@ from .errors import (
 from .pool import Pool
 from .reclaimer import Reclaimer
 
+# The cache: entries in a pool, a Rust index, SIEVE eviction; and its memoizing decorator.
+from .cache import Cache
+from .cached import cached
+
 __all__ = [
     "Pool",
     "Reclaimer",
+    "Cache",
+    "cached",
+    "CacheStats",
     "PoolStats",
     "ClassStats",
     "CompactionReport",

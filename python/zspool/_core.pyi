@@ -1,11 +1,12 @@
 """Type stubs for ``zspool._core``, the Rust extension. Import these names from ``zspool``."""
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Final, Literal, Self, TypeAlias, final
+from typing import Any, Final, Literal, Self, TypeAlias, final
 
 from typing_extensions import Buffer, disjoint_base  # in collections.abc / typing from 3.12 / 3.15
 
-__all__ = ["ClassStats", "CompactionReport", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
+__all__ = ["Cache", "CacheStats", "ClassStats", "CompactionReport", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
 
 #: Bytes per OS page: the unit of ``pages_used``, ``can_compact()`` and ``pages_freed``.
 PAGE_SIZE: Final[int]
@@ -72,11 +73,21 @@ class Pool:
         """How busy the pool is now."""
     def can_compact(self) -> int:
         """Pages a full compaction would free now."""
-    def compact(self, max_pages: int | None = None, time_budget: float | None = None) -> CompactionReport:
+    def compact(
+        self,
+        max_pages: int | None = None,
+        time_budget: float | None = None,
+        *,
+        slice_objects: int = 64,
+        slice_us: float = 50.0,
+    ) -> CompactionReport:
         """Move objects out of sparse zspages into fuller ones and give the emptied pages back to the OS.
 
         max_pages: stop once this many pages were freed (None: no limit).
         time_budget: stop after this many seconds (None: no limit).
+        slice_objects, slice_us: the compactor releases a class's lock after this many moved
+        objects or microseconds (and after every emptied zspage, and at once when another
+        thread waits for the lock), so allocations in that class wait at most one slice.
         Runs without the GIL. One compaction runs per pool at a time: a concurrent call
         returns at once with stop_reason "already_running".
         """
@@ -236,3 +247,129 @@ class PoolActivity:
         """Seconds since the last call finished (coarse clock: 1-4 ms resolution)."""
     def as_dict(self) -> dict[str, int | float]:
         """The fields as a new dict."""
+
+@disjoint_base
+class Cache:
+    """A byte-budgeted key-value cache whose entries live in ``pool``; use ``zspool.Cache``.
+
+    Keys are ``str`` or ``bytes`` (``"a"`` and ``b"a"`` are different keys); values are
+    ``bytes``, or anything ``dumps`` accepts when a serializer is given. Thread-safe.
+    Wrong key or value types raise TypeError, an entry larger than ``maxsize`` raises
+    ObjectSizeError, any call after ``close()`` raises PoolClosedError.
+    """
+
+    def __new__(
+        cls,
+        maxbytes: int,
+        *,
+        pool: Pool,
+        compression: Literal["lz4", "zstd"] | None = None,
+        compression_level: int | None = None,
+        ttl: float | None = None,
+        eviction: Literal["sieve", "lru"] = "sieve",
+        dumps: Callable[[Any], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+    ) -> Self:
+        """maxbytes: the budget in bytes of stored entries; ttl: default seconds to live (None: forever)."""
+    def __getitem__(self, key: str | bytes, /) -> Any:
+        """The value of ``key``; KeyError if absent or expired (a hit or a miss)."""
+    def __setitem__(self, key: str | bytes, value: Any, /) -> None:
+        """Store ``value`` under ``key`` with the default TTL, evicting as needed."""
+    def __delitem__(self, key: str | bytes, /) -> None:
+        """Delete ``key``; KeyError if absent."""
+    def __contains__(self, key: object, /) -> bool:
+        """Whether ``key`` is present and not expired (neither a hit nor a miss)."""
+    def __len__(self) -> int:
+        """Live entries (expired ones are dropped first)."""
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Iterate over a snapshot of the keys, oldest first."""
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+    def set(self, key: str | bytes, value: Any, ttl: float | None = None) -> None:
+        """Store with a TTL in seconds (None: the cache's default; math.inf: never expires)."""
+    def pop(self, key: str | bytes, *default: Any) -> Any:
+        """Remove ``key`` and return its value; ``default`` (or KeyError) if absent."""
+    def popitem(self) -> tuple[str | bytes, Any]:
+        """Remove and return the entry the eviction algorithm would evict next; KeyError if empty."""
+    def setdefault(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of ``key``; if absent, store ``default`` and return it (one lock hold)."""
+    def clear(self) -> None:
+        """Remove every entry."""
+    def expire(self) -> int:
+        """Drop every expired entry now; return how many."""
+    def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> list[Any]:
+        """The values of ``keys`` in order (``default`` for missing ones): one call into Rust.
+
+        Each value is copied once, straight into its new ``bytes``, so this runs with the GIL
+        held; the cache lock is taken once per 256 keys and the GIL let go every 4096."""
+    def set_many(self, items: Mapping[str | bytes, Any] | Iterable[tuple[str | bytes, Any]], ttl: float | None = None) -> None:
+        """Store every (key, value): one call into Rust, stores with the GIL released. Every item is checked before any is stored."""
+    def stats(self) -> CacheStats:
+        """Counters and sizes now, with the pool's stats."""
+    def close(self) -> None:
+        """Drop every entry and close the pool. Idempotent."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def maxsize(self) -> int:
+        """The budget in bytes of stored entries."""
+    @property
+    def currsize(self) -> int:
+        """Bytes of stored entries now (header + key + value after compression)."""
+    @property
+    def pool(self) -> Pool:
+        """The pool holding the entries."""
+    @property
+    def ttl(self) -> float | None:
+        """The default TTL in seconds, or None."""
+    @property
+    def eviction(self) -> Literal["sieve", "lru"]: ...
+    @property
+    def compression(self) -> Literal["lz4", "zstd"] | None: ...
+
+@final
+class CacheStats:
+    """A snapshot of a cache's counters and sizes, from ``Cache.stats()``."""
+
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def evictions(self) -> int:
+        """Entries removed to stay within maxsize."""
+    @property
+    def expirations(self) -> int:
+        """Entries removed because their TTL had passed."""
+    @property
+    def sets(self) -> int: ...
+    @property
+    def deletes(self) -> int:
+        """Entries removed by del, pop and popitem."""
+    @property
+    def entries(self) -> int: ...
+    @property
+    def payload_bytes(self) -> int:
+        """Key + value bytes of live entries, before compression."""
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the live entries' pool objects: currsize."""
+    @property
+    def maxsize(self) -> int: ...
+    @property
+    def compressed_entries(self) -> int: ...
+    @property
+    def compression_ratio(self) -> float:
+        """payload_bytes / stored_bytes."""
+    @property
+    def hit_ratio(self) -> float:
+        """hits / (hits + misses); 0.0 before any lookup."""
+    @property
+    def index_bytes(self) -> int:
+        """Heap bytes of the Rust index, outside the pool."""
+    @property
+    def eviction(self) -> Literal["sieve", "lru"]: ...
+    @property
+    def pool(self) -> PoolStats: ...
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a new dict, the pool's under "pool"."""

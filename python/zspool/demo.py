@@ -45,7 +45,8 @@ class DemoOptions:
     idle_s: float = 3.0
     #: RSS budget in bytes for the pressure monitor (default: 5 % above the fragmented RSS).
     rss_budget: int | None = None
-    out: TextIO = sys.stdout
+    #: Where to write; None means ``sys.stdout`` at the time of the run.
+    out: TextIO | None = None
 
 
 class Progress:
@@ -131,8 +132,12 @@ class _Fragmented:
     rss_base: int
 
 
+def _out(options: DemoOptions) -> TextIO:
+    return options.out if options.out is not None else sys.stdout
+
+
 def _fill_and_fragment(options: DemoOptions) -> _Fragmented:
-    out = options.out
+    out = _out(options)
     rng = random.Random(options.seed)
     sizes = etc_sizes(options.objects, seed=options.seed)
     source = PayloadSource(seed=options.seed)
@@ -188,7 +193,7 @@ def _verify(state: _Fragmented, out: TextIO) -> int:
 def run_demo(options: DemoOptions) -> int:
     if options.policy:
         return run_policy_demo(options)
-    out = options.out
+    out = _out(options)
     state = _fill_and_fragment(options)
     pool = state.pool
     with pool:
@@ -236,7 +241,7 @@ def run_policy_demo(options: DemoOptions) -> int:
     from zspool import Reclaimer
     from zspool.pressure import PressureMonitor, RssSource
 
-    out = options.out
+    out = _out(options)
     state = _fill_and_fragment(options)
     pool = state.pool
     with pool:

@@ -121,13 +121,23 @@ class Pool(_core.Pool):
 
     def _direct_reclaim(self, requested_bytes: int) -> bool:
         """Called by the Rust side, with no pool lock held, when an allocation of
-        ``requested_bytes`` would pass ``mem_limit``. Runs the shrinkers and says whether any
-        page came back (the allocation is then retried once). Never raises."""
-        if not self._shrinkers:
+        ``requested_bytes`` would pass ``mem_limit``. Runs the shrinkers and says whether the
+        pool holds fewer pages than before (the allocation is then retried once). Never
+        raises, except Ctrl-C on the main thread."""
+        if not getattr(self, "_shrinkers", ()):
             return False
-        wanted = max(1, -(-requested_bytes // _core.PAGE_SIZE))
+        # A small object needs a whole new zspage (up to max_pages_per_zspage pages); a large
+        # one its own pages.
+        if requested_bytes > _core.PAGE_SIZE:
+            wanted = -(-requested_bytes // _core.PAGE_SIZE)
+        else:
+            wanted = self.max_pages_per_zspage
+        before = self.stats().pages_used
         try:
-            return shrink_pool(self, ShrinkReason.MEM_LIMIT, pages_wanted=wanted) > 0
+            freed = shrink_pool(self, ShrinkReason.MEM_LIMIT, pages_wanted=wanted)
         except Exception:  # noqa: BLE001 - a reclaim failure must surface as PoolFullError, not this
             log.exception("direct reclaim failed")
             return False
+        # Pages may also have come back from a compaction already running in another thread
+        # (ours then returned "already_running"): retry if the pool shrank at all.
+        return freed > 0 or self.stats().pages_used < before

@@ -114,7 +114,7 @@ class Reclaimer:
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # start/stop; add_pool/remove_pool
         self.restart_after_fork = restart_after_fork
         _reclaimers.add(self)
 
@@ -136,42 +136,58 @@ class Reclaimer:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        thread = self._thread
+        return thread is not None and thread.is_alive() and not self._stopping.is_set()
 
     def start(self) -> Reclaimer:
         """Register the PSI trigger (if possible) and start the thread. Idempotent."""
-        if self.running:
-            return self
-        self._stopping.clear()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self.psi_trigger_spec is not None:
-            trigger = register_psi_trigger(self.psi_path, self.psi_trigger_spec)
-            if isinstance(trigger, PsiTrigger):
-                self.trigger = trigger
-                self.trigger_unavailable = None
-            else:
-                self.trigger_unavailable = str(trigger)
-                log.info("no PSI trigger, waking on ticks only: %s", trigger)
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive() and not self._stopping.is_set():
+                return self
+            self._teardown(timeout_s=10.0)  # a thread that died or was told to stop
+            self._stopping.clear()
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                if self.psi_trigger_spec is not None:
+                    trigger = register_psi_trigger(self.psi_path, self.psi_trigger_spec)
+                    if isinstance(trigger, PsiTrigger):
+                        self.trigger, self.trigger_unavailable = trigger, None
+                    else:
+                        self.trigger_unavailable = str(trigger)
+                        log.info("no PSI trigger, waking on ticks only: %s", trigger)
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+            except BaseException:
+                self._thread = None
+                self._close_fds()
+                raise
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread (after the round in progress, if any) and drop the trigger."""
+        """Stop the thread (after the round in progress, if any) and drop the trigger.
+        Safe to call from several threads and more than once."""
+        with self._lock:
+            self._teardown(timeout_s)
+
+    def _teardown(self, timeout_s: float) -> None:
+        """Stop and join the thread, then close the pipe and the trigger. Lock held."""
         thread = self._thread
-        if thread is None:
-            return
-        self._stopping.set()
-        try:
-            os.write(self._wake_w, b"x")
-        except OSError:
-            pass
-        thread.join(timeout_s)
-        if thread.is_alive():
-            raise TimeoutError(f"{self.name} did not stop within {timeout_s} s (a policy call is still running)")
-        self._thread = None
+        if thread is not None:
+            self._stopping.set()
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass  # the pipe is full: the thread is waking anyway
+            thread.join(timeout_s)
+            if thread.is_alive():
+                raise TimeoutError(f"{self.name} did not stop within {timeout_s} s (a policy call is still running)")
+            self._thread = None
+        self._close_fds()
+
+    def _close_fds(self) -> None:
         for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         self._wake_r = self._wake_w = -1
         if self.trigger is not None:
             self.trigger.close()
@@ -181,7 +197,7 @@ class Reclaimer:
         """In a forked child: the thread is gone, and the locks, pipe and PSI trigger are
         copies of the parent's. Drop them all, then restart if asked to."""
         was_running = self._thread is not None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._thread = None
         for fd in (self._wake_r, self._wake_w):
@@ -277,6 +293,6 @@ class Reclaimer:
                 self.stats.pressure_events += 1
             try:
                 self.run_once(reason)
-            except Exception:  # noqa: BLE001 - the reclaimer must outlive any one round
+            except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
                 self.stats.errors += 1
                 log.exception("reclaim round failed")

@@ -151,14 +151,16 @@ class Shrinker:
             self.stats.consecutive_failures = 0
 
     def count(self, pool: Pool, sc: ShrinkControl) -> int:
-        self.stats.count_calls += 1
+        with self._lock:
+            self.stats.count_calls += 1
         return self._call("count_objects", pool, sc, allow_stop=False)
 
     def scan(self, pool: Pool, sc: ShrinkControl) -> int:
-        self.stats.scan_calls += 1
         result = self._call("scan_objects", pool, sc, allow_stop=True)
-        if result != SHRINK_STOP:
-            self.stats.pages_freed += result
+        with self._lock:
+            self.stats.scan_calls += 1
+            if result != SHRINK_STOP:
+                self.stats.pages_freed += result
         return result
 
     def _call(self, method: str, pool: Pool, sc: ShrinkControl, *, allow_stop: bool) -> int:
@@ -166,18 +168,24 @@ class Shrinker:
         try:
             result = getattr(self.policy, method)(pool, sc)
             elapsed = time.perf_counter() - started
-            self.stats.time_s += elapsed
             checked = _check_result(result, allow_stop=allow_stop, where=f"{self.name}.{method}")
             if elapsed > self.time_limit_s:
                 raise PolicyFault(f"{self.name}.{method} took {elapsed:.3f} s (limit {self.time_limit_s} s)")
-        except Exception as exc:  # noqa: BLE001 - isolating arbitrary plugin code is the point
-            self._fail(exc)
+        except BaseException as exc:  # noqa: BLE001 - isolating arbitrary plugin code is the point
+            # SystemExit, GeneratorExit and the like from a plugin are its bugs, not requests
+            # to stop the process. Only Ctrl-C on the main thread is the user's, and goes on.
+            self._fail(exc, time.perf_counter() - started)
+            if isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
+                raise
             return SHRINK_STOP if allow_stop else 0
-        self.stats.consecutive_failures = 0
+        with self._lock:
+            self.stats.time_s += elapsed
+            self.stats.consecutive_failures = 0
         return checked
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, elapsed: float) -> None:
         with self._lock:
+            self.stats.time_s += elapsed
             self.stats.errors += 1
             self.stats.consecutive_failures += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -231,7 +239,10 @@ def _do_shrink(
             pages_wanted=pages_wanted,
         )
 
-    total_scan = shrinker.count(pool, control(0))
+    # The kernel caps a shrinker's count at twice what is freeable; pages are exact here, so
+    # cap at what compaction could free: a policy that overstates (or returns "objects
+    # scanned" from scan_objects) cannot turn one round into an endless loop.
+    total_scan = min(shrinker.count(pool, control(0)), pool.can_compact())
     batch = shrinker.batch or SHRINK_BATCH
     freed = 0
     while total_scan > 0 and shrinker.enabled:
@@ -241,6 +252,6 @@ def _do_shrink(
             break
         freed += result
         total_scan -= nr_to_scan
-        if result == 0:
-            break  # nothing came back from a full batch: more batches would not either
+        if result == 0 or (pages_wanted and freed >= pages_wanted):
+            break  # nothing came back from a full batch, or the allocation has its room
     return freed

@@ -19,7 +19,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from zspool import Pool
 
-__all__ = ["ETC_SCALE", "ETC_SHAPE", "etc_sizes", "fragment", "payload_source", "PayloadSource", "rss_bytes"]
+__all__ = [
+    "ETC_SCALE",
+    "ETC_SHAPE",
+    "etc_sizes",
+    "shifted_sizes",
+    "fragment",
+    "payload_source",
+    "PayloadSource",
+    "rss_bytes",
+]
 
 ETC_SCALE = 214.476
 ETC_SHAPE = 0.348238
@@ -36,19 +45,32 @@ def etc_sizes(count: int, *, seed: int = 0, low: int = 32, high: int = 4096) -> 
     return sizes
 
 
+def shifted_sizes(count: int, *, factor: int = 3, seed: int = 0, high: int = 9216) -> list[int]:
+    """``count`` ETC sizes (fresh draws) scaled by ``factor`` and clipped to ``high`` bytes:
+    the "size-shifted refill" of a cache whose values grew after a mass eviction."""
+    return [min(high, factor * size) for size in etc_sizes(count, seed=seed)]
+
+
 class PayloadSource:
     """Hands out random payloads as zero-copy ``memoryview`` slices of one random blob."""
 
-    def __init__(self, *, seed: int = 0, blob_bytes: int = 1 << 20) -> None:
-        self._blob = random.Random(seed).randbytes(blob_bytes + 8192)
+    def __init__(self, *, seed: int = 0, blob_bytes: int = 1 << 20, max_size: int = 8192) -> None:
+        self._blob = random.Random(seed).randbytes(blob_bytes + max(max_size, 8192))
         self._view = memoryview(self._blob)
         self._rng = random.Random(seed + 1)
         self._limit = blob_bytes
 
     def take(self, size: int) -> memoryview:
-        """A payload of ``size`` bytes (at most 8 KiB) starting at a random offset."""
-        start = self._rng.randrange(self._limit)
-        return self._view[start : start + size]
+        """A payload of ``size`` bytes (at most ``max_size``, default 8 KiB) starting at a random offset."""
+        return self.at(self.offset(), size)
+
+    def offset(self) -> int:
+        """A random start offset into the blob (the next one :meth:`take` would use)."""
+        return self._rng.randrange(self._limit)
+
+    def at(self, offset: int, size: int) -> memoryview:
+        """The payload of ``size`` bytes at ``offset``: a value can be regenerated to verify it."""
+        return self._view[offset : offset + size]
 
     def offsets(self, sizes: list[int]) -> Iterator[memoryview]:
         for size in sizes:

@@ -168,6 +168,9 @@ impl Pool {
         };
         self.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
         self.objects_migrated.fetch_add(report.objects_migrated, Ordering::Relaxed);
+        if report.pages_freed > 0 {
+            crate::os_pages::trim_heap();
+        }
         report.duration = start.elapsed();
         report
     }
@@ -259,8 +262,8 @@ impl<'p> ClassRun<'p> {
                 self.slice_objects >= slice_objects
                     || self.class.lock_is_contended()
                     // Reading the clock costs ~20 ns; do it every 8th object.
-                    || (self.slice_objects.is_multiple_of(8) && self.slice_start.elapsed() >= slice)
-                    || self.deadline_passed()
+                    || (self.slice_objects.is_multiple_of(8)
+                        && (self.slice_start.elapsed() >= slice || self.deadline_passed()))
                     || self.pool.fork_pending.load(Ordering::Relaxed)
             }
             LockHold::WholeClass => self.slice_objects.is_multiple_of(8) && self.deadline_passed(),

@@ -154,14 +154,19 @@ impl HandleTable {
     pub(crate) fn remove(&mut self, index: u32, generation: u32) -> Option<LiveObject> {
         let live = self.get(index, generation)?;
         let entry = &mut self.entries[index as usize];
-        entry.generation = match (entry.generation + 1) & GEN_MASK {
-            0 => 1,
-            g => g,
-        };
         entry.size = FREE;
+        self.live -= 1;
+        let next = (entry.generation + 1) & GEN_MASK;
+        if next == 0 {
+            // Every generation of this index has been handed out: reusing it would let a
+            // handle freed 2^27 cycles ago name a live object again. Retire the index for
+            // good (16 bytes) instead; a stale handle to it stays stale forever.
+            entry.loc = Location { container: NIL, obj: 0 };
+            return Some(live);
+        }
+        entry.generation = next;
         entry.loc = Location { container: self.free_head, obj: 0 };
         self.free_head = index;
-        self.live -= 1;
         Some(live)
     }
 
@@ -194,6 +199,20 @@ pub(crate) fn random_key() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_whose_generations_ran_out_is_retired() {
+        let mut table = HandleTable::new();
+        let loc = Location { container: 0, obj: 0 };
+        let (index, _) = table.insert(1, loc).unwrap();
+        table.entries[index as usize].generation = GEN_MASK; // as after 2^27 - 2 reuses
+        assert!(table.remove(index, GEN_MASK).is_some());
+        let (next, generation) = table.insert(1, loc).unwrap();
+        assert_ne!(next, index, "the exhausted index is never handed out again");
+        assert_eq!(generation, 1);
+        assert_eq!(table.get(index, GEN_MASK), None);
+        assert_eq!(table.get(index, 1), None, "not even under a wrapped generation");
+    }
 
     #[test]
     fn encode_decode_round_trip() {

@@ -26,7 +26,7 @@
 use crate::activity::{Activity, ActivityCounters, InFlight};
 use crate::class::{ClassState, SizeClass};
 use crate::error::{HandleProblem, Result, ZsError};
-use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
+use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, LiveObject, random_key};
 use crate::large::{LARGE_SHARDS, LargeShard};
 use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider, PagePtr};
 use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT};
@@ -154,8 +154,12 @@ impl Pool {
                 allowed: "1..=16",
             });
         }
-        if config.mem_limit == Some(0) {
-            return Err(ZsError::BadConfig { what: "mem_limit", value: 0, allowed: "at least 4096 bytes, or None" });
+        if let Some(limit) = config.mem_limit.filter(|&limit| limit < PAGE_SIZE as u64) {
+            return Err(ZsError::BadConfig {
+                what: "mem_limit",
+                value: limit,
+                allowed: "at least 4096 bytes, or None",
+            });
         }
         let table = ClassTable::new(config.max_pages_per_zspage);
         let classes = table.classes().iter().map(|&layout| SizeClass::new(layout)).collect();
@@ -239,10 +243,19 @@ impl Pool {
 
     /// Allocate an object holding `data`: malloc and write in one lock hold.
     pub fn store(&self, data: &[u8]) -> Result<u64> {
-        self.alloc(data.len(), Some(data))
+        self.alloc(data.len(), Some(&[data]))
     }
 
-    fn alloc(&self, size: usize, init: Option<&[u8]>) -> Result<u64> {
+    /// Allocate an object holding the concatenation of `parts`, written straight into the
+    /// object in one lock hold. For callers that build an object from pieces (the cache's
+    /// header + key + value): concatenating them first would cost an allocation and a second
+    /// copy of every byte, which is most of the work for small objects.
+    pub fn store_parts(&self, parts: &[&[u8]]) -> Result<u64> {
+        let size = parts.iter().map(|p| p.len()).sum();
+        self.alloc(size, Some(parts))
+    }
+
+    fn alloc(&self, size: usize, init: Option<&[&[u8]]>) -> Result<u64> {
         self.check_open()?;
         if size > MAX_OBJECT_SIZE {
             return Err(ZsError::SizeOutOfRange { size: size as u64, max: MAX_OBJECT_SIZE as u64 });
@@ -274,10 +287,15 @@ impl Pool {
             }
             return Err(self.table_exhausted(size));
         };
-        if let Some(data) = init {
+        if let Some(parts) = init {
             let object = state.handles.get(index, generation).expect("just inserted");
             let class_size = state.layout.size;
-            state.zspage_mut(object.loc.container).write(class_size, object.loc.obj, 0, data);
+            let zspage = state.zspage_mut(object.loc.container);
+            let mut offset = 0;
+            for part in parts {
+                zspage.write(class_size, object.loc.obj, offset, part);
+                offset += part.len();
+            }
         }
         class.publish(&state);
         let owner = u16::try_from(class_id).expect("fewer than 256 classes");
@@ -309,7 +327,7 @@ impl Pool {
         Ok(state.add_zspage(zspage))
     }
 
-    fn malloc_large(&self, size: usize, init: Option<&[u8]>) -> Result<u64> {
+    fn malloc_large(&self, size: usize, init: Option<&[&[u8]]>) -> Result<u64> {
         let shard_id = self.large_next.fetch_add(1, Ordering::Relaxed) % LARGE_SHARDS;
         let shard = &self.large[shard_id];
         // In flight from the first step: a fork must not copy a reserved, mapped, unrecorded object.
@@ -323,10 +341,14 @@ impl Pool {
                 return Err(self.os_refused(size, errno));
             }
         };
-        if let Some(data) = init {
-            // SAFETY: the mapping is fresh, private to this call and at least `size` =
-            // data.len() bytes long.
-            unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_ptr(), data.len()) };
+        if let Some(parts) = init {
+            let mut offset = 0;
+            for part in parts {
+                // SAFETY: the mapping is fresh, private to this call and at least `size` =
+                // the parts' total length bytes long, so [offset, offset + part.len()) is in it.
+                unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), mapping.as_ptr().add(offset), part.len()) };
+                offset += part.len();
+            }
         }
         let mut state = shard.lock();
         if self.is_closed() {
@@ -484,6 +506,88 @@ impl Pool {
         }
     }
 
+    /// [`Pool::read_with`] for many handles: `f(i, object)` runs for each `handles[i]`, with
+    /// `Err` for a handle that names nothing live. The order is the pool's: handles are
+    /// grouped by owner (class or large-object shard), each group's lock is taken once and
+    /// its objects are resolved and prefetched before the first is handed to `f`, so their
+    /// cache misses overlap instead of following one another. A group counts as one
+    /// operation in the activity counters (one "in flight" call, one last-access time).
+    ///
+    /// Why: a per-handle `read_with` pays a lock round trip, the activity counters' atomics
+    /// and clock read, and a serialised chain of cache misses per object; for a batch of
+    /// small objects (the cache's `get_many`) that is most of the cost. Callers should keep
+    /// batches modest (hundreds): a group's lock is held while `f` runs on all its objects.
+    pub fn read_batch(&self, handles: &[u64], mut f: impl FnMut(usize, Result<&ObjectRef<'_>>)) -> Result<()> {
+        self.check_open()?;
+        let mut order: Vec<(u16, u32)> = Vec::with_capacity(handles.len());
+        for (i, &handle) in handles.iter().enumerate() {
+            let owner = HandleParts::decode(handle, self.key).owner;
+            order.push((owner, u32::try_from(i).expect("batch of fewer than 2^32 handles")));
+        }
+        order.sort_unstable();
+        let mut located: Vec<(usize, Option<LiveObject>)> = Vec::new();
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            let first = handles[group[0].1 as usize];
+            let owner = match self.owner(first) {
+                Ok((_, owner)) => owner,
+                Err(e) => {
+                    for &(_, i) in group {
+                        f(i as usize, Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
+            match owner {
+                Owner::Class(class) => {
+                    let _in_flight = self.enter(&class.activity);
+                    let state = class.lock();
+                    self.check_open()?;
+                    let class_size = state.layout.size;
+                    located.clear();
+                    for &(_, i) in group {
+                        let parts = HandleParts::decode(handles[i as usize], self.key);
+                        let object = state.handles.get(parts.index, parts.generation);
+                        if let Some(object) = object {
+                            state.zspage(object.loc.container).prefetch(class_size, object.loc.obj);
+                        }
+                        located.push((i as usize, object));
+                    }
+                    for &(i, object) in &located {
+                        let handle = handles[i];
+                        match object {
+                            Some(object) => {
+                                let zspage = state.zspage(object.loc.container);
+                                let mem = ObjectMem::Packed { zspage, class_size, obj: object.loc.obj };
+                                f(i, Ok(&ObjectRef { handle, size: object.size, mem }));
+                            }
+                            None => {
+                                let index = HandleParts::decode(handle, self.key).index;
+                                f(i, Err(invalid(handle, &state.handles, index)));
+                            }
+                        }
+                    }
+                }
+                Owner::Large(shard) => {
+                    let _in_flight = self.enter(&shard.activity);
+                    let state = shard.lock();
+                    self.check_open()?;
+                    for &(_, i) in group {
+                        let handle = handles[i as usize];
+                        let parts = HandleParts::decode(handle, self.key);
+                        match state.handles.get(parts.index, parts.generation) {
+                            Some(object) => {
+                                let mem = ObjectMem::Large(state.mapping(object.loc.container));
+                                f(i as usize, Ok(&ObjectRef { handle, size: object.size, mem }));
+                            }
+                            None => f(i as usize, Err(invalid(handle, &state.handles, parts.index))),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Copy `dst.len()` bytes from byte `offset` of the object into `dst`.
     pub fn read(&self, handle: u64, offset: usize, dst: &mut [u8]) -> Result<()> {
         self.read_with(handle, |object| object.read(offset, dst))?
@@ -559,12 +663,11 @@ impl Pool {
         let _in_flight = self.enter_other();
         for class in self.classes.iter() {
             let mut state = class.lock();
-            let dead = state.drain_all();
+            let pages: usize = state.drain_all().iter().map(|zspage| zspage.len()).sum();
             class.publish(&state);
             drop(state);
-            for pages in dead {
-                self.release_zspage_pages(&pages);
-            }
+            // No madvise: unmap_all below drops the whole arenas, frames and all.
+            self.unreserve_pages(pages);
         }
         for shard in self.large.iter() {
             let mut state = shard.lock();

@@ -339,3 +339,38 @@ fn mem_limit_failure_changes_nothing() {
         assert_eq!(pool.load(h).unwrap(), vec![7u8; 1500]);
     }
 }
+
+#[test]
+fn store_parts_and_read_batch() {
+    let pool = Pool::new(PoolConfig::default()).unwrap();
+    let mut handles = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..300usize {
+        let len = if i % 40 == 0 { 6000 + i } else { (i * 37) % 4000 + 1 };
+        let data = pattern(len, i as u8);
+        let (a, b) = data.split_at(len / 3);
+        handles.push(pool.store_parts(&[a, &[], b]).unwrap());
+        expected.push(data);
+    }
+    let dead = handles[7];
+    pool.free(dead).unwrap();
+    let mut seen = vec![0u32; handles.len()];
+    pool.read_batch(&handles, |i, object| {
+        seen[i] += 1;
+        match object {
+            Ok(object) => {
+                let mut out = vec![0u8; object.len()];
+                object.read(0, &mut out).unwrap();
+                assert_eq!(out, expected[i], "object {i}");
+            }
+            Err(e) => {
+                assert_eq!(i, 7);
+                assert!(matches!(e, ZsError::InvalidHandle { .. }), "{e:?}");
+            }
+        }
+    })
+    .unwrap();
+    assert!(seen.iter().all(|&n| n == 1), "every handle exactly once");
+    pool.close();
+    assert!(matches!(pool.read_batch(&handles, |_, _| ()), Err(ZsError::Closed)));
+}

@@ -26,7 +26,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString};
-use zspool_core::{CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_OBJECT_SIZE, PoolConfig, ZsError};
+use zspool_core::{CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, LockHold, MAX_OBJECT_SIZE, PoolConfig, ZsError};
 
 use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
 use crate::stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
@@ -41,7 +41,7 @@ const DETACH_THRESHOLD: usize = 64 * 1024;
 /// `mem_limit`; if it returns true the allocation is retried once.
 #[pyclass(frozen, subclass, module = "zspool")]
 pub struct Pool {
-    inner: Arc<zspool_core::Pool>,
+    pub(crate) inner: Arc<zspool_core::Pool>,
 }
 
 // ---- argument conversion -------------------------------------------------------------
@@ -444,12 +444,14 @@ impl Pool {
     }
 
     /// Move objects out of sparse zspages and give emptied pages back to the OS.
-    #[pyo3(signature = (max_pages = None, time_budget = None))]
+    #[pyo3(signature = (max_pages = None, time_budget = None, *, slice_objects = 64, slice_us = 50.0))]
     fn compact(
         &self,
         py: Python<'_>,
         max_pages: Option<&Bound<'_, PyAny>>,
         time_budget: Option<f64>,
+        slice_objects: usize,
+        slice_us: f64,
     ) -> PyResult<CompactionReport> {
         self.check_open(py)?;
         let max_pages = max_pages
@@ -467,7 +469,14 @@ impl Pool {
                 value_error(format!("time_budget={shown} is out of range: allowed seconds >= 0, or None"))
             })?),
         };
-        let options = CompactOptions { max_pages, time_budget, ..CompactOptions::default() };
+        if slice_objects == 0 || !(slice_us.is_finite() && slice_us > 0.0) {
+            return Err(value_error(format!(
+                "slice_objects={slice_objects} and slice_us={slice_us} are out of range: \
+                 allowed slice_objects >= 1 and a finite slice_us > 0 (microseconds)"
+            )));
+        }
+        let lock_hold = LockHold::Yielding { slice_objects, slice: Duration::from_secs_f64(slice_us / 1e6) };
+        let options = CompactOptions { max_pages, time_budget, lock_hold };
         let pool = &self.inner;
         let report = py.detach(|| pool.compact(&options));
         Ok(report.into())

@@ -4,13 +4,14 @@ Sergey Senozhatsky's 2015 idea for zram ("STOP (or forbid) any shrinker activiti
 serves IO requests"), as a zspool policy. The pool is *busy* while an operation is in flight
 or one finished less than ``idle_s`` seconds ago. The scan compacts in slices of at most
 ``slice_s`` seconds and re-checks between slices, so it stops within one slice of the pool
-becoming busy again.
+becoming busy again. Direct reclaim (an allocation at ``mem_limit``) is the exception: the
+pool is busy by definition then, and compacting is what lets the allocation through.
 """
 
 from __future__ import annotations
 
 from zspool import Pool
-from zspool.shrinker import SHRINK_STOP, ShrinkControl
+from zspool.shrinker import SHRINK_STOP, ShrinkControl, ShrinkReason
 
 __all__ = ["IdleOnlyPolicy"]
 
@@ -27,9 +28,13 @@ class IdleOnlyPolicy:
         return activity.ops_in_flight > 0 or activity.idle_s < self.idle_s
 
     def count_objects(self, pool: Pool, sc: ShrinkControl) -> int:
+        if sc.reason is ShrinkReason.MEM_LIMIT:
+            return pool.can_compact()  # an allocation is waiting: that is not the time to be shy
         return 0 if self.busy(pool) else pool.can_compact()
 
     def scan_objects(self, pool: Pool, sc: ShrinkControl) -> int:
+        if sc.reason is ShrinkReason.MEM_LIMIT:
+            return pool.compact(max_pages=sc.nr_to_scan).pages_freed or SHRINK_STOP
         freed = 0
         while freed < sc.nr_to_scan and not self.busy(pool):
             report = pool.compact(max_pages=sc.nr_to_scan - freed, time_budget=self.slice_s)

@@ -1,0 +1,626 @@
+//! The cache: a byte-budgeted map from keys to values whose entries live in a zspool pool.
+//!
+//! ```text
+//! set(key, value) -> encode (compress if it pays; no lock)
+//!                 -> cache mutex -> look the key up (index, then key bytes in the pool)
+//!                 -> evict until the new entry fits max_bytes (SIEVE hand / LRU tail)
+//!                 -> Pool::store (class lock) -> index slot, queue, deadline
+//! get(key)        -> cache mutex -> index -> Pool::read_with (class lock): compare the key,
+//!                    copy (or decompress) the value out -> mark the hit
+//! ```
+//!
+//! Lock order: the **cache mutex**, then the pool's locks (a class or large-object shard
+//! lock, taken and dropped inside each pool call). Compaction takes only the pool's locks and
+//! never the cache mutex: it moves objects, their handles stay valid, the index is untouched.
+//! Every operation is a method of [`CacheGuard`], the held mutex, so a caller can do a batch
+//! under one acquisition (the Python bindings also use [`Cache::try_lock`] to avoid blocking
+//! on the mutex while attached to the interpreter).
+
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, MutexGuard};
+use zspool_core::{Pool, ZsError};
+
+use crate::compression::Compression;
+use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
+use crate::error::{CacheError, Result};
+use crate::eviction::{Eviction, Queue};
+use crate::index::{Index, NIL};
+use crate::stats::{CacheStats, Counters};
+use crate::ttl::{Clock, Deadlines, Ttl, deadline};
+
+/// How a cache is built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The budget: bytes of stored entries (header + key + value after compression).
+    pub max_bytes: u64,
+    pub compression: Compression,
+    pub eviction: Eviction,
+    /// The TTL of entries set with [`Ttl::Default`]; `None`: they never expire.
+    pub default_ttl: Option<Duration>,
+}
+
+impl CacheConfig {
+    pub fn new(max_bytes: u64) -> CacheConfig {
+        CacheConfig { max_bytes, compression: Compression::None, eviction: Eviction::Sieve, default_ttl: None }
+    }
+}
+
+/// A key-value cache over a pool `P` (anything that derefs to a [`Pool`]: the pool itself,
+/// an `Arc<Pool>`, or the bindings' handle on a Python-owned pool).
+pub struct Cache<P> {
+    pool: P,
+    config: CacheConfig,
+    clock: Clock,
+    hasher: RandomState,
+    closed: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    index: Index,
+    queue: Queue,
+    deadlines: Deadlines,
+    counters: Counters,
+}
+
+/// An entry encoded for the pool, made before the mutex is taken. It borrows the key and
+/// (when stored raw) the value: the pool copies them straight into the object.
+pub struct Encoded<'k> {
+    key: Key<'k>,
+    hash: u32,
+    pieces: Pieces<'k>,
+    /// Bytes of the pool object.
+    stored: u64,
+    /// Key + value bytes before compression.
+    payload: u64,
+}
+
+/// The cache mutex, held: every cache operation.
+pub struct CacheGuard<'a, P: Deref<Target = Pool>> {
+    cache: &'a Cache<P>,
+    inner: MutexGuard<'a, Inner>,
+}
+
+/// How an entry left the cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Deleted,
+    Evicted,
+    Expired,
+}
+
+impl<P: Deref<Target = Pool>> Cache<P> {
+    pub fn new(pool: P, config: CacheConfig) -> Result<Cache<P>> {
+        Cache::with_clock(pool, config, Clock::monotonic())
+    }
+
+    pub fn with_clock(pool: P, config: CacheConfig, clock: Clock) -> Result<Cache<P>> {
+        if config.max_bytes == 0 {
+            return Err(CacheError::BadConfig { what: "maxbytes", value: "0".into(), allowed: "an int >= 1 (bytes)" });
+        }
+        if let Compression::Zstd(level) = config.compression
+            && !(1..=22).contains(&level)
+        {
+            return Err(CacheError::BadConfig { what: "zstd level", value: level.to_string(), allowed: "1..=22" });
+        }
+        let inner = Inner {
+            index: Index::default(),
+            queue: Queue::new(config.eviction),
+            deadlines: Deadlines::new(),
+            counters: Counters::default(),
+        };
+        Ok(Cache {
+            pool,
+            config,
+            clock,
+            hasher: RandomState::new(),
+            closed: AtomicBool::new(false),
+            inner: Mutex::new(inner),
+        })
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The pool owner given to [`Cache::new`] (an `Arc`, a Python object, ...).
+    pub fn pool_owner(&self) -> &P {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.pool.is_closed()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.is_closed() { Err(CacheError::Pool(ZsError::Closed)) } else { Ok(()) }
+    }
+
+    /// Take the cache mutex.
+    pub fn lock(&self) -> CacheGuard<'_, P> {
+        CacheGuard { cache: self, inner: self.inner.lock() }
+    }
+
+    /// Take the cache mutex if it is free.
+    pub fn try_lock(&self) -> Option<CacheGuard<'_, P>> {
+        self.inner.try_lock().map(|inner| CacheGuard { cache: self, inner })
+    }
+
+    /// Block until the mutex is free (and let it go again): for a caller that must not block
+    /// while holding something else, then retries [`Cache::try_lock`].
+    pub fn wait_unlocked(&self) {
+        drop(self.inner.lock());
+    }
+
+    fn hash(&self, key: Key<'_>) -> u32 {
+        let h = self.hasher.hash_one(key);
+        (h ^ (h >> 32)) as u32
+    }
+
+    /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the
+    /// mutex. `serialized` marks a serializer's output (given back as [`Value::serialized`]).
+    pub fn encode<'k>(&self, key: Key<'k>, value: &'k [u8], serialized: bool) -> Result<Encoded<'k>> {
+        let pieces = encode(key, value, serialized, self.config.compression)?;
+        let stored = pieces.stored_len(key.bytes.len()) as u64;
+        if stored > self.config.max_bytes {
+            return Err(CacheError::TooLarge {
+                key_len: key.bytes.len(),
+                stored_bytes: stored,
+                max_bytes: self.config.max_bytes,
+            });
+        }
+        let payload = (key.bytes.len() + value.len()) as u64;
+        Ok(Encoded { key, hash: self.hash(key), pieces, stored, payload })
+    }
+
+    // Convenience wrappers: one mutex acquisition each.
+
+    pub fn get(&self, key: Key<'_>) -> Result<Option<Vec<u8>>> {
+        self.lock().get_with(key, |v| v.to_vec())
+    }
+
+    pub fn set(&self, key: Key<'_>, value: &[u8], ttl: Ttl) -> Result<()> {
+        let encoded = self.encode(key, value, false)?;
+        self.lock().insert(encoded, ttl)
+    }
+
+    pub fn remove(&self, key: Key<'_>) -> Result<bool> {
+        self.lock().remove(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counters and sizes, plus the pool's own stats (read after the mutex is dropped).
+    pub fn stats(&self) -> Result<CacheStats> {
+        self.check_open()?;
+        let (c, entries, index_bytes) = {
+            let g = self.lock();
+            (g.inner.counters, g.inner.index.len(), g.inner.index.heap_bytes() + g.inner.deadlines.heap_bytes())
+        };
+        let compression_ratio = if c.stored_bytes == 0 { 1.0 } else { c.payload_bytes as f64 / c.stored_bytes as f64 };
+        Ok(CacheStats {
+            hits: c.hits,
+            misses: c.misses,
+            evictions: c.evictions,
+            expirations: c.expirations,
+            sets: c.sets,
+            deletes: c.deletes,
+            entries,
+            payload_bytes: c.payload_bytes,
+            stored_bytes: c.stored_bytes,
+            max_bytes: self.config.max_bytes,
+            compressed_entries: c.compressed_entries,
+            compression_ratio,
+            index_bytes,
+            eviction: self.config.eviction,
+            pool: self.pool.stats(),
+        })
+    }
+
+    /// Drop every entry and close the pool (its pages go back to the OS). Idempotent; later
+    /// calls fail with the pool's `Closed` error.
+    pub fn close(&self) {
+        let mut g = self.lock();
+        self.closed.store(true, Ordering::Release);
+        g.inner.index.clear();
+        g.inner.queue.clear();
+        g.inner.deadlines.clear();
+        g.inner.counters.payload_bytes = 0;
+        g.inner.counters.stored_bytes = 0;
+        g.inner.counters.compressed_entries = 0;
+        drop(g);
+        self.pool.close();
+    }
+}
+
+/// A stored entry's object size, uncompressed key + value size, and whether it is compressed.
+struct EntryInfo {
+    stored: u64,
+    payload: u64,
+    compressed: bool,
+}
+
+fn entry_info(object: &zspool_core::ObjectRef<'_>, header: &Header) -> Result<EntryInfo> {
+    let (payload, compressed) = header.payload_len(object)?;
+    Ok(EntryInfo { stored: object.len() as u64, payload: payload as u64, compressed })
+}
+
+impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
+    fn pool(&self) -> &Pool {
+        &self.cache.pool
+    }
+
+    fn now(&self) -> u64 {
+        self.cache.clock.now()
+    }
+
+    /// Find `key`'s slot (`hash` is `self.cache.hash(key)`) and run `read` on its object in
+    /// the same pool call that confirms the key. An expired entry is removed (and counted)
+    /// and reported as absent.
+    fn lookup<R>(
+        &mut self,
+        key: Key<'_>,
+        hash: u32,
+        read: impl FnOnce(&zspool_core::ObjectRef<'_>, &Header) -> Result<R>,
+    ) -> Result<Option<(u32, R)>> {
+        self.cache.check_open()?;
+        let now = self.now();
+        let pool: &Pool = &self.cache.pool;
+        let inner = &mut *self.inner;
+        let (index, deadlines) = (&inner.index, &inner.deadlines);
+        let mut read = Some(read);
+        let mut out = None;
+        let mut expired = false;
+        let mut error = None;
+        let found = index.find(hash, |id, slot| {
+            if error.is_some() {
+                return false;
+            }
+            let is_expired = deadlines.is_expired(id, now);
+            let step = pool.read_with(slot.handle, |object| -> Result<bool> {
+                let header = Header::read(object)?;
+                if !header.key_is(object, key)? {
+                    return Ok(false);
+                }
+                if !is_expired && let Some(read) = read.take() {
+                    out = Some(read(object, &header)?);
+                }
+                Ok(true)
+            });
+            match step.map_err(CacheError::from).and_then(|r| r) {
+                Ok(true) => {
+                    expired = is_expired;
+                    true
+                }
+                Ok(false) => false,
+                Err(e) => {
+                    error = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        match (found, out) {
+            (Some(id), _) if expired => {
+                self.remove_slot(id, Why::Expired)?;
+                Ok(None)
+            }
+            (Some(id), Some(out)) => Ok(Some((id, out))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Unlink a slot from queue, index and deadlines, free its object, fix the counters.
+    fn remove_slot(&mut self, id: u32, why: Why) -> Result<()> {
+        let handle = self.inner.index.slots[id as usize].handle;
+        let info = self.pool().read_with(handle, |object| entry_info(object, &Header::read(object)?))??;
+        self.pool().free(handle)?;
+        let inner = &mut *self.inner;
+        inner.queue.unlink(&mut inner.index.slots, id);
+        let slot = inner.index.remove(id);
+        inner.deadlines.set(id, 0);
+        let c = &mut inner.counters;
+        c.stored_bytes -= slot.stored();
+        c.payload_bytes -= info.payload;
+        c.compressed_entries -= u64::from(info.compressed);
+        match why {
+            Why::Deleted => c.deletes += 1,
+            Why::Evicted => c.evictions += 1,
+            Why::Expired => c.expirations += 1,
+        }
+        Ok(())
+    }
+
+    /// Run `f` on the value stored under `key` (a hit), or return `None` (a miss).
+    pub fn get_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
+        let hash = self.cache.hash(key);
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
+            Some((id, out)) => {
+                let inner = &mut *self.inner;
+                inner.queue.touch(&mut inner.index.slots, id);
+                inner.counters.hits += 1;
+                Ok(Some(out))
+            }
+            None => {
+                self.inner.counters.misses += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`CacheGuard::get_with`] for many keys: `f(i, value)` runs for each `keys[i]` that is
+    /// a hit (in an order of the pool's choosing; a miss gets no call). Counters and
+    /// recency are as for one `get_with` per key, in key order.
+    ///
+    /// Three passes instead of one lookup per key, so that the work is amortised and the
+    /// cache misses of different keys overlap: (1) hash every key and probe the index (no
+    /// locks, no atomics, so the CPU runs ahead across keys); (2) one
+    /// [`Pool::read_batch`] over the candidates' handles confirms each key against the
+    /// stored one and hands the value to `f`; (3) recency and counters. A key whose
+    /// candidate is not confirmed (a 32-bit hash collision) or has expired takes the
+    /// ordinary [`CacheGuard::get_with`] path. Keep batches modest (hundreds of keys).
+    pub fn get_many_with(&mut self, keys: &[Key<'_>], mut f: impl FnMut(usize, &Value<'_>)) -> Result<()> {
+        self.cache.check_open()?;
+        let now = self.now();
+        #[derive(Clone, Copy, PartialEq)]
+        enum Step {
+            /// No slot has the key's hash: a miss.
+            Miss,
+            /// This slot has the key's hash; its object is read in pass 2.
+            Candidate(u32),
+            Hit(u32),
+            /// Expired, or the candidate holds another key: the ordinary path decides.
+            Slow,
+        }
+        let mut steps = Vec::with_capacity(keys.len());
+        let mut handles = Vec::with_capacity(keys.len());
+        let mut of_handle = Vec::with_capacity(keys.len());
+        {
+            let inner = &*self.inner;
+            for (i, &key) in keys.iter().enumerate() {
+                let hash = self.cache.hash(key);
+                steps.push(match inner.index.find(hash, |_, _| true) {
+                    None => Step::Miss,
+                    Some(id) if inner.deadlines.is_expired(id, now) => Step::Slow,
+                    Some(id) => {
+                        handles.push(inner.index.slots[id as usize].handle);
+                        of_handle.push(i);
+                        Step::Candidate(id)
+                    }
+                });
+            }
+        }
+        let mut error = None;
+        self.pool().read_batch(&handles, |j, object| {
+            let i = of_handle[j];
+            let Step::Candidate(id) = steps[i] else { unreachable!("only candidates have handles") };
+            let step = object.map_err(CacheError::from).and_then(|object| -> Result<bool> {
+                let header = Header::read(object)?;
+                if !header.key_is(object, keys[i])? {
+                    return Ok(false);
+                }
+                f(i, &header.value(object)?);
+                Ok(true)
+            });
+            match step {
+                Ok(true) => steps[i] = Step::Hit(id),
+                Ok(false) => steps[i] = Step::Slow,
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        })?;
+        if let Some(e) = error {
+            return Err(e);
+        }
+        for (i, &step) in steps.iter().enumerate() {
+            match step {
+                Step::Hit(id) => {
+                    let inner = &mut *self.inner;
+                    inner.queue.touch(&mut inner.index.slots, id);
+                    inner.counters.hits += 1;
+                }
+                Step::Miss => self.inner.counters.misses += 1,
+                Step::Slow => {
+                    self.get_with(keys[i], |v| f(i, v))?;
+                }
+                Step::Candidate(_) => unreachable!("every candidate was read"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `key` is present (and not expired). Neither a hit nor a miss; no recency.
+    pub fn contains(&mut self, key: Key<'_>) -> Result<bool> {
+        let hash = self.cache.hash(key);
+        Ok(self.lookup(key, hash, |_, _| Ok(()))?.is_some())
+    }
+
+    /// Store an encoded entry, replacing any entry of the same key, evicting as needed.
+    pub fn insert(&mut self, entry: Encoded<'_>, ttl: Ttl) -> Result<()> {
+        // The old entry's size and payload are read in the same pool call that confirms its
+        // key, so an overwrite costs one read, one store and one free.
+        let existing = self.lookup(entry.key, entry.hash, entry_info)?;
+        let stored = entry.stored;
+        let max = self.cache.config.max_bytes;
+        let keep = existing.as_ref().map_or(NIL, |&(id, _)| id);
+        let old_stored = existing.as_ref().map_or(0, |(_, info)| info.stored);
+        let now = self.now();
+        while self.inner.counters.stored_bytes - old_stored + stored > max {
+            let inner = &mut *self.inner;
+            let Some(victim) = inner.queue.victim(&mut inner.index.slots, keep) else { break };
+            let why = if inner.deadlines.is_expired(victim, now) { Why::Expired } else { Why::Evicted };
+            self.remove_slot(victim, why)?;
+        }
+        let handle = self.pool().store_parts(&entry.pieces.parts(entry.key.bytes))?;
+        let id = match existing {
+            Some((id, old_info)) => {
+                let old = self.inner.index.slots[id as usize].handle;
+                self.pool().free(old)?;
+                let inner = &mut *self.inner;
+                inner.index.replace(id, handle, stored);
+                inner.queue.touch(&mut inner.index.slots, id);
+                let c = &mut inner.counters;
+                c.stored_bytes -= old_info.stored;
+                c.payload_bytes -= old_info.payload;
+                c.compressed_entries -= u64::from(old_info.compressed);
+                id
+            }
+            None => {
+                let inner = &mut *self.inner;
+                let id = inner.index.insert(handle, entry.hash, stored);
+                inner.queue.push(&mut inner.index.slots, id);
+                id
+            }
+        };
+        let ttl = match ttl {
+            Ttl::Default => self.cache.config.default_ttl,
+            Ttl::Never => None,
+            Ttl::For(d) => Some(d),
+        };
+        let inner = &mut *self.inner;
+        inner.deadlines.set(id, deadline(now, ttl));
+        let c = &mut inner.counters;
+        c.stored_bytes += stored;
+        c.payload_bytes += entry.payload;
+        c.compressed_entries += u64::from(entry.pieces.is_compressed());
+        c.sets += 1;
+        Ok(())
+    }
+
+    /// Delete `key`; whether it was there.
+    pub fn remove(&mut self, key: Key<'_>) -> Result<bool> {
+        let hash = self.cache.hash(key);
+        match self.lookup(key, hash, |_, _| Ok(()))? {
+            Some((id, _)) => self.remove_slot(id, Why::Deleted).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Delete `key` and run `f` on its value first; `None` if absent.
+    pub fn pop_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
+        let hash = self.cache.hash(key);
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
+            Some((id, out)) => {
+                self.remove_slot(id, Why::Deleted)?;
+                Ok(Some(out))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Remove the entry the eviction algorithm would evict next and run `f` on its key and
+    /// value; `None` if the cache is empty. Expired entries met on the way are dropped.
+    pub fn popitem_with<R>(&mut self, f: impl FnOnce(OwnedKey, &Value<'_>) -> R) -> Result<Option<R>> {
+        self.cache.check_open()?;
+        let now = self.now();
+        loop {
+            let inner = &mut *self.inner;
+            let Some(id) = inner.queue.victim(&mut inner.index.slots, NIL) else { return Ok(None) };
+            if inner.deadlines.is_expired(id, now) {
+                self.remove_slot(id, Why::Expired)?;
+                continue;
+            }
+            let handle = inner.index.slots[id as usize].handle;
+            let out = self.pool().read_with(handle, |object| -> Result<R> {
+                let header = Header::read(object)?;
+                Ok(f(header.key(object)?, &header.value(object)?))
+            })??;
+            self.remove_slot(id, Why::Deleted)?;
+            return Ok(Some(out));
+        }
+    }
+
+    /// Live entries (expired ones are dropped first when any may have expired).
+    pub fn len(&mut self) -> usize {
+        let now = self.now();
+        if self.inner.deadlines.any_due(now) {
+            let _ = self.expire();
+        }
+        self.inner.index.len()
+    }
+
+    pub fn is_empty(&mut self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of stored entries: what `max_bytes` budgets.
+    pub fn currsize(&self) -> u64 {
+        self.inner.counters.stored_bytes
+    }
+
+    /// Drop every expired entry now; returns how many.
+    pub fn expire(&mut self) -> Result<usize> {
+        self.cache.check_open()?;
+        let now = self.now();
+        let ids: Vec<u32> = self.inner.index.live_ids().collect();
+        let mut removed = 0;
+        let mut earliest = u64::MAX;
+        for id in ids {
+            let d = self.inner.deadlines.get(id);
+            if d != 0 && d <= now {
+                self.remove_slot(id, Why::Expired)?;
+                removed += 1;
+            } else if d != 0 {
+                earliest = earliest.min(d);
+            }
+        }
+        self.inner.deadlines.set_earliest(earliest);
+        Ok(removed)
+    }
+
+    /// Every live key, oldest entry first (insertion order under SIEVE, where an overwrite
+    /// keeps its place as in a dict; recency order under LRU).
+    pub fn keys(&mut self) -> Result<Vec<OwnedKey>> {
+        self.cache.check_open()?;
+        self.len();
+        let inner = &*self.inner;
+        let mut keys = Vec::with_capacity(inner.index.len());
+        let mut p = inner.queue.tail();
+        while p != NIL {
+            let slot = &inner.index.slots[p as usize];
+            let key = self.cache.pool.read_with(slot.handle, |object| Header::read(object)?.key(object))??;
+            keys.push(key);
+            p = slot.newer;
+        }
+        Ok(keys)
+    }
+
+    /// Remove every entry (their objects are freed; counters of past events are kept).
+    pub fn clear(&mut self) -> Result<()> {
+        self.cache.check_open()?;
+        let handles: Vec<u64> =
+            self.inner.index.live_ids().map(|id| self.inner.index.slots[id as usize].handle).collect();
+        for handle in handles {
+            self.pool().free(handle)?;
+        }
+        let inner = &mut *self.inner;
+        inner.index.clear();
+        inner.queue.clear();
+        inner.deadlines.clear();
+        inner.counters.stored_bytes = 0;
+        inner.counters.payload_bytes = 0;
+        inner.counters.compressed_entries = 0;
+        Ok(())
+    }
+}

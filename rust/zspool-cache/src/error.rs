@@ -1,0 +1,50 @@
+//! The cache's errors. Pool errors pass through unchanged, so the bindings map them to the
+//! same Python exceptions as the pool's own.
+
+use std::fmt;
+
+use zspool_core::ZsError;
+
+pub type Result<T> = std::result::Result<T, CacheError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheError {
+    /// One entry (header + key + value, after compression) does not fit the byte budget.
+    TooLarge { key_len: usize, stored_bytes: u64, max_bytes: u64 },
+    /// Keys are at most [`crate::MAX_KEY_LEN`] bytes.
+    KeyTooLong { key_len: usize },
+    /// A configuration value out of range.
+    BadConfig { what: &'static str, value: String, allowed: &'static str },
+    /// An object failed to decode (a bug or memory corruption, never expected).
+    Corrupt(&'static str),
+    /// The pool refused (full, closed).
+    Pool(ZsError),
+}
+
+impl From<ZsError> for CacheError {
+    fn from(err: ZsError) -> CacheError {
+        CacheError::Pool(err)
+    }
+}
+
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::TooLarge { key_len, stored_bytes, max_bytes } => write!(
+                f,
+                "entry too large: key ({key_len} bytes) plus value take {stored_bytes} bytes stored, \
+                 more than the cache's whole budget maxbytes={max_bytes}; raise maxbytes or store it elsewhere"
+            ),
+            CacheError::KeyTooLong { key_len } => {
+                write!(f, "key of {key_len} bytes is too long: keys are at most {} bytes", crate::MAX_KEY_LEN)
+            }
+            CacheError::BadConfig { what, value, allowed } => {
+                write!(f, "{what}={value} is out of range: allowed {allowed}")
+            }
+            CacheError::Corrupt(what) => write!(f, "cache object failed to decode ({what}): this is a bug"),
+            CacheError::Pool(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CacheError {}

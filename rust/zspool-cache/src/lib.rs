@@ -1,0 +1,41 @@
+//! # zspool-cache: a compacting, compressing key-value cache on a zspool pool
+//!
+//! The Rust half of `zspool.Cache`. Pure Rust, no Python (the bindings are
+//! `rust/zspool-py/src/cache.rs`).
+//!
+//! Each entry (a small header, the key bytes, the value bytes, compressed when that pays) is
+//! **one pool object**. The cache keeps only a compact index in Rust: no heap object per
+//! entry, 24 bytes of slot plus about 5 bytes of hash table, and 8 more for a TTL when one
+//! is used. Because the pool's handles stay valid across compaction, the pool can compact
+//! and return pages to the OS while the index never changes.
+//!
+//! One concept per file:
+//!
+//! - `entry.rs`: the layout of an entry's pool object, keys, and values lent to callers;
+//! - `index.rs`: the hash index (slots of handle, hash, size, queue links);
+//! - `eviction.rs`: SIEVE (default) and LRU over one linked queue;
+//! - `ttl.rs`: per-entry deadlines and the clock;
+//! - `compression.rs`: lz4 / zstd, kept only where it saves space;
+//! - `stats.rs`: counters and the stats snapshot;
+//! - `cache.rs`: the cache itself, its mutex and the data path;
+//! - `error.rs`: the error type.
+//!
+//! Locks: one **cache mutex** around the index, queue, deadlines and counters, taken before
+//! any pool lock (pool calls are made while holding it). Compaction never takes it.
+
+mod cache;
+mod compression;
+mod entry;
+mod error;
+mod eviction;
+mod index;
+mod stats;
+mod ttl;
+
+pub use cache::{Cache, CacheConfig, CacheGuard, Encoded};
+pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
+pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
+pub use error::{CacheError, Result};
+pub use eviction::Eviction;
+pub use stats::CacheStats;
+pub use ttl::{Clock, Ttl};

@@ -1,0 +1,219 @@
+//! The cache end to end on a real pool: round trips, eviction, TTL, compression, threads,
+//! compaction underneath, errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zspool_cache::{Cache, CacheConfig, CacheError, Clock, Compression, Eviction, Key, KeyKind, Ttl};
+use zspool_core::{CompactOptions, Pool, PoolConfig, ZsError};
+
+fn cache(max_bytes: u64) -> Cache<Arc<Pool>> {
+    cache_with(CacheConfig::new(max_bytes))
+}
+
+fn cache_with(config: CacheConfig) -> Cache<Arc<Pool>> {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    Cache::new(pool, config).unwrap()
+}
+
+fn k(s: &str) -> Key<'_> {
+    Key::str(s)
+}
+
+#[test]
+fn round_trip_overwrite_delete() {
+    let c = cache(1 << 20);
+    c.set(k("a"), b"one", Ttl::Default).unwrap();
+    c.set(Key::bytes(b"a"), b"bytes key", Ttl::Default).unwrap();
+    assert_eq!(c.get(k("a")).unwrap().as_deref(), Some(&b"one"[..]));
+    assert_eq!(c.get(Key::bytes(b"a")).unwrap().as_deref(), Some(&b"bytes key"[..]), "str and bytes keys differ");
+    c.set(k("a"), b"two, longer than before", Ttl::Default).unwrap();
+    assert_eq!(c.get(k("a")).unwrap().as_deref(), Some(&b"two, longer than before"[..]));
+    assert_eq!(c.len(), 2);
+    assert!(c.remove(k("a")).unwrap());
+    assert!(!c.remove(k("a")).unwrap());
+    assert_eq!(c.get(k("a")).unwrap(), None);
+    c.set(k(""), b"", Ttl::Default).unwrap();
+    assert_eq!(c.get(k("")).unwrap().as_deref(), Some(&b""[..]), "empty key and value");
+    let s = c.stats().unwrap();
+    assert_eq!((s.hits, s.misses, s.entries), (4, 1, 2));
+    assert_eq!(s.payload_bytes, 1 + 9, "b'a' -> 'bytes key' and '' -> ''");
+    assert_eq!(s.stored_bytes, s.pool.payload_bytes);
+    let mut g = c.lock();
+    let keys = g.keys().unwrap();
+    assert_eq!(
+        keys.iter().map(|k| (k.kind, k.bytes.as_slice())).collect::<Vec<_>>(),
+        [(KeyKind::Bytes, &b"a"[..]), (KeyKind::Str, &b""[..])]
+    );
+    g.clear().unwrap();
+    assert_eq!(g.len(), 0);
+    drop(g);
+    assert_eq!(c.pool().len(), 0, "clear frees every object");
+}
+
+#[test]
+fn budget_is_kept_and_sieve_spares_hit_entries() {
+    // Each entry: 1 flag + 1 key length + 2 key + 98 value = 102 bytes; room for 4.
+    let c = cache(4 * 102);
+    let value = [7u8; 98];
+    for key in ["k0", "k1", "k2", "k3"] {
+        c.set(k(key), &value, Ttl::Default).unwrap();
+    }
+    assert!(c.get(k("k0")).unwrap().is_some());
+    c.set(k("k4"), &value, Ttl::Default).unwrap();
+    assert_eq!(c.get(k("k1")).unwrap(), None, "k1 is the oldest unvisited entry");
+    assert!(c.get(k("k0")).unwrap().is_some(), "k0 was hit, so SIEVE kept it");
+    assert_eq!(c.lock().currsize(), 4 * 102);
+    assert_eq!(c.stats().unwrap().evictions, 1);
+    let err = c.set(k("big"), &[0; 500], Ttl::Default).unwrap_err();
+    assert!(matches!(err, CacheError::TooLarge { stored_bytes: 505, max_bytes: 408, .. }), "{err}");
+    assert_eq!(c.len(), 4, "a value too large changes nothing");
+}
+
+#[test]
+fn lru_evicts_the_least_recently_used() {
+    let mut config = CacheConfig::new(3 * 10);
+    config.eviction = Eviction::Lru;
+    let c = cache_with(config);
+    for key in ["k0", "k1", "k2"] {
+        c.set(k(key), b"123456", Ttl::Default).unwrap();
+    }
+    c.get(k("k0")).unwrap();
+    c.set(k("k3"), b"123456", Ttl::Default).unwrap();
+    assert_eq!(c.get(k("k1")).unwrap(), None);
+    let mut g = c.lock();
+    let popped = g.popitem_with(|key, v| (key.bytes, v.to_vec())).unwrap().unwrap();
+    assert_eq!(popped, (b"k2".to_vec(), b"123456".to_vec()));
+}
+
+#[test]
+fn ttl_per_cache_and_per_entry() {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    let mut config = CacheConfig::new(1 << 20);
+    config.default_ttl = Some(Duration::from_secs(10));
+    let c = Cache::with_clock(pool, config, Clock::manual()).unwrap();
+    c.set(k("default"), b"v", Ttl::Default).unwrap();
+    c.set(k("short"), b"v", Ttl::For(Duration::from_secs(1))).unwrap();
+    c.set(k("never"), b"v", Ttl::Never).unwrap();
+    c.clock().advance(Duration::from_secs(2));
+    assert_eq!(c.get(k("short")).unwrap(), None);
+    assert!(c.get(k("default")).unwrap().is_some());
+    assert!(!c.lock().contains(k("short")).unwrap());
+    c.clock().advance(Duration::from_secs(9));
+    assert_eq!(c.len(), 1, "len() drops expired entries");
+    assert!(c.get(k("never")).unwrap().is_some());
+    let s = c.stats().unwrap();
+    assert_eq!(s.expirations, 2);
+    assert_eq!(s.pool.objects, 1);
+}
+
+#[test]
+fn compression_round_trips_and_is_counted() {
+    for compression in [Compression::Lz4, Compression::Zstd(3)] {
+        let mut config = CacheConfig::new(1 << 20);
+        config.compression = compression;
+        let c = cache_with(config);
+        let text = b"compressible text, compressible text, compressible text. ".repeat(30);
+        c.set(k("text"), &text, Ttl::Default).unwrap();
+        c.set(k("tiny"), b"tiny", Ttl::Default).unwrap();
+        assert_eq!(c.get(k("text")).unwrap().unwrap(), text);
+        assert_eq!(c.get(k("tiny")).unwrap().unwrap(), b"tiny");
+        let s = c.stats().unwrap();
+        assert_eq!(s.compressed_entries, 1);
+        assert!(s.compression_ratio > 5.0, "{s:?}");
+        assert_eq!(s.payload_bytes, (4 + text.len() + 4 + 4) as u64);
+        c.remove(k("text")).unwrap();
+        assert_eq!(c.stats().unwrap().compressed_entries, 0);
+    }
+}
+
+#[test]
+fn threads_with_checksums_while_compacting() {
+    let c = Arc::new(cache(2 << 20));
+    let threads: Vec<_> = (0..4u32)
+        .map(|t| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                for i in 0..5_000u32 {
+                    let key = format!("t{t}-{}", i % 700);
+                    let len = 32 + (i * 37 % 900) as usize;
+                    let value: Vec<u8> = (0..len).map(|j| (j as u32 ^ i ^ t) as u8).collect();
+                    c.set(k(&key), &value, Ttl::Default).unwrap();
+                    if let Some(got) = c.get(k(&key)).unwrap() {
+                        // Any value ever stored under the key is self-consistent: check it.
+                        let seed = got[0]; // byte j = j ^ (i ^ t), so byte 0 is the seed
+                        let ok = got.iter().enumerate().all(|(j, &b)| b == ((j as u8) ^ seed));
+                        assert!(ok, "value under {key} is corrupt");
+                    }
+                    if i % 5 == 0 {
+                        c.remove(k(&format!("t{t}-{}", (i / 5) % 700))).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        c.pool().compact(&CompactOptions::default());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let s = c.stats().unwrap();
+    assert!(s.stored_bytes <= 2 << 20);
+    assert_eq!(s.stored_bytes, s.pool.payload_bytes, "the budget counts exactly the pool's objects");
+    assert_eq!(s.entries, s.pool.objects);
+}
+
+#[test]
+fn closed_cache_fails_cleanly() {
+    let c = cache(1 << 20);
+    c.set(k("a"), b"v", Ttl::Default).unwrap();
+    c.close();
+    c.close();
+    assert_eq!(c.get(k("a")).unwrap_err(), CacheError::Pool(ZsError::Closed));
+    assert!(c.set(k("a"), b"v", Ttl::Default).is_err());
+    assert!(c.stats().is_err());
+}
+
+#[test]
+fn bad_config() {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    assert!(Cache::new(Arc::clone(&pool), CacheConfig::new(0)).is_err());
+    let mut config = CacheConfig::new(10);
+    config.compression = Compression::Zstd(99);
+    assert!(Cache::new(pool, config).is_err());
+}
+
+#[test]
+fn get_many_matches_one_get_per_key() {
+    let clock = Clock::manual();
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    let c = Cache::with_clock(pool, CacheConfig::new(1 << 24), clock).unwrap();
+    let keys: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        // Sizes across many classes, and a few large objects (> a page).
+        let value = vec![i as u8; if i % 97 == 0 { 5000 } else { i * 7 % 3000 }];
+        let ttl = if i % 50 == 0 { Ttl::For(Duration::from_secs(1)) } else { Ttl::Default };
+        c.set(k(key), &value, ttl).unwrap();
+    }
+    c.clock().advance(Duration::from_secs(2)); // every 50th key has expired
+    let mut asked: Vec<Key<'_>> = keys.iter().map(|s| k(s)).collect();
+    asked.push(k("absent"));
+    asked.push(Key::bytes(b"k1")); // same bytes as a stored str key: a miss
+    asked.push(k("k3")); // a key twice in one batch
+    let mut got = vec![None; asked.len()];
+    c.lock().get_many_with(&asked, |i, v| got[i] = Some(v.to_vec())).unwrap();
+    for (i, key) in asked.iter().enumerate() {
+        let expected =
+            if i < keys.len() && i % 50 == 0 { None } else { c.lock().get_with(*key, |v| v.to_vec()).unwrap() };
+        assert_eq!(got[i], expected, "key {i}");
+    }
+    let s = c.stats().unwrap();
+    let expired = keys.len().div_ceil(50) as u64;
+    assert_eq!(s.expirations, expired);
+    // Each key is counted once by the batch and once by the checking get_with above.
+    let batch_hits = (keys.len() as u64 - expired) + 1;
+    assert_eq!(s.hits, 2 * batch_hits);
+    assert_eq!(s.misses, expired + 2 * 2, "expired keys miss in the batch; absent and b'k1' in both");
+}
