@@ -150,7 +150,7 @@ class ZspoolCache(System):
     def set_many(self, ids: Sequence[int], values: Sequence[memoryview]) -> None:
         c = self.cache
         for i, v in zip(ids, values):
-            c[key(i)] = v
+            c[key(i)] = bytes(v)  # a Cache stores bytes values, as the dict peer does
 
     def delete_many(self, ids: Sequence[int]) -> None:
         c = self.cache
