@@ -42,11 +42,27 @@ fn check(pool: &Pool, obj: &Obj) {
     );
 }
 
-/// One worker's life: grow to `CAP` objects, then churn. Returns the survivors.
-fn worker(pool: &Pool, seed: u64, ops: usize, mut size: impl FnMut(&mut Rng) -> usize) -> Vec<Obj> {
+/// How long workers keep churning past their quota while the compactor has moved nothing
+/// yet. Under valgrind (one thread runs at a time, in long slices) the workers can finish
+/// their quota before the compactor is first scheduled; churning on until it has moved
+/// objects keeps the test about concurrent migration there too.
+const WAIT_FOR_MIGRATION: Duration = Duration::from_secs(60);
+
+/// One worker's life: grow to `CAP` objects, then churn, for `ops` operations and then for
+/// as long as `migrated` is still 0 (at most `WAIT_FOR_MIGRATION`). Returns the survivors.
+fn worker(
+    pool: &Pool,
+    seed: u64,
+    ops: usize,
+    migrated: &AtomicU64,
+    mut size: impl FnMut(&mut Rng) -> usize,
+) -> Vec<Obj> {
     let mut rng = Rng::new(seed);
     let mut live: Vec<Obj> = Vec::new();
-    for _ in 0..ops {
+    let started = std::time::Instant::now();
+    let mut done = 0;
+    while done < ops || (migrated.load(Ordering::Relaxed) == 0 && started.elapsed() < WAIT_FOR_MIGRATION) {
+        done += 1;
         let r = rng.unit();
         let grow = if live.len() < CAP { 0.55 } else { 0.3 };
         if live.is_empty() || r < grow {
@@ -81,8 +97,9 @@ fn worker(pool: &Pool, seed: u64, ops: usize, mut size: impl FnMut(&mut Rng) -> 
     live
 }
 
-/// Loop compactions until `stop`; returns (runs that freed pages, objects migrated).
-fn compactor(pool: &Pool, stop: &AtomicBool) -> (u64, u64) {
+/// Loop compactions until `stop`, publishing the objects migrated so far in `progress`;
+/// returns (runs that freed pages, objects migrated).
+fn compactor(pool: &Pool, stop: &AtomicBool, progress: &AtomicU64) -> (u64, u64) {
     let (mut runs, mut migrated) = (0, 0);
     while !stop.load(Ordering::Relaxed) {
         let report = pool.compact(&CompactOptions::default());
@@ -94,6 +111,7 @@ fn compactor(pool: &Pool, stop: &AtomicBool) -> (u64, u64) {
             runs += 1;
         }
         migrated += report.objects_migrated;
+        progress.store(migrated, Ordering::Relaxed);
         if report.stop_reason == StopReason::NothingFreeable {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -124,12 +142,14 @@ fn stats_reader(pool: &Pool, stop: &AtomicBool) -> u64 {
 /// Run the workers with a compactor and a stats reader alongside; check the end state.
 fn run(pool: &Pool, size: impl Fn(&mut Rng) -> usize + Sync) {
     let stop = AtomicBool::new(false);
+    let progress = AtomicU64::new(0);
     let (survivors, (runs, migrated), polls) = std::thread::scope(|s| {
-        let compactor = s.spawn(|| compactor(pool, &stop));
+        let compactor = s.spawn(|| compactor(pool, &stop, &progress));
         let reader = s.spawn(|| stats_reader(pool, &stop));
         let workers: Vec<_> = {
             let size = &size;
-            (0..WORKERS).map(|t| s.spawn(move || worker(pool, 0x5EED + t as u64, ops(), size))).collect()
+            let progress = &progress;
+            (0..WORKERS).map(|t| s.spawn(move || worker(pool, 0x5EED + t as u64, ops(), progress, size))).collect()
         };
         let survivors: Vec<Obj> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
         stop.store(true, Ordering::Relaxed);
