@@ -3,6 +3,7 @@ throwaway third-party package installed from ``tests/data`` for this test."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,11 @@ def third_party_installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-install the throwaway package into a private directory put on sys.path, so the
     test sees a real distribution with real entry points and leaves the environment alone."""
     target = tmp_path_factory.mktemp("site")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
+    source = tmp_path_factory.mktemp("src") / "thirdparty_policy"
+    shutil.copytree(THIRD_PARTY, source)
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--target", str(target), str(THIRD_PARTY)],
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(source)],
         check=True,
     )
     sys.path.insert(0, str(target))
