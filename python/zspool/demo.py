@@ -190,6 +190,17 @@ def _verify(state: _Fragmented, out: TextIO) -> int:
     return bad
 
 
+def _verify_and_plot(
+    state: _Fragmented, options: DemoOptions, before: list[ClassStats], after: list[ClassStats], out: TextIO
+) -> int:
+    """Check every survivor's bytes and draw the plot if asked; the exit status."""
+    bad = _verify(state, out)
+    if options.plot:
+        plot_fullness(before, after, options.plot)
+        out.write(f"\nplot written to {options.plot}\n")
+    return 1 if bad else 0
+
+
 def run_demo(options: DemoOptions) -> int:
     if options.policy:
         return run_policy_demo(options)
@@ -228,11 +239,7 @@ def run_demo(options: DemoOptions) -> int:
             f"  pool bytes/payload {before.mem_used_bytes / max(before.payload_bytes, 1):.3f} -> "
             f"{after.mem_used_bytes / max(after.payload_bytes, 1):.3f}\n"
         )
-        bad = _verify(state, out)
-        if options.plot:
-            plot_fullness(before_rows, after_rows, options.plot)
-            out.write(f"\nplot written to {options.plot}\n")
-    return 1 if bad else 0
+        return _verify_and_plot(state, options, before_rows, after_rows, out)
 
 
 def run_policy_demo(options: DemoOptions) -> int:
@@ -299,11 +306,7 @@ def run_policy_demo(options: DemoOptions) -> int:
             f"{shrinker.stats.errors} errors; RSS {rss_before / MiB:,.1f} -> {rss_after / MiB:,.1f} MiB; "
             f"reclaimer: {reclaimer.stats.ticks} ticks, {reclaimer.stats.pressure_events} pressure events\n"
         )
-        bad = _verify(state, out)
-        if options.plot:
-            plot_fullness(before_rows, after_rows, options.plot)
-            out.write(f"\nplot written to {options.plot}\n")
-    return 1 if bad else 0
+        return _verify_and_plot(state, options, before_rows, after_rows, out)
 
 
 def plot_fullness(before: Sequence[ClassStats], after: Sequence[ClassStats], path: str) -> None:
