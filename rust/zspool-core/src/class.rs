@@ -283,9 +283,12 @@ impl ClassState {
 
     /// Heap bytes of metadata (handle table and zspage bookkeeping), for the stats.
     pub(crate) fn metadata_bytes(&self) -> usize {
-        let per_zspage = std::mem::size_of::<Option<Zspage>>()
-            + self.layout.objs_per_zspage * (2 + 4)
-            + self.layout.pages_per_zspage * std::mem::size_of::<PagePtr>();
-        self.handles.heap_bytes() + self.zspages.len() * per_zspage
+        // Every id slot costs its `Option<Zspage>`; only live zspages own a free stack, the
+        // owner back-references and the page list.
+        let per_live_zspage =
+            self.layout.objs_per_zspage * (2 + 4) + self.layout.pages_per_zspage * std::mem::size_of::<PagePtr>();
+        self.handles.heap_bytes()
+            + self.zspages.capacity() * std::mem::size_of::<Option<Zspage>>()
+            + self.zspage_count() * per_live_zspage
     }
 }
