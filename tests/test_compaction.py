@@ -140,20 +140,27 @@ def test_time_budget() -> None:
         pool.close()
 
 
+def compact_in_background(pool: Pool) -> tuple[threading.Thread, list[CompactionReport]]:
+    """Start a full compaction in another thread; return once it has begun. The report lands
+    in the list when the thread ends."""
+    started = threading.Event()
+    reports: list[CompactionReport] = []
+
+    def long_compaction() -> None:
+        started.set()
+        reports.append(pool.compact())
+
+    t = threading.Thread(target=long_compaction)
+    t.start()
+    started.wait()
+    return t, reports
+
+
 def test_second_concurrent_compact_returns_already_running() -> None:
     pool, survivors = fragmented_pool(300_000, seed=11)
     try:
         freeable = pool.can_compact()
-        started = threading.Event()
-        reports: list[CompactionReport] = []
-
-        def long_compaction() -> None:
-            started.set()
-            reports.append(pool.compact())
-
-        t = threading.Thread(target=long_compaction)
-        t.start()
-        started.wait()
+        t, reports = compact_in_background(pool)
         time.sleep(0.002)
         second = pool.compact()
         t.join()
@@ -172,16 +179,7 @@ def test_second_concurrent_compact_returns_already_running() -> None:
 def test_compaction_releases_the_gil() -> None:
     pool, survivors = fragmented_pool(300_000, seed=5)
     try:
-        started = threading.Event()
-        reports: list[CompactionReport] = []
-
-        def long_compaction() -> None:
-            started.set()
-            reports.append(pool.compact())
-
-        t = threading.Thread(target=long_compaction)
-        t.start()
-        started.wait()
+        t, reports = compact_in_background(pool)
         # While the compaction runs, this thread must keep executing Python bytecode.
         spins = 0
         t0 = time.perf_counter()
