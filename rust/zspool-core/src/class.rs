@@ -10,7 +10,7 @@
 //! `can_compact` (the shrinker's count) reads them without the lock, as the kernel does.
 
 use crate::activity::ActivityCounters;
-use crate::handle::{HandleTable, Location};
+use crate::handle::{ClassSlot, HandleTable, MAX_ZSPAGE_ID};
 use crate::os_pages::PagePtr;
 use crate::size_class::ClassLayout;
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
@@ -82,7 +82,10 @@ pub(crate) struct ClassState {
     free_ids: Vec<u32>,
     /// Zspage ids per fullness group; the last element is the list head.
     groups: [Vec<u32>; FULLNESS_GROUPS],
-    pub(crate) handles: HandleTable,
+    pub(crate) handles: HandleTable<ClassSlot>,
+    /// The most zspages this class may hold at once: a handle-table entry has room for
+    /// zspage ids up to `MAX_ZSPAGE_ID` (lowered in tests).
+    max_zspages: usize,
     pub(crate) obj_allocated: usize,
     pub(crate) obj_used: usize,
     pub(crate) payload_bytes: u64,
@@ -96,6 +99,7 @@ impl ClassState {
             free_ids: Vec::new(),
             groups: Default::default(),
             handles: HandleTable::new(),
+            max_zspages: MAX_ZSPAGE_ID as usize + 1,
             obj_allocated: 0,
             obj_used: 0,
             payload_bytes: 0,
@@ -151,6 +155,17 @@ impl ClassState {
     /// to any of them) and one handle-table entry. After this succeeds, `add_zspage`,
     /// `obj_malloc`, the fullness moves and `remove_zspage` allocate nothing, so running out
     /// of memory is a `PoolFull` error and never an abort.
+    /// Whether one more zspage gets an id that fits a handle-table entry. Without it the
+    /// class is full: `PoolFull`, never a truncated id.
+    pub(crate) fn has_zspage_id(&self) -> bool {
+        !self.free_ids.is_empty() || self.zspages.len() < self.max_zspages
+    }
+
+    #[cfg(test)]
+    pub(crate) fn limit_zspages_for_test(&mut self, max_zspages: usize) {
+        self.max_zspages = max_zspages;
+    }
+
     pub(crate) fn try_reserve_zspage(&mut self) -> Result<(), std::collections::TryReserveError> {
         let zspages = self.zspage_count() + 1;
         if self.free_ids.is_empty() {
@@ -164,7 +179,7 @@ impl ClassState {
     }
 
     /// Add a zspage built from fresh pages; it starts in the empty group. Call
-    /// `try_reserve_zspage` first: then this allocates nothing.
+    /// `has_zspage_id` and `try_reserve_zspage` first: then this allocates nothing.
     pub(crate) fn add_zspage(&mut self, zspage: Zspage) -> u32 {
         let id = match self.free_ids.pop() {
             Some(id) => {
@@ -173,7 +188,8 @@ impl ClassState {
             }
             None => {
                 self.zspages.push(Some(zspage));
-                u32::try_from(self.zspages.len() - 1).expect("fewer than 2^32 zspages per class")
+                debug_assert!(self.zspages.len() <= self.max_zspages, "has_zspage_id was checked");
+                u32::try_from(self.zspages.len() - 1).expect("zspage ids fit a handle-table entry")
             }
         };
         self.link(id, GROUP_EMPTY);
@@ -184,9 +200,10 @@ impl ClassState {
     /// Allocate an object of `size` bytes in zspage `id` and record it in the handle table.
     /// Returns (table index, generation); `None` if the handle table is exhausted.
     pub(crate) fn obj_malloc(&mut self, id: u32, size: usize) -> Option<(u32, u32)> {
-        let (index, generation) = self.handles.insert(size, Location { container: id, obj: 0 })?;
+        let size16 = u16::try_from(size).expect("class objects are at most a page");
+        let (index, generation) = self.handles.insert(ClassSlot { zspage: id, obj: 0, size: size16 })?;
         let obj = self.zspage_mut(id).alloc_obj(index).expect("zspage chosen with room");
-        self.handles.relocate(index, Location { container: id, obj });
+        self.handles.relocate(index, ClassSlot { zspage: id, obj, size: size16 });
         self.obj_used += 1;
         self.payload_bytes += size as u64;
         self.fix_fullness(id);
@@ -210,7 +227,8 @@ impl ClassState {
     /// the object half-moved.
     pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
         let class_size = self.layout.size;
-        let size = self.handles.size_at(owner);
+        let slot = self.handles.location_at(owner);
+        let size = slot.size();
         let [Some(from), Some(to)] = self.zspages.get_disjoint_mut([src as usize, dst as usize]).expect("src != dst")
         else {
             unreachable!("compaction picked a dead zspage")
@@ -220,7 +238,7 @@ impl ClassState {
         from.read(class_size, obj, 0, &mut buf[..size]);
         to.write(class_size, new_obj, 0, &buf[..size]);
         from.free_obj(class_size, obj, size);
-        self.handles.relocate(owner, Location { container: dst, obj: new_obj });
+        self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
         self.fix_fullness(src);
         self.fix_fullness(dst);
         size
@@ -287,8 +305,10 @@ impl ClassState {
         // owner back-references and the page list.
         let per_live_zspage =
             self.layout.objs_per_zspage * (2 + 4) + self.layout.pages_per_zspage * std::mem::size_of::<PagePtr>();
+        let lists: usize = self.groups.iter().map(Vec::capacity).sum::<usize>() + self.free_ids.capacity();
         self.handles.heap_bytes()
             + self.zspages.capacity() * std::mem::size_of::<Option<Zspage>>()
+            + lists * std::mem::size_of::<u32>()
             + self.zspage_count() * per_live_zspage
     }
 }

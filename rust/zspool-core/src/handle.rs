@@ -14,9 +14,13 @@
 //! so resolving a handle never touches another class and no pool-wide table serialises
 //! classes (the kernel needs `pool->lock` for this step; we do not).
 //!
-//! The table entry holds the object's current location; compaction rewrites the entry and
-//! the handle stays valid. Each entry's generation is bumped when its object is freed, so a
-//! stale handle (use after free, double free) no longer matches. The XOR key, random per
+//! The table entry (8 bytes, see [`Entry`]) holds the object's current location and the
+//! generation of the handle that names it; compaction rewrites the location and the handle
+//! stays valid. Each entry's generation is bumped when its object is freed, so a stale
+//! handle (use after free, double free) no longer matches. An entry stores 17 generation
+//! bits of the handle's 27: an index whose generations run out is retired for good, so the
+//! check stays exact. A size class's entry packs (zspage id, object index, exact size); a
+//! large-object shard's holds a record id, the record keeping the size. The XOR key, random per
 //! pool, makes a handle from another pool decode to a random owner/index/generation, which
 //! is rejected with overwhelming probability. Whatever the bits, decoding is bounds-checked:
 //! a forged handle can at worst name a live object of *this* pool, never memory outside it.
@@ -25,7 +29,6 @@ pub(crate) const INDEX_BITS: u32 = 28;
 pub(crate) const OWNER_BITS: u32 = 9;
 pub(crate) const GEN_BITS: u32 = 64 - INDEX_BITS - OWNER_BITS;
 pub(crate) const MAX_INDEX: u32 = (1 << INDEX_BITS) - 1;
-const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
 
 /// The owner id of the first large-object shard; size classes use ids below it.
 pub(crate) const LARGE_OWNER_BASE: u16 = 256;
@@ -56,44 +59,147 @@ impl HandleParts {
     }
 }
 
-/// Where an object lives: a zspage id and object index for a size class, or an entry in a
-/// large-object shard (`obj` unused).
+/// Generation bits a table entry stores. A handle has room for 27, but every bit stored here
+/// is paid for on every object, and fewer bits only mean an index is retired sooner (after
+/// 2^17 - 1 objects instead of 2^27 - 1: 8 bytes of table per 131,071 frees of one index).
+pub(crate) const ENTRY_GEN_BITS: u32 = 17;
+const ENTRY_GEN_MASK: u32 = (1 << ENTRY_GEN_BITS) - 1;
+const _: () = assert!(ENTRY_GEN_BITS <= GEN_BITS, "a stored generation fits the handle's field");
+/// Bits of an entry left for the owner's location.
+pub(crate) const LOCATION_BITS: u32 = 64 - ENTRY_GEN_BITS;
+/// Ends the free list. Never handed out as an index, so it cannot be confused with one.
+const NIL: u32 = MAX_INDEX;
+
+/// What an owner keeps in a table entry to find its object again, packed into
+/// [`LOCATION_BITS`] bits.
+pub(crate) trait PackedLocation: Copy {
+    fn pack(self) -> u64;
+    fn unpack(bits: u64) -> Self;
+}
+
+/// The zspage id field of a [`ClassSlot`]: a class with more zspages than this at once is full.
+pub(crate) const ZSPAGE_ID_BITS: u32 = 23;
+pub(crate) const MAX_ZSPAGE_ID: u32 = (1 << ZSPAGE_ID_BITS) - 1;
+const SLOT_OBJ_BITS: u32 = 11;
+const SLOT_SIZE_BITS: u32 = 13;
+const _: () = assert!(ZSPAGE_ID_BITS + SLOT_OBJ_BITS + SLOT_SIZE_BITS == LOCATION_BITS);
+// Every object index (at most 16 pages of 32-byte objects) and every class object size fit.
+const _: () = assert!(
+    crate::size_class::MAX_CHAIN_LIMIT * crate::os_pages::PAGE_SIZE / crate::size_class::MIN_ALLOC_SIZE
+        <= 1 << SLOT_OBJ_BITS
+);
+const _: () = assert!(crate::os_pages::PAGE_SIZE < 1 << SLOT_SIZE_BITS);
+
+/// Where a size class keeps an object, and its exact size (a class holds objects of any size
+/// up to its slot size, and reads must stop at the object's end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Location {
-    pub container: u32,
+pub(crate) struct ClassSlot {
+    pub zspage: u32,
     pub obj: u16,
+    pub size: u16,
 }
 
+impl ClassSlot {
+    pub(crate) fn size(self) -> usize {
+        usize::from(self.size)
+    }
+}
+
+impl PackedLocation for ClassSlot {
+    fn pack(self) -> u64 {
+        // A value that does not fit would silently name another object: refuse it loudly.
+        // The class checks zspage ids against MAX_ZSPAGE_ID before it creates a zspage.
+        assert!(
+            self.zspage <= MAX_ZSPAGE_ID
+                && u32::from(self.obj) < 1 << SLOT_OBJ_BITS
+                && u32::from(self.size) < 1 << SLOT_SIZE_BITS,
+            "class slot out of range: {self:?}"
+        );
+        u64::from(self.size)
+            | (u64::from(self.obj) << SLOT_SIZE_BITS)
+            | (u64::from(self.zspage) << (SLOT_SIZE_BITS + SLOT_OBJ_BITS))
+    }
+
+    fn unpack(bits: u64) -> ClassSlot {
+        ClassSlot {
+            size: (bits & ((1 << SLOT_SIZE_BITS) - 1)) as u16,
+            obj: ((bits >> SLOT_SIZE_BITS) & ((1 << SLOT_OBJ_BITS) - 1)) as u16,
+            zspage: (bits >> (SLOT_SIZE_BITS + SLOT_OBJ_BITS)) as u32,
+        }
+    }
+}
+
+/// Where a large-object shard keeps an object: its record id. The size is in the record
+/// (large sizes do not fit next to a generation in 64 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LargeId(pub u32);
+
+impl PackedLocation for LargeId {
+    fn pack(self) -> u64 {
+        u64::from(self.0)
+    }
+
+    fn unpack(bits: u64) -> LargeId {
+        LargeId(bits as u32)
+    }
+}
+
+/// One table entry, 8 bytes:
+///
+/// ```text
+///          63         47 46                                        0
+/// live:   | generation  | location (PackedLocation)                 |
+/// free:   |      0      | 0 | next generation 17b | next free 28b  |
+/// ```
+///
+/// Live generations run 1..=2^17 - 1, so a zero generation field marks a free entry, which
+/// keeps the generation its next object will get and the free list's next index. A next
+/// generation of 0 marks a retired index (its generations ran out; it is on no list).
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    generation: u32,
-    /// Object size in bytes while live; `FREE` marks a free entry.
-    size: u32,
-    /// Live: the location. Free: `container` is the next free index.
-    loc: Location,
+struct Entry(u64);
+
+impl Entry {
+    fn live(generation: u32, loc: u64) -> Entry {
+        debug_assert!(generation != 0 && generation <= ENTRY_GEN_MASK && loc < 1 << LOCATION_BITS);
+        Entry(u64::from(generation) << LOCATION_BITS | loc)
+    }
+
+    fn free(next_generation: u32, next_free: u32) -> Entry {
+        Entry(u64::from(next_generation) << INDEX_BITS | u64::from(next_free))
+    }
+
+    /// The generation of a live entry; 0 for a free one.
+    fn generation(self) -> u32 {
+        (self.0 >> LOCATION_BITS) as u32
+    }
+
+    fn location(self) -> u64 {
+        self.0 & ((1 << LOCATION_BITS) - 1)
+    }
+
+    fn next_generation(self) -> u32 {
+        ((self.0 >> INDEX_BITS) as u32) & ENTRY_GEN_MASK
+    }
+
+    fn next_free(self) -> u32 {
+        (self.0 as u32) & MAX_INDEX
+    }
 }
 
-const FREE: u32 = u32::MAX;
-const NIL: u32 = u32::MAX;
+const _: () = assert!(INDEX_BITS + ENTRY_GEN_BITS <= LOCATION_BITS, "a free entry fits");
 
 /// The live objects of one lock domain, by table index. Guarded by that domain's lock.
 #[derive(Debug)]
-pub(crate) struct HandleTable {
+pub(crate) struct HandleTable<L> {
     entries: Vec<Entry>,
     free_head: u32,
     live: usize,
+    _location: std::marker::PhantomData<L>,
 }
 
-/// A live object, as its handle resolves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct LiveObject {
-    pub size: usize,
-    pub loc: Location,
-}
-
-impl HandleTable {
-    pub(crate) fn new() -> HandleTable {
-        HandleTable { entries: Vec::new(), free_head: NIL, live: 0 }
+impl<L: PackedLocation> HandleTable<L> {
+    pub(crate) fn new() -> HandleTable<L> {
+        HandleTable { entries: Vec::new(), free_head: NIL, live: 0, _location: std::marker::PhantomData }
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -106,31 +212,30 @@ impl HandleTable {
     }
 
     /// Record a new object and return its (index, generation); `None` when all
-    /// 2^28 indices of this domain are in use.
-    pub(crate) fn insert(&mut self, size: usize, loc: Location) -> Option<(u32, u32)> {
-        let size = u32::try_from(size).expect("object sizes are checked against MAX_OBJECT_SIZE");
-        debug_assert_ne!(size, FREE);
-        let index = if self.free_head != NIL {
+    /// 2^28 - 1 indices of this domain are in use or retired.
+    pub(crate) fn insert(&mut self, loc: L) -> Option<(u32, u32)> {
+        let loc = loc.pack();
+        let (index, generation) = if self.free_head != NIL {
             let index = self.free_head;
-            let entry = &mut self.entries[index as usize];
-            self.free_head = entry.loc.container;
-            entry.size = size;
-            entry.loc = loc;
-            index
+            let entry = self.entries[index as usize];
+            self.free_head = entry.next_free();
+            (index, entry.next_generation())
         } else {
-            let index = u32::try_from(self.entries.len()).ok().filter(|&i| i <= MAX_INDEX)?;
-            self.entries.push(Entry { generation: 1, size, loc });
-            index
+            let index = u32::try_from(self.entries.len()).ok().filter(|&i| i < NIL)?;
+            self.entries.push(Entry::free(1, NIL));
+            (index, 1)
         };
+        self.entries[index as usize] = Entry::live(generation, loc);
         self.live += 1;
-        Some((index, self.entries[index as usize].generation))
+        Some((index, generation))
     }
 
     /// The live object at (index, generation), or `None` if that pair names nothing live.
-    pub(crate) fn get(&self, index: u32, generation: u32) -> Option<LiveObject> {
+    /// A handle carries more generation bits than an entry stores; one whose extra bits are
+    /// set matches nothing, as it should (no entry ever handed it out).
+    pub(crate) fn get(&self, index: u32, generation: u32) -> Option<L> {
         let entry = self.entries.get(index as usize)?;
-        (entry.size != FREE && entry.generation == generation)
-            .then_some(LiveObject { size: entry.size as usize, loc: entry.loc })
+        (generation != 0 && entry.generation() == generation).then(|| L::unpack(entry.location()))
     }
 
     /// Whether `index` was ever handed out (so a failed lookup is stale, not forged).
@@ -138,34 +243,35 @@ impl HandleTable {
         (index as usize) < self.entries.len()
     }
 
-    /// The location of a live entry by index alone (the compactor knows the index from
-    /// the zspage's back-reference, not from a caller's handle).
-    pub(crate) fn relocate(&mut self, index: u32, to: Location) {
+    /// The location of the live entry at `index`, by index alone (the compactor knows the
+    /// index from the zspage's back-reference, not from a caller's handle).
+    pub(crate) fn location_at(&self, index: u32) -> L {
+        let entry = self.entries[index as usize];
+        debug_assert_ne!(entry.generation(), 0, "reading a free handle");
+        L::unpack(entry.location())
+    }
+
+    /// Point the live entry at `index` somewhere else (compaction, or a malloc that learns
+    /// its object index after the table index).
+    pub(crate) fn relocate(&mut self, index: u32, to: L) {
         let entry = &mut self.entries[index as usize];
-        debug_assert_ne!(entry.size, FREE, "relocating a free handle");
-        entry.loc = to;
+        debug_assert_ne!(entry.generation(), 0, "relocating a free handle");
+        *entry = Entry::live(entry.generation(), to.pack());
     }
 
-    pub(crate) fn size_at(&self, index: u32) -> usize {
-        self.entries[index as usize].size as usize
-    }
-
-    /// Free the live entry at (index, generation), bumping its generation.
-    pub(crate) fn remove(&mut self, index: u32, generation: u32) -> Option<LiveObject> {
+    /// Free the live entry at (index, generation); its next object gets the next generation.
+    pub(crate) fn remove(&mut self, index: u32, generation: u32) -> Option<L> {
         let live = self.get(index, generation)?;
-        let entry = &mut self.entries[index as usize];
-        entry.size = FREE;
         self.live -= 1;
-        let next = (entry.generation + 1) & GEN_MASK;
+        let next = (generation + 1) & ENTRY_GEN_MASK;
         if next == 0 {
             // Every generation of this index has been handed out: reusing it would let a
-            // handle freed 2^27 cycles ago name a live object again. Retire the index for
-            // good (16 bytes) instead; a stale handle to it stays stale forever.
-            entry.loc = Location { container: NIL, obj: 0 };
+            // handle freed 2^17 - 1 objects ago name a live object again. Retire the index
+            // for good (8 bytes) instead; a stale handle to it stays stale forever.
+            self.entries[index as usize] = Entry::free(0, NIL);
             return Some(live);
         }
-        entry.generation = next;
-        entry.loc = Location { container: self.free_head, obj: 0 };
+        self.entries[index as usize] = Entry::free(next, self.free_head);
         self.free_head = index;
         Some(live)
     }
@@ -200,40 +306,106 @@ pub(crate) fn random_key() -> u64 {
 mod tests {
     use super::*;
 
+    const SLOT: ClassSlot = ClassSlot { zspage: 3, obj: 7, size: 10 };
+
+    #[test]
+    fn an_entry_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 8);
+    }
+
+    #[test]
+    fn class_slots_round_trip_at_their_limits() {
+        for slot in [
+            ClassSlot { zspage: 0, obj: 0, size: 0 },
+            ClassSlot { zspage: MAX_ZSPAGE_ID, obj: 2047, size: 4096 },
+            ClassSlot { zspage: 0x55_5555, obj: 0x2AA, size: 0x1555 },
+        ] {
+            assert!(slot.pack() < 1 << LOCATION_BITS);
+            assert_eq!(ClassSlot::unpack(slot.pack()), slot);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "class slot out of range")]
+    fn a_zspage_id_past_the_field_is_refused_not_truncated() {
+        let _ = ClassSlot { zspage: MAX_ZSPAGE_ID + 1, obj: 0, size: 1 }.pack();
+    }
+
+    #[test]
+    fn entries_round_trip_through_the_table() {
+        let mut table = HandleTable::new();
+        let far = ClassSlot { zspage: MAX_ZSPAGE_ID, obj: 2047, size: 4096 };
+        let (i, g) = table.insert(far).unwrap();
+        assert_eq!(table.get(i, g), Some(far));
+        table.relocate(i, SLOT);
+        assert_eq!(table.location_at(i), SLOT);
+        let mut large = HandleTable::new();
+        let (j, h) = large.insert(LargeId(u32::MAX)).unwrap();
+        assert_eq!(large.get(j, h), Some(LargeId(u32::MAX)));
+    }
+
     #[test]
     fn an_index_whose_generations_ran_out_is_retired() {
         let mut table = HandleTable::new();
-        let loc = Location { container: 0, obj: 0 };
-        let (index, _) = table.insert(1, loc).unwrap();
-        table.entries[index as usize].generation = GEN_MASK; // as after 2^27 - 2 reuses
-        assert!(table.remove(index, GEN_MASK).is_some());
-        let (next, generation) = table.insert(1, loc).unwrap();
+        let (index, _) = table.insert(SLOT).unwrap();
+        // Free and reuse the index until its last generation is live: 2^17 - 2 reuses.
+        let mut generation = 1;
+        for _ in 1..ENTRY_GEN_MASK {
+            assert!(table.remove(index, generation).is_some());
+            let (again, next) = table.insert(SLOT).unwrap();
+            assert_eq!(again, index, "the free list reuses the index");
+            assert_eq!(next, generation + 1);
+            generation = next;
+        }
+        assert_eq!(generation, ENTRY_GEN_MASK);
+        assert!(table.remove(index, generation).is_some());
+        let (next, first) = table.insert(SLOT).unwrap();
         assert_ne!(next, index, "the exhausted index is never handed out again");
-        assert_eq!(generation, 1);
-        assert_eq!(table.get(index, GEN_MASK), None);
-        assert_eq!(table.get(index, 1), None, "not even under a wrapped generation");
+        assert_eq!(first, 1);
+        assert_eq!(table.get(index, ENTRY_GEN_MASK), None);
+        assert_eq!(table.get(index, 0), None, "not under the wrapped generation");
+        assert_eq!(table.get(index, 1), None);
+        assert!(table.has_index(index), "a stale handle to it reads as stale");
+        assert_eq!(table.live(), 1);
+    }
+
+    #[test]
+    fn handle_generations_beyond_the_stored_bits_match_nothing() {
+        let mut table = HandleTable::new();
+        let (i, g) = table.insert(SLOT).unwrap();
+        assert_eq!(table.get(i, g | 1 << ENTRY_GEN_BITS), None);
+        assert_eq!(table.remove(i, g | 1 << ENTRY_GEN_BITS), None);
+        assert_eq!(table.get(i, g), Some(SLOT));
     }
 
     #[test]
     fn encode_decode_round_trip() {
         let key = random_key();
-        let parts = HandleParts { index: MAX_INDEX, owner: 300, generation: GEN_MASK };
+        let parts = HandleParts { index: MAX_INDEX, owner: 300, generation: (1 << GEN_BITS) - 1 };
         assert_eq!(HandleParts::decode(parts.encode(key), key), parts);
     }
 
     #[test]
     fn freed_entries_reject_their_old_generation() {
         let mut table = HandleTable::new();
-        let loc = Location { container: 3, obj: 7 };
-        let (i, g) = table.insert(10, loc).unwrap();
-        assert_eq!(table.get(i, g), Some(LiveObject { size: 10, loc }));
+        let (i, g) = table.insert(SLOT).unwrap();
+        assert_eq!(table.get(i, g), Some(SLOT));
         assert!(table.remove(i, g).is_some());
         assert_eq!(table.get(i, g), None, "use after free");
         assert_eq!(table.remove(i, g), None, "double free");
-        let (i2, g2) = table.insert(5, loc).unwrap();
+        let (i2, g2) = table.insert(SLOT).unwrap();
         assert_eq!(i2, i, "indices are reused");
         assert_ne!(g2, g, "with a new generation");
         assert_eq!(table.get(i, g), None);
         assert_eq!(table.get(999, 1), None, "out of range");
+    }
+
+    #[test]
+    fn free_entries_never_match_generation_zero() {
+        let mut table: HandleTable<ClassSlot> = HandleTable::new();
+        let (i, g) = table.insert(SLOT).unwrap();
+        table.remove(i, g).unwrap();
+        assert_eq!(table.get(i, 0), None);
+        assert_eq!(table.remove(i, 0), None);
     }
 }

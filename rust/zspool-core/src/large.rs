@@ -8,7 +8,7 @@
 //! threads rarely meet. A mapping is `munmap`ped only after its shard lock is dropped.
 
 use crate::activity::ActivityCounters;
-use crate::handle::{HandleTable, Location};
+use crate::handle::{HandleTable, LargeId};
 use crate::os_pages::Mapping;
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
 
@@ -22,10 +22,18 @@ pub(crate) struct LargeShard {
     pub(crate) activity: ActivityCounters,
 }
 
+/// One large object: its pages and its exact size (which does not fit a handle-table entry).
+#[derive(Debug)]
+pub(crate) struct LargeObject {
+    pub(crate) mapping: Mapping,
+    pub(crate) size: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct LargeState {
-    pub(crate) handles: HandleTable,
-    mappings: Vec<Option<Mapping>>,
+    pub(crate) handles: HandleTable<LargeId>,
+    /// Records by id (a handle-table entry holds the id); `None` marks an id free for reuse.
+    records: Vec<Option<LargeObject>>,
     free_ids: Vec<u32>,
     pub(crate) payload_bytes: u64,
     pub(crate) pages: usize,
@@ -36,7 +44,7 @@ impl LargeShard {
         LargeShard {
             state: WaitedMutex::new(LargeState {
                 handles: HandleTable::new(),
-                mappings: Vec::new(),
+                records: Vec::new(),
                 free_ids: Vec::new(),
                 payload_bytes: 0,
                 pages: 0,
@@ -72,42 +80,49 @@ impl LargeState {
         // Every vector this insert (and the matching remove) may grow, reserved fallibly:
         // out of memory is then a `PoolFull` error, not an abort.
         let reserved = self.handles.try_reserve_one().is_ok()
-            && (!self.free_ids.is_empty() || self.mappings.try_reserve(1).is_ok())
-            && self.free_ids.try_reserve((self.mappings.len() + 1).saturating_sub(self.free_ids.len())).is_ok();
+            && (!self.free_ids.is_empty() || self.records.try_reserve(1).is_ok())
+            && self.free_ids.try_reserve((self.records.len() + 1).saturating_sub(self.free_ids.len())).is_ok();
         if !reserved {
             return Err(mapping);
         }
         let id = match self.free_ids.last() {
             Some(&id) => id,
-            None => u32::try_from(self.mappings.len()).expect("fewer than 2^32 large objects per shard"),
+            None => u32::try_from(self.records.len()).expect("fewer than 2^32 large objects per shard"),
         };
-        let Some(handle) = self.handles.insert(size, Location { container: id, obj: 0 }) else {
+        let Some(handle) = self.handles.insert(LargeId(id)) else {
             return Err(mapping);
         };
         if self.free_ids.pop().is_none() {
-            self.mappings.push(None);
+            self.records.push(None);
         }
         self.pages += mapping.len() / crate::os_pages::PAGE_SIZE;
-        self.mappings[id as usize] = Some(mapping);
+        self.records[id as usize] = Some(LargeObject { mapping, size });
         self.payload_bytes += size as u64;
         Ok(handle)
     }
 
-    pub(crate) fn mapping(&self, id: u32) -> &Mapping {
-        self.mappings[id as usize].as_ref().expect("live large object")
+    pub(crate) fn object(&self, id: LargeId) -> &LargeObject {
+        self.records[id.0 as usize].as_ref().expect("live large object")
     }
 
-    /// Take a freed object's mapping out, for the caller to drop after unlocking.
-    pub(crate) fn remove(&mut self, id: u32, size: usize) -> Mapping {
-        let mapping = self.mappings[id as usize].take().expect("live large object");
-        self.free_ids.push(id);
-        self.payload_bytes -= size as u64;
-        self.pages -= mapping.len() / crate::os_pages::PAGE_SIZE;
-        mapping
+    /// Take a freed object's record out, for the caller to drop (unmap) after unlocking.
+    pub(crate) fn remove(&mut self, id: LargeId) -> LargeObject {
+        let object = self.records[id.0 as usize].take().expect("live large object");
+        self.free_ids.push(id.0);
+        self.payload_bytes -= object.size as u64;
+        self.pages -= object.mapping.len() / crate::os_pages::PAGE_SIZE;
+        object
+    }
+
+    /// Heap bytes of bookkeeping: the handle table, the records and the free-id stack.
+    pub(crate) fn metadata_bytes(&self) -> usize {
+        self.handles.heap_bytes()
+            + self.records.capacity() * std::mem::size_of::<Option<LargeObject>>()
+            + self.free_ids.capacity() * std::mem::size_of::<u32>()
     }
 
     pub(crate) fn drain_all(&mut self) -> Vec<Mapping> {
-        let mappings = self.mappings.drain(..).flatten().collect();
+        let mappings = self.records.drain(..).flatten().map(|object| object.mapping).collect();
         self.free_ids.clear();
         self.handles.clear();
         self.payload_bytes = 0;

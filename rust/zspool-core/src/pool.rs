@@ -26,7 +26,7 @@
 use crate::activity::{Activity, ActivityCounters, InFlight};
 use crate::class::{ClassState, SizeClass};
 use crate::error::{HandleProblem, Result, ZsError};
-use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, LiveObject, random_key};
+use crate::handle::{ClassSlot, HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
 use crate::large::{LARGE_SHARDS, LargeShard};
 use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider, PagePtr};
 use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT};
@@ -140,7 +140,7 @@ fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Result<(
     }
 }
 
-fn invalid(handle: u64, table: &HandleTable, index: u32) -> ZsError {
+fn invalid<L: crate::handle::PackedLocation>(handle: u64, table: &HandleTable<L>, index: u32) -> ZsError {
     let problem = if table.has_index(index) { HandleProblem::Stale } else { HandleProblem::Unknown };
     ZsError::InvalidHandle { handle, problem }
 }
@@ -288,12 +288,12 @@ impl Pool {
             return Err(self.table_exhausted(size));
         };
         if let Some(parts) = init {
-            let object = state.handles.get(index, generation).expect("just inserted");
+            let slot = state.handles.get(index, generation).expect("just inserted");
             let class_size = state.layout.size;
-            let zspage = state.zspage_mut(object.loc.container);
+            let zspage = state.zspage_mut(slot.zspage);
             let mut offset = 0;
             for part in parts {
-                zspage.write(class_size, object.loc.obj, offset, part);
+                zspage.write(class_size, slot.obj, offset, part);
                 offset += part.len();
             }
         }
@@ -307,6 +307,9 @@ impl Pool {
     /// or metadata, this is `PoolFull` and the class is unchanged.
     fn grow_class(&self, state: &mut ClassState, size: usize) -> Result<u32> {
         let pages_per_zspage = state.layout.pages_per_zspage;
+        if !state.has_zspage_id() {
+            return Err(self.table_exhausted(size));
+        }
         // mem_limit first: a refusal there must leave even the metadata capacity unchanged.
         self.reserve_pages(pages_per_zspage, size)?;
         let mut pages = Vec::new();
@@ -445,10 +448,10 @@ impl Pool {
                 let _in_flight = self.enter(&class.activity);
                 let mut state = class.lock();
                 self.check_open()?;
-                let Some(object) = state.handles.remove(parts.index, parts.generation) else {
+                let Some(slot) = state.handles.remove(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                let dead = state.obj_free(object.loc.container, object.loc.obj, object.size);
+                let dead = state.obj_free(slot.zspage, slot.obj, slot.size());
                 class.publish(&state);
                 drop(state);
                 if let Some(pages) = dead {
@@ -459,14 +462,14 @@ impl Pool {
                 let _in_flight = self.enter(&shard.activity);
                 let mut state = shard.lock();
                 self.check_open()?;
-                let Some(object) = state.handles.remove(parts.index, parts.generation) else {
+                let Some(id) = state.handles.remove(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                let mapping = state.remove(object.loc.container, object.size);
+                let object = state.remove(id);
                 shard.publish(&state);
                 drop(state);
-                let pages = mapping.len() / PAGE_SIZE;
-                drop(mapping);
+                let pages = object.mapping.len() / PAGE_SIZE;
+                drop(object);
                 self.unreserve_pages(pages);
             }
         }
@@ -483,25 +486,25 @@ impl Pool {
                 let _in_flight = self.enter(&class.activity);
                 let state = class.lock();
                 self.check_open()?;
-                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                let Some(slot) = state.handles.get(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
                 let mem = ObjectMem::Packed {
-                    zspage: state.zspage(object.loc.container),
+                    zspage: state.zspage(slot.zspage),
                     class_size: state.layout.size,
-                    obj: object.loc.obj,
+                    obj: slot.obj,
                 };
-                Ok(f(&ObjectRef { handle, size: object.size, mem }))
+                Ok(f(&ObjectRef { handle, size: slot.size(), mem }))
             }
             Owner::Large(shard) => {
                 let _in_flight = self.enter(&shard.activity);
                 let state = shard.lock();
                 self.check_open()?;
-                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                let Some(id) = state.handles.get(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                let mem = ObjectMem::Large(state.mapping(object.loc.container));
-                Ok(f(&ObjectRef { handle, size: object.size, mem }))
+                let object = state.object(id);
+                Ok(f(&ObjectRef { handle, size: object.size, mem: ObjectMem::Large(&object.mapping) }))
             }
         }
     }
@@ -525,7 +528,7 @@ impl Pool {
             order.push((owner, u32::try_from(i).expect("batch of fewer than 2^32 handles")));
         }
         order.sort_unstable();
-        let mut located: Vec<(usize, Option<LiveObject>)> = Vec::new();
+        let mut located: Vec<(usize, Option<ClassSlot>)> = Vec::new();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let first = handles[group[0].1 as usize];
             let owner = match self.owner(first) {
@@ -546,19 +549,19 @@ impl Pool {
                     located.clear();
                     for &(_, i) in group {
                         let parts = HandleParts::decode(handles[i as usize], self.key);
-                        let object = state.handles.get(parts.index, parts.generation);
-                        if let Some(object) = object {
-                            state.zspage(object.loc.container).prefetch(class_size, object.loc.obj);
+                        let slot = state.handles.get(parts.index, parts.generation);
+                        if let Some(slot) = slot {
+                            state.zspage(slot.zspage).prefetch(class_size, slot.obj);
                         }
-                        located.push((i as usize, object));
+                        located.push((i as usize, slot));
                     }
-                    for &(i, object) in &located {
+                    for &(i, slot) in &located {
                         let handle = handles[i];
-                        match object {
-                            Some(object) => {
-                                let zspage = state.zspage(object.loc.container);
-                                let mem = ObjectMem::Packed { zspage, class_size, obj: object.loc.obj };
-                                f(i, Ok(&ObjectRef { handle, size: object.size, mem }));
+                        match slot {
+                            Some(slot) => {
+                                let zspage = state.zspage(slot.zspage);
+                                let mem = ObjectMem::Packed { zspage, class_size, obj: slot.obj };
+                                f(i, Ok(&ObjectRef { handle, size: slot.size(), mem }));
                             }
                             None => {
                                 let index = HandleParts::decode(handle, self.key).index;
@@ -575,8 +578,9 @@ impl Pool {
                         let handle = handles[i as usize];
                         let parts = HandleParts::decode(handle, self.key);
                         match state.handles.get(parts.index, parts.generation) {
-                            Some(object) => {
-                                let mem = ObjectMem::Large(state.mapping(object.loc.container));
+                            Some(id) => {
+                                let object = state.object(id);
+                                let mem = ObjectMem::Large(&object.mapping);
                                 f(i as usize, Ok(&ObjectRef { handle, size: object.size, mem }));
                             }
                             None => f(i as usize, Err(invalid(handle, &state.handles, parts.index))),
@@ -620,22 +624,23 @@ impl Pool {
                 let _in_flight = self.enter(&class.activity);
                 let mut state = class.lock();
                 self.check_open()?;
-                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                let Some(slot) = state.handles.get(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                check_bounds(handle, offset, data.len(), object.size)?;
+                check_bounds(handle, offset, data.len(), slot.size())?;
                 let class_size = state.layout.size;
-                state.zspage_mut(object.loc.container).write(class_size, object.loc.obj, offset, data);
+                state.zspage_mut(slot.zspage).write(class_size, slot.obj, offset, data);
             }
             Owner::Large(shard) => {
                 let _in_flight = self.enter(&shard.activity);
                 let state = shard.lock();
                 self.check_open()?;
-                let Some(object) = state.handles.get(parts.index, parts.generation) else {
+                let Some(id) = state.handles.get(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
+                let object = state.object(id);
                 check_bounds(handle, offset, data.len(), object.size)?;
-                let mapping = state.mapping(object.loc.container);
+                let mapping = &object.mapping;
                 // SAFETY: offset + data.len() <= size <= mapping.len(); the shard lock is held,
                 // so this is the only access to the object's bytes; `data` is caller memory.
                 unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), mapping.as_ptr().add(offset), data.len()) };
@@ -689,5 +694,29 @@ impl Pool {
     /// Bytes of address space the pool has mapped for zspages (resident or not).
     pub fn mapped_bytes(&self) -> usize {
         self.provider.mapped_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_out_of_zspage_ids_is_full_not_corrupt() {
+        let pool = Pool::new(PoolConfig::default()).unwrap();
+        let class_id = pool.table.class_for(4096);
+        assert_eq!(pool.classes[class_id].layout.objs_per_zspage, 1);
+        pool.classes[class_id].lock().limit_zspages_for_test(2);
+        let a = pool.store(&[1; 4096]).unwrap();
+        let b = pool.store(&[2; 4096]).unwrap();
+        let err = pool.store(&[3; 4096]).unwrap_err();
+        assert!(matches!(err, ZsError::PoolFull { os_error: Some(libc::ENOSPC), .. }), "{err:?}");
+        assert_eq!(pool.load(a).unwrap(), vec![1; 4096]);
+        assert_eq!(pool.load(b).unwrap(), vec![2; 4096]);
+        pool.free(a).unwrap();
+        let c = pool.store(&[4; 4096]).unwrap();
+        assert_eq!(pool.load(c).unwrap(), vec![4; 4096], "a freed zspage id is reused");
+        assert_eq!(pool.load(b).unwrap(), vec![2; 4096]);
+        assert_eq!(pool.stats().pages_used, 2);
     }
 }

@@ -108,7 +108,7 @@ impl Pool {
             large_objects += state.handles.live();
             large_object_pages += state.pages;
             payload_bytes += state.payload_bytes;
-            metadata_bytes += state.handles.heap_bytes();
+            metadata_bytes += state.metadata_bytes();
         }
         let pages_used = self.pages_used.load(Ordering::Relaxed);
         PoolStats {
