@@ -11,7 +11,6 @@
 
 use crate::activity::ActivityCounters;
 use crate::handle::{ClassSlot, HandleTable, MAX_ZSPAGE_ID};
-use crate::os_pages::PagePtr;
 use crate::size_class::ClassLayout;
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
 use crate::zspage::{FULLNESS_GROUPS, GROUP_EMPTY, GROUP_FULL, Zspage, fullness_group};
@@ -211,8 +210,8 @@ impl ClassState {
     }
 
     /// Free object `obj` of zspage `id`, which held `size` bytes. If the zspage becomes empty
-    /// it is unlinked and its pages are returned for the caller to release after unlocking.
-    pub(crate) fn obj_free(&mut self, id: u32, obj: u16, size: usize) -> Option<Box<[PagePtr]>> {
+    /// it is unlinked and returned for the caller to release its pages after unlocking.
+    pub(crate) fn obj_free(&mut self, id: u32, obj: u16, size: usize) -> Option<Zspage> {
         let class_size = self.layout.size;
         self.zspage_mut(id).free_obj(class_size, obj, size);
         self.obj_used -= 1;
@@ -244,19 +243,20 @@ impl ClassState {
         size
     }
 
-    /// Unlink a zspage whose objects are all gone and hand back its pages.
-    pub(crate) fn remove_zspage(&mut self, id: u32) -> Box<[PagePtr]> {
+    /// Unlink a zspage whose objects are all gone and hand it back, for the caller to
+    /// release its pages (and drop its metadata) after unlocking.
+    pub(crate) fn remove_zspage(&mut self, id: u32) -> Zspage {
         let zspage = self.zspages[id as usize].take().expect("live zspage id");
         debug_assert_eq!(zspage.inuse(), 0);
-        self.unlink(id, zspage.group, zspage.group_pos);
+        self.unlink(id, zspage.group(), zspage.group_pos());
         self.free_ids.push(id);
         self.obj_allocated -= self.layout.objs_per_zspage;
-        zspage.into_pages()
+        zspage
     }
 
-    /// Empty the class for pool close: every zspage's pages, whatever they hold.
-    pub(crate) fn drain_all(&mut self) -> Vec<Box<[PagePtr]>> {
-        let pages = self.zspages.drain(..).flatten().map(Zspage::into_pages).collect();
+    /// Empty the class for pool close: every zspage, whatever it holds.
+    pub(crate) fn drain_all(&mut self) -> Vec<Zspage> {
+        let pages = self.zspages.drain(..).flatten().collect();
         self.free_ids.clear();
         self.groups = Default::default();
         self.handles.clear();
@@ -269,7 +269,7 @@ impl ClassState {
     /// Re-list zspage `id` if its fullness group changed (`fix_fullness` in the kernel).
     fn fix_fullness(&mut self, id: u32) {
         let zspage = self.zspage(id);
-        let (old, pos) = (zspage.group, zspage.group_pos);
+        let (old, pos) = (zspage.group(), zspage.group_pos());
         let new = fullness_group(zspage.inuse(), self.layout.objs_per_zspage);
         if new != old {
             self.unlink(id, old, pos);
@@ -281,9 +281,7 @@ impl ClassState {
         let list = &mut self.groups[group];
         list.push(id);
         let pos = list.len() - 1;
-        let zspage = self.zspage_mut(id);
-        zspage.group = group;
-        zspage.group_pos = pos;
+        self.zspage_mut(id).set_group(group, pos);
     }
 
     fn unlink(&mut self, id: u32, group: usize, pos: usize) {
@@ -294,17 +292,16 @@ impl ClassState {
             // The former tail now sits at `pos`; its zspage may already be detached (taken)
             // when we are removing it ourselves, in which case `moved != id` still holds.
             if let Some(Some(z)) = self.zspages.get_mut(moved as usize) {
-                z.group_pos = pos;
+                z.set_group_pos(pos);
             }
         }
     }
 
     /// Heap bytes of metadata (handle table and zspage bookkeeping), for the stats.
     pub(crate) fn metadata_bytes(&self) -> usize {
-        // Every id slot costs its `Option<Zspage>`; only live zspages own a free stack, the
-        // owner back-references and the page list.
-        let per_live_zspage =
-            self.layout.objs_per_zspage * (2 + 4) + self.layout.pages_per_zspage * std::mem::size_of::<PagePtr>();
+        // Every id slot costs its `Option<Zspage>`; only live zspages own a metadata
+        // allocation (page list and owner words).
+        let per_live_zspage = Zspage::meta_bytes(self.layout.pages_per_zspage, self.layout.objs_per_zspage);
         let lists: usize = self.groups.iter().map(Vec::capacity).sum::<usize>() + self.free_ids.capacity();
         self.handles.heap_bytes()
             + self.zspages.capacity() * std::mem::size_of::<Option<Zspage>>()

@@ -34,9 +34,9 @@
 use std::time::{Duration, Instant};
 
 use crate::class::{ClassState, SizeClass};
-use crate::os_pages::PagePtr;
 use crate::pool::Pool;
 use crate::sync::{MutexGuard, Ordering, unlock_fair};
+use crate::zspage::Zspage;
 
 /// How long the compactor may keep a class lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +124,7 @@ struct ClassRun<'p> {
     options: &'p CompactOptions,
     deadline: Option<Instant>,
     /// Zspages emptied under the lock, released once it is dropped.
-    dead: Vec<Box<[PagePtr]>>,
+    dead: Vec<Zspage>,
     slice_start: Instant,
     slice_objects: usize,
 }
@@ -299,8 +299,8 @@ impl<'p> ClassRun<'p> {
     }
 
     fn release_dead(&mut self) {
-        for pages in self.dead.drain(..) {
-            self.pool.release_zspage_pages(&pages);
+        for zspage in self.dead.drain(..) {
+            self.pool.release_zspage_pages(&zspage);
         }
     }
 }

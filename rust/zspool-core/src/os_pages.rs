@@ -41,6 +41,10 @@ unsafe impl Send for PagePtr {}
 unsafe impl Sync for PagePtr {}
 
 impl PagePtr {
+    /// Names no page: fills a zspage's chain between its metadata allocation and the
+    /// arrival of its pages, and is never dereferenced.
+    pub(crate) const PLACEHOLDER: PagePtr = PagePtr(NonNull::dangling());
+
     pub(crate) fn as_ptr(self) -> *mut u8 {
         self.0.as_ptr()
     }

@@ -28,7 +28,7 @@ use crate::class::{ClassState, SizeClass};
 use crate::error::{HandleProblem, Result, ZsError};
 use crate::handle::{ClassSlot, HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
 use crate::large::{LARGE_SHARDS, LargeShard};
-use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider, PagePtr};
+use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider};
 use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::zspage::Zspage;
@@ -279,11 +279,11 @@ impl Pool {
             None => (self.grow_class(&mut state, size)?, true),
         };
         let Some((index, generation)) = state.obj_malloc(zspage, size) else {
-            let pages = fresh.then(|| state.remove_zspage(zspage));
+            let dead = fresh.then(|| state.remove_zspage(zspage));
             class.publish(&state);
             drop(state);
-            if let Some(pages) = pages {
-                self.release_zspage_pages(&pages);
+            if let Some(dead) = dead {
+                self.release_zspage_pages(&dead);
             }
             return Err(self.table_exhausted(size));
         };
@@ -316,8 +316,9 @@ impl Pool {
         let metadata = state
             .try_reserve_zspage()
             .and_then(|()| pages.try_reserve_exact(pages_per_zspage))
-            .and_then(|()| Zspage::try_new(state.layout.objs_per_zspage));
-        let Ok(mut zspage) = metadata else {
+            .ok()
+            .and_then(|()| Zspage::try_new(pages_per_zspage, state.layout.objs_per_zspage));
+        let Some(mut zspage) = metadata else {
             self.unreserve_pages(pages_per_zspage);
             return Err(self.os_refused(size, libc::ENOMEM));
         };
@@ -325,8 +326,7 @@ impl Pool {
             self.unreserve_pages(pages_per_zspage);
             return Err(self.os_refused(size, errno));
         }
-        pages.shrink_to_fit(); // a no-op: exactly `pages_per_zspage` were reserved and added
-        zspage.attach_pages(pages);
+        zspage.attach_pages(&pages);
         Ok(state.add_zspage(zspage))
     }
 
@@ -421,7 +421,8 @@ impl Pool {
     }
 
     /// Hand a dead zspage's pages back to the OS. Call with no class lock held.
-    pub(crate) fn release_zspage_pages(&self, pages: &[PagePtr]) {
+    pub(crate) fn release_zspage_pages(&self, dead: &Zspage) {
+        let pages = dead.pages();
         self.provider.release_pages(pages);
         self.unreserve_pages(pages.len());
     }
@@ -454,8 +455,8 @@ impl Pool {
                 let dead = state.obj_free(slot.zspage, slot.obj, slot.size());
                 class.publish(&state);
                 drop(state);
-                if let Some(pages) = dead {
-                    self.release_zspage_pages(&pages);
+                if let Some(dead) = dead {
+                    self.release_zspage_pages(&dead);
                 }
             }
             Owner::Large(shard) => {
@@ -668,7 +669,7 @@ impl Pool {
         let _in_flight = self.enter_other();
         for class in self.classes.iter() {
             let mut state = class.lock();
-            let pages: usize = state.drain_all().iter().map(|zspage| zspage.len()).sum();
+            let pages: usize = state.drain_all().iter().map(|zspage| zspage.pages().len()).sum();
             class.publish(&state);
             drop(state);
             // No madvise: unmap_all below drops the whole arenas, frames and all.

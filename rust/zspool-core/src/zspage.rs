@@ -4,16 +4,21 @@
 //! is at most a page). The pages need not be adjacent in memory: every byte copy walks the
 //! chain and splits at page boundaries, as the kernel's `zs_object_copy` does.
 //!
-//! Metadata lives on the heap, not in the pages: a stack of free object indices, and for
-//! each object the handle-table index that owns it (the compactor walks this back-reference
-//! to find live objects and rewrite their handles; the kernel keeps the handle in an object
-//! header instead).
+//! Metadata lives on the heap, not in the pages, in one allocation per zspage: the page
+//! chain, then one 32-bit *owner word* per object slot. A live slot's word is the
+//! handle-table index that owns it (the compactor walks this back-reference to find live
+//! objects and rewrite their handles; the kernel keeps the handle in an object header
+//! instead). A free slot's word is `FREE_TAG | next free slot`: the free list is threaded
+//! through the owner words, so it costs no memory of its own.
 //!
 //! Invariant: every byte of a free object is zero. Pages arrive zeroed from the provider,
 //! writes never pass an object's size, and `free_obj` zeroes the bytes it held, so a new
 //! object reads as zeros without a memset and freed data never lingers.
 //!
 //! Locking: a zspage belongs to one class and is only touched with that class's lock held.
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
 
 use crate::os_pages::{PAGE_SIZE, PagePtr};
 
@@ -23,8 +28,11 @@ pub const FULLNESS_GROUPS: usize = 12;
 pub(crate) const GROUP_EMPTY: usize = 0;
 pub(crate) const GROUP_FULL: usize = FULLNESS_GROUPS - 1;
 
-/// No handle owns this object slot.
-const NO_OWNER: u32 = u32::MAX;
+/// Marks a free slot's owner word (handle-table indices use 28 bits, so never this one).
+const FREE_TAG: u32 = 1 << 31;
+/// The end of the free list.
+const NO_SLOT: u16 = u16::MAX;
+const _: () = assert!(crate::handle::MAX_INDEX < FREE_TAG);
 
 pub(crate) fn fullness_group(inuse: usize, objs_per_zspage: usize) -> usize {
     if inuse == 0 {
@@ -36,81 +44,159 @@ pub(crate) fn fullness_group(inuse: usize, objs_per_zspage: usize) -> usize {
     }
 }
 
+/// 24 bytes: the metadata allocation and small counters (this struct sits in the class's
+/// zspage vector, one per zspage id).
 #[derive(Debug)]
 pub(crate) struct Zspage {
-    pages: Box<[PagePtr]>,
-    /// Free object indices; the top is handed out next.
-    free_objs: Vec<u16>,
-    /// Handle-table index owning each object, or `NO_OWNER`.
-    owner: Box<[u32]>,
+    /// `pages` page pointers followed by `objs` owner words: one allocation (`meta_layout`).
+    meta: NonNull<u8>,
+    pages: u8,
+    objs: u16,
+    /// The first free slot, or `NO_SLOT` when full.
+    free_head: u16,
+    inuse: u16,
     /// The fullness group whose list holds this zspage, and its position in that list.
-    pub(crate) group: usize,
-    pub(crate) group_pos: usize,
+    group: u8,
+    group_pos: u32,
+}
+
+// SAFETY: a Zspage owns its metadata allocation exclusively (like a Box) and the pages it
+// names (see PagePtr); it is only touched under its class lock, so moving it between threads
+// is as sound as moving a Box<[u32]> and PagePtrs.
+unsafe impl Send for Zspage {}
+// SAFETY: as above; `&self` methods only read.
+unsafe impl Sync for Zspage {}
+
+/// The layout of a zspage's metadata, and the byte offset of its owner words.
+fn meta_layout(pages: usize, objs: usize) -> (Layout, usize) {
+    let chain = Layout::array::<PagePtr>(pages).expect("at most 16 pages");
+    let owners = Layout::array::<u32>(objs).expect("at most 2048 objects");
+    chain.extend(owners).expect("a few KiB at most")
 }
 
 impl Zspage {
-    /// A zspage with no pages yet (see [`Self::attach_pages`]). Its metadata is the one heap
-    /// allocation per zspage on the allocation path, so it is made fallibly, before any page
-    /// is taken: under `RLIMIT_AS` the pool reports `PoolFull` instead of aborting.
-    pub(crate) fn try_new(objs_per_zspage: usize) -> Result<Zspage, std::collections::TryReserveError> {
+    /// A zspage whose page chain is still to come (see [`Self::attach_pages`]). Its metadata
+    /// is the one heap allocation per zspage on the allocation path, so it is made fallibly,
+    /// before any page is taken: `None` when the heap refuses (under `RLIMIT_AS`), for the
+    /// pool to report `PoolFull` instead of aborting.
+    pub(crate) fn try_new(pages_per_zspage: usize, objs_per_zspage: usize) -> Option<Zspage> {
+        let pages = u8::try_from(pages_per_zspage).expect("at most 16 pages per zspage");
         let objs = u16::try_from(objs_per_zspage).expect("at most 2048 objects per zspage");
-        let mut free_objs = Vec::new();
-        free_objs.try_reserve_exact(objs_per_zspage)?;
-        free_objs.extend((0..objs).rev());
-        let mut owner = Vec::new();
-        owner.try_reserve_exact(objs_per_zspage)?;
-        owner.resize(objs_per_zspage, NO_OWNER);
-        Ok(Zspage {
-            pages: Box::default(),
-            free_objs,
-            owner: owner.into_boxed_slice(),
-            group: GROUP_EMPTY,
-            group_pos: 0,
-        })
+        assert!(pages > 0 && objs > 0 && objs < NO_SLOT);
+        let (layout, offset) = meta_layout(pages_per_zspage, objs_per_zspage);
+        // SAFETY: the layout has a non-zero size (at least one page pointer).
+        let meta = NonNull::new(unsafe { std::alloc::alloc(layout) })?;
+        // Initialise every element before any slice of them is made: placeholder pages
+        // (attach_pages replaces them), and a free list in which slot i points at slot i + 1,
+        // so allocation hands out slots in address order.
+        for i in 0..pages_per_zspage {
+            // SAFETY: element i < pages of the PagePtr array at the start of the allocation.
+            unsafe { meta.as_ptr().cast::<PagePtr>().add(i).write(PagePtr::PLACEHOLDER) };
+        }
+        for i in 0..objs_per_zspage {
+            let next = if i + 1 < objs_per_zspage { i as u32 + 1 } else { u32::from(NO_SLOT) };
+            // SAFETY: word i < objs of the u32 array at `offset`, inside the allocation and
+            // aligned for u32 (meta_layout).
+            unsafe { meta.as_ptr().add(offset).cast::<u32>().add(i).write(FREE_TAG | next) };
+        }
+        Some(Zspage { meta, pages, objs, free_head: 0, inuse: 0, group: 0, group_pos: 0 })
     }
 
-    /// Give the zspage its page chain. `pages` has exactly the capacity it holds, so this
-    /// does not allocate.
-    pub(crate) fn attach_pages(&mut self, pages: Vec<PagePtr>) {
-        debug_assert_eq!(pages.len(), pages.capacity());
-        self.pages = pages.into_boxed_slice();
+    /// Give the zspage its page chain, exactly `pages_per_zspage` pages.
+    pub(crate) fn attach_pages(&mut self, pages: &[PagePtr]) {
+        self.chain_mut().copy_from_slice(pages);
+    }
+
+    /// The page chain.
+    pub(crate) fn pages(&self) -> &[PagePtr] {
+        // SAFETY: `meta` was allocated with `meta_layout(pages, objs)`, whose first `pages`
+        // elements are PagePtrs, all initialised in `try_new`; the allocation lives as long
+        // as `self` and is only mutated through `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.meta.as_ptr().cast::<PagePtr>(), usize::from(self.pages)) }
+    }
+
+    fn chain_mut(&mut self) -> &mut [PagePtr] {
+        // SAFETY: as in `pages`, with `&mut self` for exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.meta.as_ptr().cast::<PagePtr>(), usize::from(self.pages)) }
+    }
+
+    fn owners(&self) -> &[u32] {
+        let (_, offset) = meta_layout(usize::from(self.pages), usize::from(self.objs));
+        // SAFETY: `meta_layout` puts `objs` u32s, aligned, at `offset` inside the allocation,
+        // all initialised in `try_new`; shared access as in `pages`.
+        unsafe { std::slice::from_raw_parts(self.meta.as_ptr().add(offset).cast::<u32>(), usize::from(self.objs)) }
+    }
+
+    fn owners_mut(&mut self) -> &mut [u32] {
+        let (_, offset) = meta_layout(usize::from(self.pages), usize::from(self.objs));
+        // SAFETY: as in `owners`, with `&mut self` for exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.meta.as_ptr().add(offset).cast::<u32>(), usize::from(self.objs)) }
     }
 
     pub(crate) fn inuse(&self) -> usize {
-        self.owner.len() - self.free_objs.len()
+        usize::from(self.inuse)
     }
 
     pub(crate) fn is_full(&self) -> bool {
-        self.free_objs.is_empty()
+        self.free_head == NO_SLOT
     }
 
-    pub(crate) fn into_pages(self) -> Box<[PagePtr]> {
-        self.pages
+    pub(crate) fn group(&self) -> usize {
+        usize::from(self.group)
+    }
+
+    pub(crate) fn group_pos(&self) -> usize {
+        self.group_pos as usize
+    }
+
+    pub(crate) fn set_group(&mut self, group: usize, pos: usize) {
+        self.group = u8::try_from(group).expect("12 groups");
+        self.set_group_pos(pos);
+    }
+
+    pub(crate) fn set_group_pos(&mut self, pos: usize) {
+        self.group_pos = u32::try_from(pos).expect("zspage ids fit in 23 bits");
     }
 
     /// Take a free object for handle-table index `owner`; `None` if the zspage is full.
     pub(crate) fn alloc_obj(&mut self, owner: u32) -> Option<u16> {
-        let obj = self.free_objs.pop()?;
-        self.owner[usize::from(obj)] = owner;
+        debug_assert_eq!(owner & FREE_TAG, 0);
+        let obj = self.free_head;
+        if obj == NO_SLOT {
+            return None;
+        }
+        let word = &mut self.owners_mut()[usize::from(obj)];
+        debug_assert_ne!(*word & FREE_TAG, 0, "the free list names a live slot");
+        let next = *word as u16; // a free word's low 16 bits: the next free slot
+        *word = owner;
+        self.free_head = next;
+        self.inuse += 1;
         Some(obj)
     }
 
-    /// Return object `obj`, which held `size` bytes, to the free stack, zeroing it.
+    /// Return object `obj`, which held `size` bytes, to the free list, zeroing it.
     pub(crate) fn free_obj(&mut self, class_size: usize, obj: u16, size: usize) {
-        debug_assert_ne!(self.owner[usize::from(obj)], NO_OWNER, "freeing a free object");
+        debug_assert_eq!(self.owners()[usize::from(obj)] & FREE_TAG, 0, "freeing a free object");
         self.zero(class_size, obj, size);
-        self.owner[usize::from(obj)] = NO_OWNER;
-        self.free_objs.push(obj);
+        let head = self.free_head;
+        self.owners_mut()[usize::from(obj)] = FREE_TAG | u32::from(head);
+        self.free_head = obj;
+        self.inuse -= 1;
     }
 
     /// The first live object and its owner, scanning from object index `from`.
     pub(crate) fn find_alloced_obj(&self, from: usize) -> Option<(u16, u32)> {
-        self.owner
+        self.owners()
             .iter()
             .enumerate()
             .skip(from)
-            .find(|(_, owner)| **owner != NO_OWNER)
+            .find(|(_, owner)| **owner & FREE_TAG == 0)
             .map(|(obj, owner)| (obj as u16, *owner))
+    }
+
+    /// Heap bytes of one zspage's metadata allocation, for the stats.
+    pub(crate) fn meta_bytes(pages_per_zspage: usize, objs_per_zspage: usize) -> usize {
+        meta_layout(pages_per_zspage, objs_per_zspage).0.size()
     }
 
     /// Copy `dst.len()` bytes starting at byte `offset` of object `obj` into `dst`.
@@ -129,7 +215,7 @@ impl Zspage {
     /// resolves several objects first, then copies them, so their cache misses overlap).
     pub(crate) fn prefetch(&self, class_size: usize, obj: u16) {
         let start = usize::from(obj) * class_size;
-        let Some(page) = self.pages.get(start / PAGE_SIZE) else { return };
+        let Some(page) = self.pages().get(start / PAGE_SIZE) else { return };
         let in_page = start % PAGE_SIZE;
         // Two lines: an entry's header and key, and the start of its value; the hardware
         // prefetcher follows the rest of a sequential copy.
@@ -181,9 +267,10 @@ impl Zspage {
     ) {
         let start = usize::from(obj) * class_size + offset;
         assert!(
-            offset + len <= class_size && start + len <= self.pages.len() * PAGE_SIZE,
+            offset + len <= class_size && start + len <= self.pages().len() * PAGE_SIZE,
             "object access out of its slot: obj {obj}, offset {offset}, len {len}, class {class_size}"
         );
+        let pages = self.pages();
         let mut pos = start;
         let end = start + len;
         while pos < end {
@@ -192,9 +279,90 @@ impl Zspage {
             let chunk = (PAGE_SIZE - in_page).min(end - pos);
             // SAFETY: page < pages.len() because pos < end <= pages.len() * PAGE_SIZE, and
             // in_page + chunk <= PAGE_SIZE, so the pointer stays inside that page.
-            let ptr = unsafe { self.pages[page].as_ptr().add(in_page) };
+            let ptr = unsafe { pages[page].as_ptr().add(in_page) };
             f(ptr, chunk);
             pos += chunk;
         }
+    }
+}
+
+impl Drop for Zspage {
+    fn drop(&mut self) {
+        let (layout, _) = meta_layout(usize::from(self.pages), usize::from(self.objs));
+        // SAFETY: `meta` was allocated in `try_new` with this same layout and is freed once.
+        unsafe { std::alloc::dealloc(self.meta.as_ptr(), layout) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os_pages::PageProvider;
+
+    fn zspage_of(provider: &PageProvider, pages: usize, objs: usize) -> Zspage {
+        let mut zspage = Zspage::try_new(pages, objs).unwrap();
+        let mut chain = Vec::new();
+        provider.alloc_pages(pages, &mut chain).unwrap();
+        zspage.attach_pages(&chain);
+        zspage
+    }
+
+    #[test]
+    fn the_struct_stays_small() {
+        assert_eq!(std::mem::size_of::<Option<Zspage>>(), 24);
+        assert_eq!(Zspage::meta_bytes(3, 7), 3 * 8 + 7 * 4);
+    }
+
+    #[test]
+    fn the_free_list_threads_through_the_owner_words() {
+        let provider = PageProvider::new();
+        let class_size = 1000;
+        let mut zspage = zspage_of(&provider, 1, 4);
+        let objs: Vec<u16> = (10..14).map(|owner| zspage.alloc_obj(owner).unwrap()).collect();
+        assert_eq!(objs, [0, 1, 2, 3], "slots come out in address order");
+        assert!(zspage.is_full());
+        assert_eq!(zspage.alloc_obj(99), None);
+        assert_eq!(zspage.inuse(), 4);
+
+        zspage.write(class_size, 1, 0, &[0xAB; 1000]);
+        zspage.free_obj(class_size, 1, 1000);
+        zspage.free_obj(class_size, 3, 1000);
+        assert_eq!(zspage.inuse(), 2);
+        let mut buf = [0xFFu8; 1000];
+        zspage.read(class_size, 1, 0, &mut buf);
+        assert!(buf.iter().all(|&b| b == 0), "a freed slot is zero");
+
+        assert_eq!(zspage.find_alloced_obj(0), Some((0, 10)));
+        assert_eq!(zspage.find_alloced_obj(1), Some((2, 12)), "free slots are skipped");
+        assert_eq!(zspage.find_alloced_obj(3), None);
+
+        assert_eq!(zspage.alloc_obj(20), Some(3), "last freed, first reused");
+        assert_eq!(zspage.alloc_obj(21), Some(1));
+        assert!(zspage.is_full());
+        assert_eq!(zspage.find_alloced_obj(1), Some((1, 21)));
+        provider.release_pages(zspage.pages());
+        provider.unmap_all();
+    }
+
+    #[test]
+    fn the_largest_zspage_threads_all_its_slots() {
+        let provider = PageProvider::new();
+        let mut zspage = zspage_of(&provider, 16, 2048);
+        for owner in 0..2048 {
+            assert_eq!(zspage.alloc_obj(owner), Some(owner as u16));
+        }
+        assert!(zspage.is_full());
+        for obj in (0..2048).step_by(2) {
+            zspage.free_obj(32, obj, 32);
+        }
+        assert_eq!(zspage.inuse(), 1024);
+        assert_eq!(zspage.find_alloced_obj(0), Some((1, 1)));
+        assert_eq!(zspage.find_alloced_obj(2047), Some((2047, 2047)));
+        for owner in 0..1024 {
+            assert!(zspage.alloc_obj(owner).is_some());
+        }
+        assert!(zspage.is_full());
+        provider.release_pages(zspage.pages());
+        provider.unmap_all();
     }
 }
