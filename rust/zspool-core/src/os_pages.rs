@@ -231,8 +231,8 @@ fn contiguous_runs(pages: &[PagePtr]) -> impl Iterator<Item = (PagePtr, usize)> 
 
 /// Hand the heap's free pages back to the OS after compaction freed zspage metadata.
 ///
-/// Object memory never lives on the heap, but each zspage's bookkeeping (free stack, owner
-/// back-references) does, and glibc keeps freed chunks resident: after a compaction that
+/// Object memory never lives on the heap, but each zspage's bookkeeping (page list, owner
+/// words) does, and glibc keeps freed chunks resident: after a compaction that
 /// emptied thousands of zspages that is megabytes of RSS that no longer hold anything.
 /// `malloc_trim(0)` `madvise`s the free pages inside glibc's heaps away. It takes glibc's
 /// arena locks briefly (about 0.1 ms for a pool of a million objects), and runs only at the
