@@ -28,7 +28,7 @@ use crate::compression::Compression;
 use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
-use crate::index::{Index, NIL};
+use crate::index::{HASH_MASK, Index, NIL};
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
 
@@ -166,7 +166,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     fn hash(&self, key: Key<'_>) -> u32 {
         let h = self.hasher.hash_one(key);
-        (h ^ (h >> 32)) as u32
+        ((h ^ (h >> 32)) as u32) & HASH_MASK
     }
 
     /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the
@@ -268,8 +268,10 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         &self.cache.pool
     }
 
+    /// The time, for expiry checks. A cache none of whose entries ever had a deadline skips
+    /// the clock read (20-odd ns, twice per store) and answers 0: nothing is expired then.
     fn now(&self) -> u64 {
-        self.cache.clock.now()
+        if self.inner.deadlines.is_unused() { 0 } else { self.cache.clock.now() }
     }
 
     /// Find `key`'s slot (`hash` is `self.cache.hash(key)`) and run `read` on its object in
@@ -295,7 +297,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 return false;
             }
             let is_expired = deadlines.is_expired(id, now);
-            let step = pool.read_with(slot.handle, |object| -> Result<bool> {
+            let step = pool.read_with(slot.handle(), |object| -> Result<bool> {
                 let header = Header::read(object)?;
                 if !header.key_is(object, key)? {
                     return Ok(false);
@@ -332,15 +334,15 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
 
     /// Unlink a slot from queue, index and deadlines, free its object, fix the counters.
     fn remove_slot(&mut self, id: u32, why: Why) -> Result<()> {
-        let handle = self.inner.index.slots[id as usize].handle;
+        let handle = self.inner.index.slots[id as usize].handle();
         let info = self.pool().read_with(handle, |object| entry_info(object, &Header::read(object)?))??;
         self.pool().free(handle)?;
         let inner = &mut *self.inner;
         inner.queue.unlink(&mut inner.index.slots, id);
-        let slot = inner.index.remove(id);
+        inner.index.remove(id);
         inner.deadlines.set(id, 0);
         let c = &mut inner.counters;
-        c.stored_bytes -= slot.stored();
+        c.stored_bytes -= info.stored;
         c.payload_bytes -= info.payload;
         c.compressed_entries -= u64::from(info.compressed);
         match why {
@@ -373,8 +375,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// recency are as for one `get_with` per key, in key order.
     ///
     /// Three passes instead of one lookup per key, so that the work is amortised and the
-    /// cache misses of different keys overlap: (1) hash every key and probe the index (no
-    /// locks, no atomics, so the CPU runs ahead across keys); (2) one
+    /// cache misses of different keys overlap: (1) hash every key and probe the index with
+    /// the index's `find_many` (buckets and slots prefetched a pass ahead); (2) one
     /// [`Pool::read_batch`] over the candidates' handles confirms each key against the
     /// stored one and hands the value to `f`; (3) recency and counters. A key whose
     /// candidate is not confirmed (a 32-bit hash collision) or has expired takes the
@@ -392,18 +394,20 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             /// Expired, or the candidate holds another key: the ordinary path decides.
             Slow,
         }
+        let hashes: Vec<u32> = keys.iter().map(|&key| self.cache.hash(key)).collect();
+        let mut candidates = Vec::with_capacity(keys.len());
         let mut steps = Vec::with_capacity(keys.len());
         let mut handles = Vec::with_capacity(keys.len());
         let mut of_handle = Vec::with_capacity(keys.len());
         {
             let inner = &*self.inner;
-            for (i, &key) in keys.iter().enumerate() {
-                let hash = self.cache.hash(key);
-                steps.push(match inner.index.find(hash, |_, _| true) {
-                    None => Step::Miss,
-                    Some(id) if inner.deadlines.is_expired(id, now) => Step::Slow,
-                    Some(id) => {
-                        handles.push(inner.index.slots[id as usize].handle);
+            inner.index.find_many(&hashes, &mut candidates);
+            for (i, &id) in candidates.iter().enumerate() {
+                steps.push(match id {
+                    NIL => Step::Miss,
+                    id if inner.deadlines.is_expired(id, now) => Step::Slow,
+                    id => {
+                        handles.push(inner.index.slots[id as usize].handle());
                         of_handle.push(i);
                         Step::Candidate(id)
                     }
@@ -456,6 +460,14 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         Ok(self.lookup(key, hash, |_, _| Ok(()))?.is_some())
     }
 
+    /// Start loading the index buckets the next stores of `entries` will probe (a batch of
+    /// stores prefetches its chunk first, so that their cache misses overlap).
+    pub fn prefetch(&self, entries: &[Encoded<'_>]) {
+        for entry in entries {
+            self.inner.index.prefetch(entry.hash);
+        }
+    }
+
     /// Store an encoded entry, replacing any entry of the same key, evicting as needed.
     pub fn insert(&mut self, entry: Encoded<'_>, ttl: Ttl) -> Result<()> {
         // The old entry's size and payload are read in the same pool call that confirms its
@@ -475,10 +487,10 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let handle = self.pool().store_parts(&entry.pieces.parts(entry.key.bytes))?;
         let id = match existing {
             Some((id, old_info)) => {
-                let old = self.inner.index.slots[id as usize].handle;
+                let old = self.inner.index.slots[id as usize].handle();
                 self.pool().free(old)?;
                 let inner = &mut *self.inner;
-                inner.index.replace(id, handle, stored);
+                inner.index.replace(id, handle);
                 inner.queue.touch(&mut inner.index.slots, id);
                 let c = &mut inner.counters;
                 c.stored_bytes -= old_info.stored;
@@ -488,7 +500,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             }
             None => {
                 let inner = &mut *self.inner;
-                let id = inner.index.insert(handle, entry.hash, stored);
+                let id = inner.index.insert(handle, entry.hash);
                 inner.queue.push(&mut inner.index.slots, id);
                 id
             }
@@ -498,8 +510,13 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             Ttl::Never => None,
             Ttl::For(d) => Some(d),
         };
+        // `now` may be 0 (no deadlines yet): a new deadline reads the clock itself.
+        let expires = match ttl {
+            None => 0,
+            Some(_) => deadline(self.cache.clock.now(), ttl),
+        };
         let inner = &mut *self.inner;
-        inner.deadlines.set(id, deadline(now, ttl));
+        inner.deadlines.set(id, expires);
         let c = &mut inner.counters;
         c.stored_bytes += stored;
         c.payload_bytes += entry.payload;
@@ -541,7 +558,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 self.remove_slot(id, Why::Expired)?;
                 continue;
             }
-            let handle = inner.index.slots[id as usize].handle;
+            let handle = inner.index.slots[id as usize].handle();
             let out = self.pool().read_with(handle, |object| -> Result<R> {
                 let header = Header::read(object)?;
                 Ok(f(header.key(object)?, &header.value(object)?))
@@ -599,7 +616,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let mut p = inner.queue.tail();
         while p != NIL {
             let slot = &inner.index.slots[p as usize];
-            let key = self.cache.pool.read_with(slot.handle, |object| Header::read(object)?.key(object))??;
+            let key = self.cache.pool.read_with(slot.handle(), |object| Header::read(object)?.key(object))??;
             keys.push(key);
             p = slot.newer;
         }
@@ -610,7 +627,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     pub fn clear(&mut self) -> Result<()> {
         self.cache.check_open()?;
         let handles: Vec<u64> =
-            self.inner.index.live_ids().map(|id| self.inner.index.slots[id as usize].handle).collect();
+            self.inner.index.live_ids().map(|id| self.inner.index.slots[id as usize].handle()).collect();
         for handle in handles {
             self.pool().free(handle)?;
         }

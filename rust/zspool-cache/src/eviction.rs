@@ -144,7 +144,7 @@ mod tests {
         let mut index = Index::default();
         let mut queue = Queue::new(kind);
         for i in 0..n {
-            let id = index.insert(u64::from(i), i, 32);
+            let id = index.insert(u64::from(i), i);
             queue.push(&mut index.slots, id);
         }
         (index, queue)

@@ -90,6 +90,12 @@ impl Deadlines {
         }
     }
 
+    /// No entry has ever had a deadline (since the last clear): nothing can expire, and the
+    /// clock need not be read.
+    pub(crate) fn is_unused(&self) -> bool {
+        self.by_slot.is_empty()
+    }
+
     pub(crate) fn get(&self, slot: u32) -> u64 {
         self.by_slot.get(slot as usize).copied().unwrap_or(0)
     }

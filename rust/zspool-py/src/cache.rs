@@ -422,6 +422,7 @@ impl Cache {
         let done = py.detach(|| {
             while encoded.len() > 0 {
                 let mut g = inner.lock();
+                g.prefetch(&encoded.as_slice()[..encoded.len().min(BATCH_CHUNK)]);
                 encoded.by_ref().take(BATCH_CHUNK).try_for_each(|e| g.insert(e, ttl))?;
             }
             Ok(())
