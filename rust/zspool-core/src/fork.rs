@@ -292,7 +292,69 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Pool, PoolConfig};
+    use std::sync::Arc;
+
+    use super::{OuterLock, atfork_child, atfork_parent, atfork_prepare, register_outer_lock_for_fork};
+    use crate::sync::Ordering;
+    use crate::{Pool, PoolConfig, register_for_fork};
+
+    /// An outer lock that records, at each hook, whether the pool was already being forked
+    /// (`fork_pending`) and whether it held its locks (`fork_held`).
+    struct Recorder {
+        pool: Arc<Pool>,
+        events: parking_lot::Mutex<Vec<(&'static str, bool, bool)>>,
+    }
+
+    impl Recorder {
+        fn record(&self, hook: &'static str) {
+            let pool = &self.pool;
+            self.events.lock().push((
+                hook,
+                pool.fork_pending.load(Ordering::SeqCst),
+                pool.fork_held.load(Ordering::SeqCst),
+            ));
+        }
+    }
+
+    impl OuterLock for Recorder {
+        fn fork_prepare(&self) -> bool {
+            self.record("prepare");
+            true
+        }
+        fn fork_parent(&self) {
+            self.record("parent");
+        }
+        fn fork_child(&self) {
+            self.record("child");
+        }
+    }
+
+    #[test]
+    fn the_handlers_run_outer_locks_before_every_pool_and_release_them_after() {
+        let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+        register_for_fork(&pool);
+        // Registered after the pool (as a cache is): the order must not depend on that.
+        let outer = Arc::new(Recorder { pool: Arc::clone(&pool), events: parking_lot::Mutex::new(Vec::new()) });
+        register_outer_lock_for_fork(&outer);
+        atfork_prepare();
+        assert!(pool.fork_held.load(Ordering::SeqCst), "the pool is locked after prepare");
+        atfork_parent();
+        atfork_prepare();
+        atfork_child();
+        let untouched = (false, false);
+        let seen: Vec<_> = outer.events.lock().iter().map(|&(hook, pending, held)| (hook, (pending, held))).collect();
+        assert_eq!(
+            seen,
+            [("prepare", untouched), ("parent", untouched), ("prepare", untouched), ("child", untouched)],
+            "the outer lock is taken before the pool's gate closes and released after its locks are"
+        );
+        drop(outer);
+        atfork_prepare(); // a dropped outer lock is skipped
+        atfork_parent();
+        let h = pool.store(b"still works").unwrap();
+        assert_eq!(pool.load(h).unwrap(), b"still works");
+        pool.close();
+    }
 
     #[test]
     fn prepare_then_parent_leaves_the_pool_working() {
