@@ -69,6 +69,11 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
       unless ``reclaimer`` names one to join. ``close()`` stops it.
 
     Iteration walks a snapshot of the keys, oldest first. ``len()`` drops expired entries first.
+
+    Fork-safe: ``os.fork()`` waits for the cache operation in progress in other threads, and
+    the child gets every entry the parent had. (Should another thread keep the cache busy
+    for over a second, the fork goes ahead and the child's copy of this cache is closed,
+    raising :class:`PoolClosedError` that says so; create a new one there.)
     """
 
     def __new__(

@@ -15,6 +15,10 @@
 //! Every operation is a method of [`CacheGuard`], the held mutex, so a caller can do a batch
 //! under one acquisition (the Python bindings also use [`Cache::try_lock`] to avoid blocking
 //! on the mutex while attached to the interpreter).
+//!
+//! Fork: every way to the mutex passes the cache's fork gate (`fork.rs`), so that the
+//! `pthread_atfork` handlers can hold the mutex across `fork()`, before any pool lock. Never
+//! call `fork()` while holding a [`CacheGuard`].
 
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Deref;
@@ -28,6 +32,7 @@ use crate::compression::Compression;
 use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
+use crate::fork::ForkGate;
 use crate::index::{HASH_MASK, Index, NIL};
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
@@ -57,14 +62,27 @@ pub struct Cache<P> {
     clock: Clock,
     hasher: RandomState,
     closed: AtomicBool,
-    inner: Mutex<Inner>,
+    pub(crate) inner: Mutex<Inner>,
+    /// Lets the fork handlers take `inner` with nobody queued on it (see `fork.rs`).
+    pub(crate) fork_gate: ForkGate,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     index: Index,
     queue: Queue,
     deadlines: Deadlines,
     counters: Counters,
+}
+
+impl Inner {
+    pub(crate) fn empty(eviction: Eviction) -> Inner {
+        Inner {
+            index: Index::default(),
+            queue: Queue::new(eviction),
+            deadlines: Deadlines::new(),
+            counters: Counters::default(),
+        }
+    }
 }
 
 /// An entry encoded for the pool, made before the mutex is taken. It borrows the key and
@@ -107,12 +125,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         {
             return Err(CacheError::BadConfig { what: "zstd level", value: level.to_string(), allowed: "1..=22" });
         }
-        let inner = Inner {
-            index: Index::default(),
-            queue: Queue::new(config.eviction),
-            deadlines: Deadlines::new(),
-            counters: Counters::default(),
-        };
+        let inner = Inner::empty(config.eviction);
         Ok(Cache {
             pool,
             config,
@@ -120,6 +133,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             hasher: RandomState::new(),
             closed: AtomicBool::new(false),
             inner: Mutex::new(inner),
+            fork_gate: ForkGate::new(),
         })
     }
 
@@ -140,28 +154,41 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         &self.clock
     }
 
+    /// Closed, or (in a forked child) lost in the fork: see [`CacheError::LostInFork`].
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.pool.is_closed()
+        self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.fork_gate.is_lost()
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.is_closed() { Err(CacheError::Pool(ZsError::Closed)) } else { Ok(()) }
+        if self.fork_gate.is_lost() {
+            Err(CacheError::LostInFork)
+        } else if self.is_closed() {
+            Err(CacheError::Pool(ZsError::Closed))
+        } else {
+            Ok(())
+        }
     }
 
-    /// Take the cache mutex.
+    /// Take the cache mutex (after any fork being prepared is over).
     pub fn lock(&self) -> CacheGuard<'_, P> {
-        CacheGuard { cache: self, inner: self.inner.lock() }
+        let waiting = self.fork_gate.enter();
+        let inner = self.inner.lock();
+        drop(waiting);
+        CacheGuard { cache: self, inner }
     }
 
-    /// Take the cache mutex if it is free.
+    /// Take the cache mutex if it is free (and no fork is being prepared).
     pub fn try_lock(&self) -> Option<CacheGuard<'_, P>> {
+        if self.fork_gate.is_pending() {
+            return None;
+        }
         self.inner.try_lock().map(|inner| CacheGuard { cache: self, inner })
     }
 
     /// Block until the mutex is free (and let it go again): for a caller that must not block
     /// while holding something else, then retries [`Cache::try_lock`].
     pub fn wait_unlocked(&self) {
-        drop(self.inner.lock());
+        drop(self.lock());
     }
 
     fn hash(&self, key: Key<'_>) -> u32 {

@@ -19,6 +19,10 @@ pub enum CacheError {
     Corrupt(&'static str),
     /// The pool refused (full, closed).
     Pool(ZsError),
+    /// In a forked child: another thread held the cache mutex when the process forked (for
+    /// longer than the fork handlers wait), so the child's copy of the index may be half
+    /// updated. The cache is closed in the child; the parent's is unaffected.
+    LostInFork,
 }
 
 impl From<ZsError> for CacheError {
@@ -43,6 +47,12 @@ impl fmt::Display for CacheError {
             }
             CacheError::Corrupt(what) => write!(f, "cache object failed to decode ({what}): this is a bug"),
             CacheError::Pool(err) => err.fmt(f),
+            CacheError::LostInFork => write!(
+                f,
+                "this cache is closed in this forked child: another thread was using it when the process \
+                 forked, so its index may be half updated here; create a new cache in the child \
+                 (the parent's cache is unaffected)"
+            ),
         }
     }
 }

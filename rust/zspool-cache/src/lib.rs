@@ -18,16 +18,20 @@
 //! - `compression.rs`: lz4 / zstd, kept only where it saves space;
 //! - `stats.rs`: counters and the stats snapshot;
 //! - `cache.rs`: the cache itself, its mutex and the data path;
+//! - `fork.rs`: the cache mutex across `fork()` (the fork gate, the `pthread_atfork` hooks);
 //! - `error.rs`: the error type.
 //!
 //! Locks: one **cache mutex** around the index, queue, deadlines and counters, taken before
-//! any pool lock (pool calls are made while holding it). Compaction never takes it.
+//! any pool lock (pool calls are made while holding it). Compaction never takes it. Around
+//! `fork()`, the core's `pthread_atfork` handlers take it before any pool lock
+//! ([`register_for_fork`]).
 
 mod cache;
 mod compression;
 mod entry;
 mod error;
 mod eviction;
+mod fork;
 mod index;
 mod stats;
 mod ttl;
@@ -37,5 +41,6 @@ pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};
 pub use eviction::Eviction;
+pub use fork::register_for_fork;
 pub use stats::CacheStats;
 pub use ttl::{Clock, Ttl};

@@ -56,6 +56,21 @@
 //! The registry's own lock is the outermost lock of all: `prepare` takes it first and the
 //! parent/child handlers release it last, so a pool registered or dropped by another thread
 //! meanwhile cannot leave it held in the child, and two threads forking at once take turns.
+//!
+//! ## Locks outside the pools: [`OuterLock`]
+//!
+//! A layer above the pool may have its own lock that its threads hold *while* calling into a
+//! pool (the `zspool-cache` cache mutex). The handlers must hold it across `fork()` as well,
+//! and take it *before* any pool lock: a thread holding it may be about to enter a pool, and
+//! once `fork_pending` is set it would wait at the pool's gate, still holding it. Such a
+//! layer registers with [`register_outer_lock_for_fork`], and the handlers run it in the
+//! same `pthread_atfork` call as the pools, so the order is fixed here rather than left to
+//! the order in which handlers happened to be installed:
+//!
+//! ```text
+//! prepare: registry lock -> every outer lock (registration order) -> every pool (registration order)
+//! parent / child: every pool (reverse order) -> every outer lock (reverse order) -> registry lock
+//! ```
 
 use std::sync::{Arc, Once, Weak};
 use std::time::{Duration, Instant};
@@ -63,55 +78,109 @@ use std::time::{Duration, Instant};
 use crate::pool::Pool;
 use crate::sync::Ordering;
 
-/// Pools whose locks the `pthread_atfork` handlers manage.
-static REGISTRY: parking_lot::Mutex<Vec<Weak<Pool>>> = parking_lot::Mutex::new(Vec::new());
-/// The pools `prepare` locked, kept alive until `parent`/`child` unlocks them. Only touched
-/// by the handlers, with `REGISTRY` held.
-static PREPARED: parking_lot::Mutex<Vec<Arc<Pool>>> = parking_lot::Mutex::new(Vec::new());
+/// A lock outside every pool that its users take *before* any pool lock (and may hold while
+/// calling a pool), which must be held across `fork()` like the pools' own locks. The three
+/// hooks follow the pool's protocol: `fork_prepare` takes the lock, waiting for it within a
+/// deadline, and returns whether it got it with no other thread inside or queued;
+/// exactly one of `fork_parent` / `fork_child` follows and lets it go.
+pub trait OuterLock: Send + Sync {
+    fn fork_prepare(&self) -> bool;
+    fn fork_parent(&self);
+    fn fork_child(&self);
+}
+
+/// What the `pthread_atfork` handlers manage, held only as weak references.
+struct Registry {
+    outer_locks: Vec<Weak<dyn OuterLock>>,
+    pools: Vec<Weak<Pool>>,
+}
+
+/// What `prepare` locked, kept alive until `parent`/`child` unlocks it.
+struct Prepared {
+    outer_locks: Vec<Arc<dyn OuterLock>>,
+    pools: Vec<Arc<Pool>>,
+}
+
+static REGISTRY: parking_lot::Mutex<Registry> =
+    parking_lot::Mutex::new(Registry { outer_locks: Vec::new(), pools: Vec::new() });
+/// Only touched by the handlers, with `REGISTRY` held.
+static PREPARED: parking_lot::Mutex<Prepared> =
+    parking_lot::Mutex::new(Prepared { outer_locks: Vec::new(), pools: Vec::new() });
 static INSTALL: Once = Once::new();
 
-/// Make `fork()` safe for `pool`: from now on every `fork()` in this process (Python's
-/// `os.fork`, multiprocessing, a C library's) runs `fork_prepare` before it and
-/// `fork_parent`/`fork_child` after it on this pool, for as long as the pool is alive.
-pub fn register_for_fork(pool: &Arc<Pool>) {
+fn install_handlers() {
     INSTALL.call_once(|| {
         // SAFETY: the three handlers are `extern "C"` functions that live for the whole
         // process; pthread_atfork only stores their addresses.
         let rc = unsafe { libc::pthread_atfork(Some(atfork_prepare), Some(atfork_parent), Some(atfork_child)) };
         assert_eq!(rc, 0, "pthread_atfork failed");
     });
+}
+
+/// Make `fork()` safe for `pool`: from now on every `fork()` in this process (Python's
+/// `os.fork`, multiprocessing, a C library's) runs `fork_prepare` before it and
+/// `fork_parent`/`fork_child` after it on this pool, for as long as the pool is alive.
+pub fn register_for_fork(pool: &Arc<Pool>) {
+    install_handlers();
     let mut registry = REGISTRY.lock();
-    registry.retain(|weak| weak.strong_count() > 0);
-    registry.push(Arc::downgrade(pool));
+    registry.pools.retain(|weak| weak.strong_count() > 0);
+    registry.pools.push(Arc::downgrade(pool));
+}
+
+/// Hold `lock` across every `fork()` in this process, for as long as it is alive: its
+/// `fork_prepare` runs before any pool's, its `fork_parent`/`fork_child` after every pool's
+/// (see the module comment).
+pub fn register_outer_lock_for_fork<L: OuterLock + 'static>(lock: &Arc<L>) {
+    install_handlers();
+    let mut registry = REGISTRY.lock();
+    registry.outer_locks.retain(|weak| weak.strong_count() > 0);
+    let weak: Weak<L> = Arc::downgrade(lock);
+    registry.outer_locks.push(weak);
 }
 
 extern "C" fn atfork_prepare() {
     let registry = REGISTRY.lock();
-    let pools: Vec<Arc<Pool>> = registry.iter().filter_map(Weak::upgrade).collect();
+    let prepared = Prepared {
+        outer_locks: registry.outer_locks.iter().filter_map(Weak::upgrade).collect(),
+        pools: registry.pools.iter().filter_map(Weak::upgrade).collect(),
+    };
     std::mem::forget(registry); // held until atfork_parent / atfork_child
-    for pool in &pools {
+    for lock in &prepared.outer_locks {
+        lock.fork_prepare();
+    }
+    for pool in &prepared.pools {
         pool.fork_prepare();
     }
-    *PREPARED.lock() = pools;
+    *PREPARED.lock() = prepared;
+}
+
+fn take_prepared() -> Prepared {
+    std::mem::replace(&mut *PREPARED.lock(), Prepared { outer_locks: Vec::new(), pools: Vec::new() })
 }
 
 extern "C" fn atfork_parent() {
-    let pools = std::mem::take(&mut *PREPARED.lock());
-    for pool in pools.iter().rev() {
+    let prepared = take_prepared();
+    for pool in prepared.pools.iter().rev() {
         pool.fork_parent();
     }
-    drop(pools);
+    for lock in prepared.outer_locks.iter().rev() {
+        lock.fork_parent();
+    }
+    drop(prepared);
     // SAFETY: atfork_prepare locked REGISTRY in this thread (the forking thread) and forgot
     // the guard; the parent handler runs once per prepare.
     unsafe { REGISTRY.force_unlock() };
 }
 
 extern "C" fn atfork_child() {
-    let pools = std::mem::take(&mut *PREPARED.lock());
-    for pool in pools.iter().rev() {
+    let prepared = take_prepared();
+    for pool in prepared.pools.iter().rev() {
         pool.fork_child();
     }
-    drop(pools);
+    for lock in prepared.outer_locks.iter().rev() {
+        lock.fork_child();
+    }
+    drop(prepared);
     // SAFETY: as in atfork_parent; the child's one thread is the forking thread.
     unsafe { REGISTRY.force_unlock() };
 }
@@ -223,7 +292,69 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Pool, PoolConfig};
+    use std::sync::Arc;
+
+    use super::{OuterLock, atfork_child, atfork_parent, atfork_prepare, register_outer_lock_for_fork};
+    use crate::sync::Ordering;
+    use crate::{Pool, PoolConfig, register_for_fork};
+
+    /// An outer lock that records, at each hook, whether the pool was already being forked
+    /// (`fork_pending`) and whether it held its locks (`fork_held`).
+    struct Recorder {
+        pool: Arc<Pool>,
+        events: parking_lot::Mutex<Vec<(&'static str, bool, bool)>>,
+    }
+
+    impl Recorder {
+        fn record(&self, hook: &'static str) {
+            let pool = &self.pool;
+            self.events.lock().push((
+                hook,
+                pool.fork_pending.load(Ordering::SeqCst),
+                pool.fork_held.load(Ordering::SeqCst),
+            ));
+        }
+    }
+
+    impl OuterLock for Recorder {
+        fn fork_prepare(&self) -> bool {
+            self.record("prepare");
+            true
+        }
+        fn fork_parent(&self) {
+            self.record("parent");
+        }
+        fn fork_child(&self) {
+            self.record("child");
+        }
+    }
+
+    #[test]
+    fn the_handlers_run_outer_locks_before_every_pool_and_release_them_after() {
+        let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+        register_for_fork(&pool);
+        // Registered after the pool (as a cache is): the order must not depend on that.
+        let outer = Arc::new(Recorder { pool: Arc::clone(&pool), events: parking_lot::Mutex::new(Vec::new()) });
+        register_outer_lock_for_fork(&outer);
+        atfork_prepare();
+        assert!(pool.fork_held.load(Ordering::SeqCst), "the pool is locked after prepare");
+        atfork_parent();
+        atfork_prepare();
+        atfork_child();
+        let untouched = (false, false);
+        let seen: Vec<_> = outer.events.lock().iter().map(|&(hook, pending, held)| (hook, (pending, held))).collect();
+        assert_eq!(
+            seen,
+            [("prepare", untouched), ("parent", untouched), ("prepare", untouched), ("child", untouched)],
+            "the outer lock is taken before the pool's gate closes and released after its locks are"
+        );
+        drop(outer);
+        atfork_prepare(); // a dropped outer lock is skipped
+        atfork_parent();
+        let h = pool.store(b"still works").unwrap();
+        assert_eq!(pool.load(h).unwrap(), b"still works");
+        pool.close();
+    }
 
     #[test]
     fn prepare_then_parent_leaves_the_pool_working() {

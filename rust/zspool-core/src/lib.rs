@@ -27,7 +27,9 @@
 //!
 //! `fork.rs` is the one place that holds them all at once: to make `fork()` safe it takes
 //! every class lock (in class order), every shard lock (in shard order), then the provider's
-//! locks, while no other thread holds or waits for any of them.
+//! locks, while no other thread holds or waits for any of them. A layer above the pool
+//! whose own lock is taken before any pool lock (the cache mutex of `zspool-cache`)
+//! registers it as an [`OuterLock`], and the fork handlers take it before the pools' locks.
 //!
 //! There is no pool-wide lock on the malloc / free / read / write path. Compaction
 //! (`compaction.rs`) takes one class lock at a time, in slices, and yields it to waiters.
@@ -54,7 +56,7 @@ pub use activity::Activity;
 pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
 pub use error::{HandleProblem, Result, ZsError};
 #[cfg(not(loom))]
-pub use fork::{QUIESCE_DEADLINE, register_for_fork};
+pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
 pub use size_class::{

@@ -18,8 +18,19 @@
 //! 4. A batch takes the mutex once per chunk of [`BATCH_CHUNK`] keys, not once for the whole
 //!    batch, so a large batch does not shut other threads out of the cache for its whole
 //!    run; `get_many` also lets go of the GIL briefly every few chunks.
+//! 5. **Fork**: every cache is registered with the core's `pthread_atfork` handlers
+//!    (`rust/zspool-cache/src/fork.rs`), which take its mutex before any pool lock in the
+//!    forking thread, with the GIL held. That waits only for holders that need neither the
+//!    GIL nor Python to let go, which rules 1-3 guarantee: an attached holder keeps the GIL
+//!    until it drops the guard (it allocates `bytes`, which are not tracked by the garbage
+//!    collector, so no collection and no `__del__` can run; drops only `bytes`; calls no
+//!    `__eq__`/`__hash__`, since keys are compared as bytes in Rust), so it cannot be holding
+//!    the mutex while another thread forks; a detached holder (`set_many`'s stores, `stats`,
+//!    `close`, `wait_unlocked`) makes only Rust and pool calls before it lets go. Keep it so:
+//!    a Python call, an `attach` or a `detach` under a guard would break it.
 
 use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
@@ -52,7 +63,8 @@ const CHUNKS_PER_GIL_RELEASE: usize = 16;
 /// A byte-budgeted key-value cache whose entries live in a zspool pool. See `_core.pyi`.
 #[pyclass(frozen, subclass, module = "zspool")]
 pub struct Cache {
-    inner: Inner,
+    /// Shared with the fork handlers' registry (a weak reference there).
+    inner: Arc<Inner>,
     dumps: Option<Py<PyAny>>,
     loads: Option<Py<PyAny>>,
 }
@@ -64,6 +76,7 @@ fn cache_err(py: Python<'_>, err: CacheError) -> PyErr {
         CacheError::BadConfig { .. } => Kind::Config.err(py, err.to_string()),
         CacheError::Corrupt(_) => PyRuntimeError::new_err(err.to_string()),
         CacheError::Pool(e) => to_py(py, e),
+        CacheError::LostInFork => Kind::PoolClosed.err(py, err.to_string()),
     }
 }
 
@@ -241,7 +254,10 @@ impl Cache {
             return Err(PyValueError::new_err("give both dumps and loads, or neither"));
         }
         let config = CacheConfig { max_bytes: maxbytes, compression, eviction, default_ttl };
-        let inner = zspool_cache::Cache::new(PoolRef(pool.unbind()), config).or_raise(py)?;
+        let inner = Arc::new(zspool_cache::Cache::new(PoolRef(pool.unbind()), config).or_raise(py)?);
+        // Fork-safe, like its pool: the core's pthread_atfork handlers hold the cache mutex
+        // across fork(), before the pool's locks (rule 5).
+        zspool_cache::register_for_fork(&inner);
         Ok(Cache { inner, dumps, loads })
     }
 

@@ -1,0 +1,170 @@
+//! The cache across a real `fork()`: the core's `pthread_atfork` handlers hold the cache mutex
+//! (before the pool's locks) while another thread uses the cache, and a mutex that another
+//! thread sits on past the deadline leaves the cache closed in the child instead of hung.
+//!
+//! Each child runs only the checks below and leaves with `_exit`; the parent waits for it with
+//! a deadline and kills it if it hangs (the failure this file exists to catch). The tests take
+//! turns (`FORKS`): this binary's process-wide fork handlers see every cache of every test.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use zspool_cache::{Cache, CacheConfig, CacheError, Key, Ttl};
+use zspool_core::{Pool, PoolConfig, QUIESCE_DEADLINE};
+
+static FORKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const CHILD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A cache over a pool, both registered for fork as the Python bindings register them.
+fn fork_safe_cache() -> Arc<Cache<Arc<Pool>>> {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    zspool_core::register_for_fork(&pool);
+    let cache = Arc::new(Cache::new(pool, CacheConfig::new(64 << 20)).unwrap());
+    zspool_cache::register_for_fork(&cache);
+    cache
+}
+
+/// Fork; in the child run `child` and `_exit(0)` if it returns, 1 if it panics. In the parent,
+/// the child's exit code (a child still running after the deadline is killed: a panic).
+fn run_child(child: impl FnOnce()) -> i32 {
+    // SAFETY: fork() itself is safe to call; the child below only runs `child` (this crate's
+    // code, which the fork handlers made safe to use there) and leaves with `_exit`, never
+    // returning into the test harness, whose other threads do not exist in the child.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(AssertUnwindSafe(child)).is_ok();
+        // SAFETY: `_exit` ends the child without running the harness's exit code.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let deadline = Instant::now() + CHILD_DEADLINE;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only the status through the valid pointer given.
+        let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if done == pid {
+            assert!(libc::WIFEXITED(status), "the child died: status {status:#x}");
+            return libc::WEXITSTATUS(status);
+        }
+        if Instant::now() >= deadline {
+            // SAFETY: kill and waitpid on the child this function forked.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("the child did not finish within {CHILD_DEADLINE:?}: deadlocked after fork");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sets the flag when dropped, so that a failed check (a panic) still stops the threads it
+/// scopes instead of leaving the test waiting for them.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn value(key: &str, version: usize) -> Vec<u8> {
+    format!("{key}|{version}|").repeat(1 + version % 200).into_bytes()
+}
+
+#[test]
+fn fork_while_threads_hold_and_wait_for_the_mutex() {
+    let _turn = FORKS.lock().unwrap();
+    let cache = fork_safe_cache();
+    for i in 0..1000 {
+        cache.set(Key::str(&format!("frozen{i}")), &value("frozen", i), Ttl::Default).unwrap();
+    }
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (cache, stop, rounds) = (&cache, &stop, &rounds);
+            // Batches of 200 inserts (and reads) under one guard: the mutex is held most of
+            // the time, and the other thread is usually queued on it.
+            s.spawn(move || {
+                let mut version = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    version += 1;
+                    let keys: Vec<String> = (0..200).map(|i| format!("t{t}-{i}")).collect();
+                    let values: Vec<Vec<u8>> = keys.iter().map(|k| value(k, version)).collect();
+                    let encoded: Vec<_> =
+                        keys.iter().zip(&values).map(|(k, v)| cache.encode(Key::str(k), v, false).unwrap()).collect();
+                    let mut g = cache.lock();
+                    for e in encoded {
+                        g.insert(e, Ttl::Default).unwrap();
+                    }
+                    for (k, v) in keys.iter().zip(&values) {
+                        assert_eq!(g.get_with(Key::str(k), |got| got.to_vec()).unwrap().as_ref(), Some(v));
+                    }
+                    drop(g);
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let _stop = StopOnDrop(&stop);
+        while rounds.load(Ordering::Relaxed) < 20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..5 {
+            let status = run_child(|| {
+                for i in 0..1000 {
+                    let got = cache.get(Key::str(&format!("frozen{i}"))).unwrap();
+                    assert_eq!(got, Some(value("frozen", i)));
+                }
+                let stats = cache.stats().unwrap();
+                assert_eq!(stats.entries, 1000 + 2 * 200, "every batch was whole at fork time");
+                assert_eq!(stats.pool.objects, stats.entries);
+                cache.set(Key::str("child"), b"c", Ttl::Default).unwrap();
+                assert_eq!(cache.get(Key::str("child")).unwrap().as_deref(), Some(&b"c"[..]));
+                cache.close();
+            });
+            assert_eq!(status, 0, "the child failed (its panic is above)");
+        }
+    });
+    assert_eq!(cache.len(), 1000 + 2 * 200);
+    cache.close();
+}
+
+#[test]
+fn a_mutex_held_past_the_deadline_closes_the_cache_in_the_child_only() {
+    let _turn = FORKS.lock().unwrap();
+    let cache = fork_safe_cache();
+    cache.set(Key::str("a"), b"1", Ttl::Default).unwrap();
+    let (held, is_held) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let cache = &cache;
+        s.spawn(move || {
+            let g = cache.lock();
+            held.send(()).unwrap();
+            std::thread::sleep(QUIESCE_DEADLINE + Duration::from_millis(500));
+            drop(g);
+        });
+        is_held.recv().unwrap();
+        let started = Instant::now();
+        let status = run_child(|| {
+            assert!(cache.is_closed());
+            let err = cache.get(Key::str("a")).unwrap_err();
+            assert_eq!(err, CacheError::LostInFork);
+            assert!(err.to_string().contains("create a new cache in the child"), "{err}");
+            assert!(matches!(cache.set(Key::str("b"), b"2", Ttl::Default), Err(CacheError::LostInFork)));
+            assert_eq!(cache.len(), 0);
+            cache.close();
+            // A new cache works in the child.
+            let fresh = fork_safe_cache();
+            fresh.set(Key::str("b"), b"2", Ttl::Default).unwrap();
+            assert_eq!(fresh.get(Key::str("b")).unwrap().as_deref(), Some(&b"2"[..]));
+        });
+        assert!(started.elapsed() >= QUIESCE_DEADLINE, "fork() waited for the mutex first");
+        assert_eq!(status, 0, "the child failed (its panic is above)");
+    });
+    assert!(!cache.is_closed(), "the parent's cache is unaffected");
+    assert_eq!(cache.get(Key::str("a")).unwrap().as_deref(), Some(&b"1"[..]));
+    cache.close();
+}
