@@ -68,6 +68,7 @@ def memory_child(kind: str, n: int) -> dict[str, float]:
         out["pool_overhead"] = (s.pool.mem_used_bytes + s.index_bytes + s.pool.metadata_bytes - payload) / n
         out["index_per_entry"] = s.index_bytes / n
         out["pool_metadata_per_entry"] = s.pool.metadata_bytes / n
+        out["breakdown"] = breakdown(m, n, full)
     kept_payload = payload - sum(11 + sizes[i] for i in victims)
     for i in victims:
         del m[b"k%010d" % i]
@@ -78,6 +79,29 @@ def memory_child(kind: str, n: int) -> dict[str, float]:
     out["rss_after_delete_per_live_byte"] = after / kept_payload
     out["full_rss_per_payload_byte"] = full / payload
     return out
+
+
+def breakdown(cache: Any, n: int, rss: int) -> dict[str, float]:
+    """Where a zspool.Cache entry's bytes beyond its key and value go, per entry.
+
+    The index and the pool metadata are counted by capacity (allocated bytes); the unused end
+    of an array that grew by doubling is never touched, so it is not resident, and the
+    remainder against the measured RSS can come out negative by that much.
+    """
+    s = cache.stats()
+    classes = cache.pool.class_stats()
+    page = zspool.PAGE_SIZE
+    class_payload = sum(c.payload_bytes for c in classes)
+    parts = {
+        "entry header (flags, key length)": s.stored_bytes - s.payload_bytes,
+        "size-class rounding (16-byte steps)": sum(c.size * c.obj_used - c.payload_bytes for c in classes),
+        "zspage tails and free object slots": sum(c.pages_used * page - c.size * c.obj_used for c in classes),
+        "large objects: rounding to whole pages": s.pool.large_object_pages * page - (s.pool.payload_bytes - class_payload),
+        "cache index (slots + table)": s.index_bytes,
+        "pool metadata (handle tables, zspages)": s.pool.metadata_bytes,
+    }
+    parts["the rest (heap, allocator, process)"] = rss - s.payload_bytes - sum(parts.values())
+    return {k: v / n for k, v in parts.items()}
 
 
 def best(fn: Callable[[], None], repeat: int = 3) -> float:
@@ -157,6 +181,10 @@ def main() -> None:
     print(f"| of which the pool's metadata (handle tables, zspages), bytes | {z['pool_metadata_per_entry']:.1f} | - | - |")
     row("RSS per payload byte, full", lambda r: f"{r['full_rss_per_payload_byte']:.3f}")
     row("RSS per live payload byte after deleting 70 % (zspool: + compact)", lambda r: f"{r['rss_after_delete_per_live_byte']:.3f}")
+    print("\nWhere zspool.Cache's RSS beyond the payload goes, bytes per entry:\n")
+    print("| part | bytes |\n|---|---:|")
+    for part, b in z["breakdown"].items():
+        print(f"| {part} | {b:.1f} |")
     tp = throughput(args.ops)
     print(f"\n## Throughput: {args.ops:,} ETC values, ns per item (best of 3) and ratio to cachetools / dict\n")
     print("| operation | dict | cachetools.LRUCache | zspool.Cache | zspool / cachetools | zspool / dict |")
