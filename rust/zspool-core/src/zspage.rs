@@ -1,8 +1,11 @@
 //! A zspage: a chain of `pages_per_zspage` 4 KiB pages holding `objs_per_zspage` objects of
 //! one class, laid end to end. Object `i` starts at byte `i * class_size` of the chain, so an
-//! object may straddle the boundary between two pages (never more than two, since a class
-//! is at most a page). The pages need not be adjacent in memory: every byte copy walks the
-//! chain and splits at page boundaries, as the kernel's `zs_object_copy` does.
+//! object may straddle page boundaries: one, as in the kernel, for classes up to a page; up
+//! to two (three pages) for our classes above a page, which run to two pages (a 4112-byte
+//! object starting 100 bytes before a page's end covers those 100 bytes, the whole next
+//! page and 16 bytes of the one after). The
+//! pages need not be adjacent in memory: every byte copy walks the chain and splits at each
+//! page boundary, however many, as the kernel's `zs_object_copy` does for one.
 //!
 //! Metadata lives on the heap, not in the pages, in one allocation per zspage: the page
 //! chain, then one 32-bit *owner word* per object slot. A live slot's word is the
@@ -213,6 +216,7 @@ impl Zspage {
 
     /// Hint the CPU to start loading the first cache lines of object `obj` (a batch read
     /// resolves several objects first, then copies them, so their cache misses overlap).
+    /// Only the object's start: whatever pages it spans, the copy then runs sequentially.
     pub(crate) fn prefetch(&self, class_size: usize, obj: u16) {
         let start = usize::from(obj) * class_size;
         let Some(page) = self.pages().get(start / PAGE_SIZE) else { return };
