@@ -233,11 +233,7 @@ impl ClassState {
             unreachable!("compaction picked a dead zspage")
         };
         let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
-        // Through a buffer as big as the largest class: source and destination may straddle
-        // page boundaries (up to three pages each) at different places.
-        let mut buf = [0u8; crate::size_class::MAX_CLASS_SIZE];
-        from.read(class_size, obj, 0, &mut buf[..size]);
-        to.write(class_size, new_obj, 0, &buf[..size]);
+        from.copy_obj_to(class_size, obj, size, to, new_obj);
         from.free_obj(class_size, obj, size);
         self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
         self.fix_fullness(src);
