@@ -15,8 +15,12 @@ from zspool.cli import main
 def test_classes_prints_the_merged_class_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["classes"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("119 size classes for max_pages_per_zspage=8")
+    assert out.startswith("159 size classes for max_pages_per_zspage=8: 119 up to 4096 bytes (the kernel's), 40 above")
     assert re.search(r"^\s+254\s+4096\s+1\s+1\s+0$", out, re.M), "the 4096-byte class: one page, one object"
+    # Above a page: a page-sized value plus a few bytes packs 15 to 16 pages; the last class
+    # is two pages, one object.
+    assert re.search(r"^\s+271\s+4368\s+16\s+15\s+16$", out, re.M), "the class of 4097..4368 bytes"
+    assert re.search(r"^\s+510\s+8192\s+2\s+1\s+0$", out, re.M), "the 8192-byte class"
 
 
 def test_demo_compacts_exactly_what_was_predicted_and_loses_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import zspool
-from zspool import MAX_OBJECT_SIZE, PAGE_SIZE, Pool, PoolClosedError, PoolFullError
+from zspool import MAX_CLASS_SIZE, MAX_OBJECT_SIZE, PAGE_SIZE, Pool, PoolClosedError, PoolFullError
 
 
 def test_namespace() -> None:
@@ -36,7 +36,9 @@ def test_constructor_defaults_and_properties() -> None:
         assert p.stats().mem_limit == 1 << 20
 
 
-@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 1234, 3000, 4095, 4096, 4097, 3 * PAGE_SIZE + 5, 1 << 20])
+@pytest.mark.parametrize(
+    "size", [0, 1, 31, 32, 33, 1234, 3000, 4095, 4096, 4097, 4109, 6000, 8191, 8192, 8193, 3 * PAGE_SIZE + 5, 1 << 20]
+)
 def test_malloc_is_zero_filled_and_exact_size(pool: Pool, size: int) -> None:
     h = pool.malloc(size)
     assert isinstance(h, int)
@@ -46,7 +48,7 @@ def test_malloc_is_zero_filled_and_exact_size(pool: Pool, size: int) -> None:
     assert len(pool) == 1
 
 
-@pytest.mark.parametrize("size", [0, 1, 32, 1234, 3000, 4096, 4097, 1 << 20])
+@pytest.mark.parametrize("size", [0, 1, 32, 1234, 3000, 4096, 4097, 5000, 8192, 8193, 1 << 20])
 def test_store_load_roundtrip(pool: Pool, pattern, size: int) -> None:  # type: ignore[no-untyped-def]
     data = pattern(size, size)
     h = pool.store(data)
@@ -72,7 +74,7 @@ def test_page_straddling_objects(pool: Pool, pattern, size: int) -> None:  # typ
         assert pool.load(h) == bytes(want)
 
 
-@pytest.mark.parametrize("size", [100, 3000, 4096, 20000])
+@pytest.mark.parametrize("size", [100, 3000, 4096, 4109, 8192, 20000])
 def test_zero_fill_after_reuse(pool: Pool, size: int) -> None:
     handles = [pool.malloc(size) for _ in range(20)]
     for h in handles:
@@ -204,14 +206,15 @@ def test_stats_fields(pool: Pool) -> None:
 
 
 def test_class_stats_rows(pool: Pool, pattern) -> None:  # type: ignore[no-untyped-def]
-    sizes = [1, 40, 100, 1234, 3000, 4096]
-    for i in range(300):
+    sizes = [1, 40, 100, 1234, 3000, 4096, 4109, 8192]
+    for i in range(400):
         pool.store(pattern(i, sizes[i % len(sizes)]))
     rows = pool.class_stats()
     assert rows and all(isinstance(r, zspool.ClassStats) for r in rows)
     assert [r.size for r in rows] == sorted(r.size for r in rows)
-    assert rows[0].size == 32 and rows[-1].size == PAGE_SIZE
-    assert sum(r.obj_used for r in rows) == pool.stats().objects == 300
+    assert rows[0].size == 32 and rows[-1].size == MAX_CLASS_SIZE == 2 * PAGE_SIZE
+    assert sum(r.obj_used for r in rows) == pool.stats().objects == 400
+    assert pool.stats().large_objects == 0
     assert sum(r.pages_used for r in rows) == pool.stats().pages_used
     for r in rows:
         assert isinstance(r.fullness, tuple) and len(r.fullness) == 12
@@ -220,19 +223,62 @@ def test_class_stats_rows(pool: Pool, pattern) -> None:  # type: ignore[no-untyp
         assert r.pages_used == r.zspages * r.pages_per_zspage
         assert 0 <= r.obj_used <= r.obj_allocated
         assert r.freeable == 0
-        assert 1 <= r.pages_per_zspage <= 8
+        # The pool's limit (8) up to a page; classes above a page may always use 16.
+        assert 1 <= r.pages_per_zspage <= (8 if r.size <= PAGE_SIZE else 16)
         d = r.as_dict()
         assert d["fullness"] == r.fullness and d["obj_used"] == r.obj_used and d["freeable"] == r.freeable
     by_size = {r.size: r for r in rows}
-    assert by_size[PAGE_SIZE].obj_used == 50
+    assert by_size[PAGE_SIZE].obj_used == by_size[MAX_CLASS_SIZE].obj_used == 50
     assert sum(r.payload_bytes for r in rows) == pool.stats().payload_bytes
 
 
 def test_max_pages_per_zspage_shapes_classes() -> None:
     with Pool(max_pages_per_zspage=1) as p:
-        assert all(r.pages_per_zspage == 1 for r in p.class_stats())
+        assert all(r.pages_per_zspage == 1 for r in p.class_stats() if r.size <= PAGE_SIZE)
+        above_one = [(r.size, r.pages_per_zspage, r.objs_per_zspage) for r in p.class_stats() if r.size > PAGE_SIZE]
     with Pool(max_pages_per_zspage=16) as p:
-        assert max(r.pages_per_zspage for r in p.class_stats()) > 8
+        assert max(r.pages_per_zspage for r in p.class_stats() if r.size <= PAGE_SIZE) > 8
+        above_16 = [(r.size, r.pages_per_zspage, r.objs_per_zspage) for r in p.class_stats() if r.size > PAGE_SIZE]
+    # Classes above a page ignore the limit: they always pick the best chain of up to 16 pages.
+    assert above_one == above_16 and len(above_one) == 40
+
+
+# 4109-byte objects (class 4368, 15 per 16 pages) start at most 3808 bytes into a page, so
+# they never reach a third one; nor do 6000 (class 6144, 2 per 3 pages) or 8000 (alone in two
+# pages). The others do.
+@pytest.mark.parametrize(("size", "three_pages"), [(4109, False), (5000, True), (6000, False), (7000, True), (8000, False)])
+def test_objects_above_a_page_straddle_three_pages(pool: Pool, pattern, size: int, three_pages: bool) -> None:  # type: ignore[no-untyped-def]
+    row = next(r for r in pool.class_stats() if r.size >= size)
+    n = 2 * row.objs_per_zspage
+    handles = {pool.store(pattern(i, size)): i for i in range(n)}
+    starts = [(i % row.objs_per_zspage) * row.size % PAGE_SIZE for i in range(n)]
+    assert any(start + size > 2 * PAGE_SIZE for start in starts) == three_pages
+    s = pool.stats()
+    assert s.large_objects == 0 and s.pages_used == 2 * row.pages_per_zspage
+    assert s.pages_used <= 2 * n, "never more pages than the large path (two per object)"
+    # Rewrite a window across the middle of every object (its middle page, for those that
+    # straddle three), then check every byte through load, read and read_into.
+    for h in handles:
+        pool.write(h, b"\xaa" * 4000, offset=size // 2 - 2000)
+    for h, i in handles.items():
+        want = bytearray(pattern(i, size))
+        want[size // 2 - 2000 : size // 2 + 2000] = b"\xaa" * 4000
+        assert pool.load(h) == bytes(want)
+        assert pool.read(h, offset=10, size=size - 20) == bytes(want[10:-10])
+        buf = bytearray(size)
+        assert pool.read_into(h, buf) == size and buf == want
+
+
+def test_the_largest_class_and_the_first_large_object(pool: Pool) -> None:
+    packed = pool.malloc(MAX_CLASS_SIZE)
+    assert pool.stats().large_objects == 0 and pool.stats().pages_used == 2
+    large = pool.malloc(MAX_CLASS_SIZE + 1)
+    s = pool.stats()
+    assert (s.large_objects, s.large_object_pages, s.pages_used) == (1, 3, 5)
+    assert sum(r.obj_used for r in pool.class_stats()) + s.large_objects == s.objects == 2
+    pool.free(packed)
+    pool.free(large)
+    assert pool.stats().pages_used == 0
 
 
 def test_mem_limit_refuses_and_changes_nothing() -> None:

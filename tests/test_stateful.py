@@ -10,11 +10,13 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 from zspool import InvalidHandleError, OutOfBoundsError, Pool
 
 # Sizes that hit the interesting places: tiny, class boundaries, page-straddling, exactly a
-# page, just over a page (the large path).
+# page, the classes above a page (straddling up to three pages), the largest class (8192),
+# just over it (the large path).
 SIZES = st.one_of(
     st.integers(0, 64),
-    st.sampled_from([32, 33, 48, 1234, 2047, 2048, 3000, 4095, 4096, 4097, 8192, 12289]),
+    st.sampled_from([32, 33, 48, 1234, 2047, 2048, 3000, 4095, 4096, 4097, 4109, 8191, 8192, 8193, 12289]),
     st.integers(0, 4096),
+    st.integers(4097, 8192),
 )
 
 

@@ -5,8 +5,9 @@ registered and a :class:`~zspool.Reclaimer` ticking every 100 ms, and ``--thread
 threads churn it for ``--minutes / 3`` minutes:
 
 - each worker owns its objects (handle -> length and CRC-32 of the bytes it stored) and
-  mixes stores (sizes 1..4096 bytes, 2 % large objects up to 64 KiB), loads that check the
-  CRC, partial overwrites (load, check, patch, write, re-check), frees and ``read_into``;
+  mixes stores (sizes 1..4096 bytes, 2 % of 4097..65536 bytes: the classes above a page up to
+  8192, the large path beyond), loads that check the CRC, partial overwrites (load, check,
+  patch, write, re-check), frees and ``read_into``;
 - the live set swings between a low and a high water mark, so zspages fragment and the
   policy has pages to reclaim;
 - every 30 s the workers pause for 1.5 s (so ``idle-only`` sees idle time), and each worker

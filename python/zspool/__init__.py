@@ -29,6 +29,7 @@ Units throughout: sizes and offsets in bytes, memory in pages of :data:`PAGE_SIZ
 from __future__ import annotations
 
 from ._core import (
+    MAX_CLASS_SIZE,
     MAX_OBJECT_SIZE,
     PAGE_SIZE,
     CacheStats,
@@ -75,6 +76,7 @@ __all__ = [
     "OutOfBoundsError",
     "ConfigError",
     "PAGE_SIZE",
+    "MAX_CLASS_SIZE",
     "MAX_OBJECT_SIZE",
     "__version__",
 ]

@@ -6,10 +6,13 @@ from typing import Any, Final, Literal, Self, TypeAlias, final
 
 from typing_extensions import Buffer, disjoint_base  # in collections.abc / typing from 3.12 / 3.15
 
-__all__ = ["Cache", "CacheStats", "ClassStats", "CompactionReport", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
+__all__ = ["Cache", "CacheStats", "ClassStats", "CompactionReport", "MAX_CLASS_SIZE", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
 
 #: Bytes per OS page: the unit of ``pages_used``, ``can_compact()`` and ``pages_freed``.
 PAGE_SIZE: Final[int]
+#: The largest object packed into a size class, in bytes (8192: two pages). Bigger ones take
+#: whole pages of their own and are never moved by compaction.
+MAX_CLASS_SIZE: Final[int]
 #: The largest object a pool accepts, in bytes (1 GiB).
 MAX_OBJECT_SIZE: Final[int]
 #: The package version.
@@ -22,8 +25,10 @@ class Pool:
     """A compacting pool of small objects, after Linux's zsmalloc.
 
     Objects are byte strings of 0..MAX_OBJECT_SIZE bytes, addressed by *handle* (an int).
-    Objects up to PAGE_SIZE bytes are packed into size classes of zspages (chains of pages,
-    objects may straddle pages); larger ones get whole pages of their own. Every method is
+    Objects up to MAX_CLASS_SIZE (8192) bytes are packed into size classes of zspages (chains
+    of pages, objects may straddle pages); larger ones get whole pages of their own, as does
+    an object of 4097..8192 bytes when a new zspage for it would pass ``mem_limit`` but its
+    own two pages would not. Every method is
     thread-safe; compaction and bulk copies release the GIL.
 
     Handles are ints in ``0..2**64``; a handle of the wrong type raises ``TypeError``, one
@@ -36,7 +41,8 @@ class Pool:
     ) -> Self:
         """Create a pool.
 
-        max_pages_per_zspage: longest page chain a zspage may use, 1..16 (pages).
+        max_pages_per_zspage: longest page chain a zspage of a class up to PAGE_SIZE may use,
+            1..16 (pages); classes above a page always use up to 16, which wastes least.
         mem_limit: most bytes of pages the pool may hold (at least 4096), or None for no limit.
         name: shown in repr() and stats().
         Out-of-range values raise ConfigError.
@@ -145,7 +151,8 @@ class PoolStats:
         """Bytes of live objects (their requested sizes)."""
     @property
     def large_objects(self) -> int:
-        """Live objects larger than a page."""
+        """Live objects with whole pages of their own: those larger than MAX_CLASS_SIZE, and
+        those of 4097..8192 bytes stored at ``mem_limit`` (see ``Pool``)."""
     @property
     def large_object_pages(self) -> int:
         """Pages held by large objects."""

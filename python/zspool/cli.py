@@ -10,18 +10,20 @@ __all__ = ["main"]
 
 
 def _classes(args: argparse.Namespace) -> int:
-    from zspool import Pool
+    from zspool import MAX_CLASS_SIZE, PAGE_SIZE, Pool
     from zspool.demo import format_class_table
 
     with Pool(max_pages_per_zspage=args.max_pages_per_zspage) as pool:
         rows = pool.class_stats()
+        above = sum(1 for row in rows if row.size > PAGE_SIZE)
         print(
-            f"{len(rows)} size classes for max_pages_per_zspage={args.max_pages_per_zspage} "
-            "(objects up to 4096 bytes; larger ones take whole pages of their own)"
+            f"{len(rows)} size classes for max_pages_per_zspage={args.max_pages_per_zspage}: "
+            f"{len(rows) - above} up to {PAGE_SIZE} bytes (the kernel's), {above} above, up to "
+            f"{MAX_CLASS_SIZE} (chains of up to 16 pages); larger objects take whole pages of their own"
         )
         print(f"{'class':>5} {'size':>5} {'pages/zspage':>12} {'objs/zspage':>11} {'tail waste':>10}")
         for row in rows:
-            waste = row.pages_per_zspage * 4096 - row.objs_per_zspage * row.size
+            waste = row.pages_per_zspage * PAGE_SIZE - row.objs_per_zspage * row.size
             print(f"{row.index:>5} {row.size:>5} {row.pages_per_zspage:>12} {row.objs_per_zspage:>11} {waste:>10}")
         if args.fullness:
             print(format_class_table(rows, only_used=False))

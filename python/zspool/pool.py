@@ -46,6 +46,8 @@ class Pool(_core.Pool):
 
     - ``max_pages_per_zspage``: longest page chain per zspage, 1..16 (the kernel's
       ``CONFIG_ZSMALLOC_CHAIN_SIZE``); longer chains waste less at the tail of each zspage.
+      It applies to the classes up to :data:`PAGE_SIZE`; the classes above a page (up to
+      :data:`MAX_CLASS_SIZE`) always use up to 16 pages, which is what packs them best.
     - ``mem_limit``: bytes of pages the pool may hold (zram's ``mem_limit``); an allocation
       past it first runs the registered shrinkers, then raises :class:`PoolFullError`.
     - ``name``: shown in ``repr`` and the stats.
@@ -126,8 +128,9 @@ class Pool(_core.Pool):
         raises, except Ctrl-C on the main thread."""
         if not getattr(self, "_shrinkers", ()):
             return False
-        # A small object needs a whole new zspage (up to max_pages_per_zspage pages); a large
-        # one its own pages.
+        # A small object needs a whole new zspage (up to max_pages_per_zspage pages); one above
+        # a page its own pages (a class above a page whose new zspage does not fit under the
+        # limit falls back to those).
         if requested_bytes > _core.PAGE_SIZE:
             wanted = -(-requested_bytes // _core.PAGE_SIZE)
         else:

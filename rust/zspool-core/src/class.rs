@@ -199,10 +199,10 @@ impl ClassState {
     /// Allocate an object of `size` bytes in zspage `id` and record it in the handle table.
     /// Returns (table index, generation); `None` if the handle table is exhausted.
     pub(crate) fn obj_malloc(&mut self, id: u32, size: usize) -> Option<(u32, u32)> {
-        let size16 = u16::try_from(size).expect("class objects are at most a page");
-        let (index, generation) = self.handles.insert(ClassSlot { zspage: id, obj: 0, size: size16 })?;
+        let class_size = self.layout.size;
+        let (index, generation) = self.handles.insert(ClassSlot::new(id, 0, size, class_size))?;
         let obj = self.zspage_mut(id).alloc_obj(index).expect("zspage chosen with room");
-        self.handles.relocate(index, ClassSlot { zspage: id, obj, size: size16 });
+        self.handles.relocate(index, ClassSlot::new(id, obj, size, class_size));
         self.obj_used += 1;
         self.payload_bytes += size as u64;
         self.fix_fullness(id);
@@ -227,15 +227,13 @@ impl ClassState {
     pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
         let class_size = self.layout.size;
         let slot = self.handles.location_at(owner);
-        let size = slot.size();
+        let size = slot.size(class_size);
         let [Some(from), Some(to)] = self.zspages.get_disjoint_mut([src as usize, dst as usize]).expect("src != dst")
         else {
             unreachable!("compaction picked a dead zspage")
         };
         let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
-        let mut buf = [0u8; crate::os_pages::PAGE_SIZE];
-        from.read(class_size, obj, 0, &mut buf[..size]);
-        to.write(class_size, new_obj, 0, &buf[..size]);
+        from.copy_obj_to(class_size, obj, size, to, new_obj);
         from.free_obj(class_size, obj, size);
         self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
         self.fix_fullness(src);

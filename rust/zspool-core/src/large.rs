@@ -1,7 +1,9 @@
-//! The large-object path: objects bigger than a page get a mapping of whole pages of their
-//! own (the kernel has no such path; zram stores such pages uncompressed elsewhere). There
-//! is no packing to compact, so these objects never move; they are counted apart in the
-//! stats (`large_objects`, `large_object_pages`).
+//! The large-object path: objects bigger than the largest size class (`MAX_CLASS_SIZE`, two
+//! pages) get a mapping of whole pages of their own (the kernel has no such path; zram never
+//! stores more than a page). So does an object of 4097..=8192 bytes whose class needs a new
+//! zspage (up to 16 pages) that `mem_limit` has no room for, when its own two pages fit
+//! (`Pool::alloc`). There is no packing to compact, so these objects never move; they are
+//! counted apart in the stats (`large_objects`, `large_object_pages`).
 //!
 //! Lock: objects are spread over [`LARGE_SHARDS`] shards, each with its own lock guarding
 //! its handle table and the bytes of its objects, so large allocations from different

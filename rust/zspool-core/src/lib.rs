@@ -6,18 +6,20 @@
 //!
 //! ## Data layout (as in mm/zsmalloc.c)
 //!
-//! - **Size classes** (`size_class.rs`): object sizes 32..=4096 bytes in 16-byte steps. Each
-//!   class stores objects of exactly its size in **zspages**: chains of 1..=16 pages chosen
-//!   to waste the least tail space. Classes whose zspages would look the same are merged.
+//! - **Size classes** (`size_class.rs`): object sizes 32..=8192 bytes in 16-byte steps (the
+//!   kernel stops at 4096; we go on to two pages, see there). Each class stores objects of
+//!   its size in **zspages**: chains of 1..=16 pages chosen to waste the least tail space.
+//!   Classes whose zspages would look the same are merged.
 //! - **Zspages** (`zspage.rs`): objects laid end to end over the chain, so an object may
-//!   straddle two pages. Each zspage sits in one of 12 **fullness groups** (empty, ≤10 %,
-//!   …, ≤99 %, full); allocation fills the fullest first, compaction drains the emptiest.
+//!   straddle two pages (three, above a page). Each zspage sits in one of 12 **fullness
+//!   groups** (empty, ≤10 %, …, ≤99 %, full); allocation fills the fullest first, compaction
+//!   drains the emptiest.
 //! - **Handles** (`handle.rs`): opaque `u64`s that resolve, through a per-class handle table,
 //!   to (zspage, object index). Compaction rewrites the table entry, not the handle. A
 //!   generation in every handle catches use after free, double free and forgery.
 //! - **Pages** (`os_pages.rs`): anonymous `mmap` arenas, handed out a page at a time and
 //!   returned with `MADV_DONTNEED`, so RSS really falls when zspages die.
-//! - **Large objects** (`large.rs`): bigger than a page; a mapping of whole pages each.
+//! - **Large objects** (`large.rs`): bigger than two pages; a mapping of whole pages each.
 //!
 //! ## Locks, in the order they may nest
 //!
@@ -60,8 +62,8 @@ pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lo
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
 pub use size_class::{
-    CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT, MIN_ALLOC_SIZE,
-    NUM_SIZE_SLOTS, chain_size, size_slot,
+    ABOVE_PAGE_CHAIN_LIMIT, CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT,
+    MAX_CLASS_SIZE, MIN_ALLOC_SIZE, NUM_PAGE_SIZE_SLOTS, NUM_SIZE_SLOTS, chain_limit, chain_size, size_slot,
 };
 pub use stats::{ClassStats, PoolStats};
 pub use zspage::FULLNESS_GROUPS;

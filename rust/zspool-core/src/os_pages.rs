@@ -9,7 +9,7 @@
 //! fragment the process's address space into thousands of VMAs (`vm.max_map_count`).
 //! Arenas are `munmap`ped when the pool is closed or dropped.
 //!
-//! Large objects (bigger than a page) take their own [`Mapping`] of whole pages and
+//! Large objects (bigger than the largest size class, two pages) take their own [`Mapping`] of whole pages and
 //! `munmap` it when freed.
 //!
 //! Locking: one provider mutex guards the arena list and the free-page stack. It is taken

@@ -29,7 +29,7 @@ use crate::error::{HandleProblem, Result, ZsError};
 use crate::handle::{ClassSlot, HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
 use crate::large::{LARGE_SHARDS, LargeShard};
 use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider};
-use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT};
+use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT, MAX_CLASS_SIZE};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::zspage::Zspage;
 
@@ -39,7 +39,9 @@ pub const MAX_OBJECT_SIZE: usize = 1 << 30;
 /// How a pool is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
-    /// Longest page chain a zspage may use, 1..=16 (the kernel's `CONFIG_ZSMALLOC_CHAIN_SIZE`).
+    /// Longest page chain a zspage of a class up to a page may use, 1..=16 (the kernel's
+    /// `CONFIG_ZSMALLOC_CHAIN_SIZE`). Classes above a page always use up to 16
+    /// (`size_class.rs` says why).
     pub max_pages_per_zspage: usize,
     /// Bytes of pages the pool may hold at once (zram's `mem_limit`); `None` for no limit.
     pub mem_limit: Option<u64>,
@@ -260,9 +262,21 @@ impl Pool {
         if size > MAX_OBJECT_SIZE {
             return Err(ZsError::SizeOutOfRange { size: size as u64, max: MAX_OBJECT_SIZE as u64 });
         }
-        if size > PAGE_SIZE {
+        if size > MAX_CLASS_SIZE {
             return self.malloc_large(size, init);
         }
+        match self.malloc_in_class(size, init) {
+            // A new zspage of a class above a page (up to 16 pages) would pass mem_limit, but
+            // the object's own two pages may not: take the large path, which is what such an
+            // object cost before these classes existed. (The class lock and the class's
+            // in-flight mark are gone by now; see `enter` for why the latter matters.)
+            Err(ZsError::PoolFull { os_error: None, .. }) if size > PAGE_SIZE => self.malloc_large(size, init),
+            result => result,
+        }
+    }
+
+    /// Allocate in `size`'s class (`size <= MAX_CLASS_SIZE`).
+    fn malloc_in_class(&self, size: usize, init: Option<&[&[u8]]>) -> Result<u64> {
         let class_id = self.table.class_for(size);
         let class = &self.classes[class_id];
         let _in_flight = self.enter(&class.activity);
@@ -452,7 +466,8 @@ impl Pool {
                 let Some(slot) = state.handles.remove(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                let dead = state.obj_free(slot.zspage, slot.obj, slot.size());
+                let size = slot.size(state.layout.size);
+                let dead = state.obj_free(slot.zspage, slot.obj, size);
                 class.publish(&state);
                 drop(state);
                 if let Some(dead) = dead {
@@ -490,12 +505,9 @@ impl Pool {
                 let Some(slot) = state.handles.get(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                let mem = ObjectMem::Packed {
-                    zspage: state.zspage(slot.zspage),
-                    class_size: state.layout.size,
-                    obj: slot.obj,
-                };
-                Ok(f(&ObjectRef { handle, size: slot.size(), mem }))
+                let class_size = state.layout.size;
+                let mem = ObjectMem::Packed { zspage: state.zspage(slot.zspage), class_size, obj: slot.obj };
+                Ok(f(&ObjectRef { handle, size: slot.size(class_size), mem }))
             }
             Owner::Large(shard) => {
                 let _in_flight = self.enter(&shard.activity);
@@ -562,7 +574,7 @@ impl Pool {
                             Some(slot) => {
                                 let zspage = state.zspage(slot.zspage);
                                 let mem = ObjectMem::Packed { zspage, class_size, obj: slot.obj };
-                                f(i, Ok(&ObjectRef { handle, size: slot.size(), mem }));
+                                f(i, Ok(&ObjectRef { handle, size: slot.size(class_size), mem }));
                             }
                             None => {
                                 let index = HandleParts::decode(handle, self.key).index;
@@ -628,8 +640,8 @@ impl Pool {
                 let Some(slot) = state.handles.get(parts.index, parts.generation) else {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
-                check_bounds(handle, offset, data.len(), slot.size())?;
                 let class_size = state.layout.size;
+                check_bounds(handle, offset, data.len(), slot.size(class_size))?;
                 state.zspage_mut(slot.zspage).write(class_size, slot.obj, offset, data);
             }
             Owner::Large(shard) => {

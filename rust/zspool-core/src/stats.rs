@@ -49,7 +49,8 @@ pub struct PoolStats {
     pub objects: usize,
     /// Bytes of live objects (`orig_data_size`).
     pub payload_bytes: u64,
-    /// Live objects larger than a page, and the pages they hold.
+    /// Live objects on the large path (larger than `MAX_CLASS_SIZE`, or 4097..=8192 bytes
+    /// allocated at `mem_limit`, see `large.rs`), and the pages they hold.
     pub large_objects: usize,
     pub large_object_pages: usize,
     /// Pages a full compaction would free now.

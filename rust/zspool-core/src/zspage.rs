@@ -1,8 +1,11 @@
 //! A zspage: a chain of `pages_per_zspage` 4 KiB pages holding `objs_per_zspage` objects of
 //! one class, laid end to end. Object `i` starts at byte `i * class_size` of the chain, so an
-//! object may straddle the boundary between two pages (never more than two, since a class
-//! is at most a page). The pages need not be adjacent in memory: every byte copy walks the
-//! chain and splits at page boundaries, as the kernel's `zs_object_copy` does.
+//! object may straddle page boundaries: one, as in the kernel, for classes up to a page; up
+//! to two (three pages) for our classes above a page, which run to two pages (a 4112-byte
+//! object starting 100 bytes before a page's end covers those 100 bytes, the whole next
+//! page and 16 bytes of the one after). The
+//! pages need not be adjacent in memory: every byte copy walks the chain and splits at each
+//! page boundary, however many, as the kernel's `zs_object_copy` does for one.
 //!
 //! Metadata lives on the heap, not in the pages, in one allocation per zspage: the page
 //! chain, then one 32-bit *owner word* per object slot. A live slot's word is the
@@ -213,6 +216,7 @@ impl Zspage {
 
     /// Hint the CPU to start loading the first cache lines of object `obj` (a batch read
     /// resolves several objects first, then copies them, so their cache misses overlap).
+    /// Only the object's start: whatever pages it spans, the copy then runs sequentially.
     pub(crate) fn prefetch(&self, class_size: usize, obj: u16) {
         let start = usize::from(obj) * class_size;
         let Some(page) = self.pages().get(start / PAGE_SIZE) else { return };
@@ -241,6 +245,22 @@ impl Zspage {
             // SAFETY: as in `read`, with the roles swapped; `&mut self` means no other
             // reference to these page bytes exists while we write.
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(done), dst, len) };
+            done += len;
+        });
+    }
+
+    /// Copy the first `size` bytes of object `obj` into object `to_obj` of `to`, a zspage of
+    /// the same class: the kernel's `zs_object_copy`. Segment by segment, with no bounce
+    /// buffer: each piece of the source that lies in one page is written to the destination,
+    /// which splits it again wherever its own page boundaries fall.
+    pub(crate) fn copy_obj_to(&self, class_size: usize, obj: u16, size: usize, to: &mut Zspage, to_obj: u16) {
+        let mut done = 0;
+        self.for_each_segment(class_size, obj, 0, size, |src, len| {
+            // SAFETY: `src` points at `len` initialised bytes inside one of our pages
+            // (for_each_segment's contract), which stay unchanged while we hold `&self`; `to`
+            // is another zspage, whose pages are its own, so `write` never changes these bytes.
+            let piece = unsafe { std::slice::from_raw_parts(src.cast_const(), len) };
+            to.write(class_size, to_obj, done, piece);
             done += len;
         });
     }
@@ -341,6 +361,33 @@ mod tests {
         assert!(zspage.is_full());
         assert_eq!(zspage.find_alloced_obj(1), Some((1, 21)));
         provider.release_pages(zspage.pages());
+        provider.unmap_all();
+    }
+
+    #[test]
+    fn objects_copy_between_zspages_across_three_pages() {
+        // The 5040-byte class: 13 objects in 16 pages. Object 4 starts 3776 bytes into page 4
+        // and ends in page 6; object 1 starts 944 bytes into page 1 and ends in page 2. A
+        // copy between them splits at different offsets on each side.
+        let provider = PageProvider::new();
+        let (class_size, pages, objs) = (5040, 16, 13);
+        let mut from = zspage_of(&provider, pages, objs);
+        let mut to = zspage_of(&provider, pages, objs);
+        for owner in 0..5 {
+            from.alloc_obj(owner).unwrap();
+        }
+        to.alloc_obj(0).unwrap();
+        let to_obj = to.alloc_obj(1).unwrap();
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        from.write(class_size, 4, 0, &data);
+        from.copy_obj_to(class_size, 4, data.len(), &mut to, to_obj);
+        let mut back = vec![0u8; class_size];
+        to.read(class_size, to_obj, 0, &mut back);
+        assert_eq!(&back[..5000], &data[..]);
+        assert!(back[5000..].iter().all(|&b| b == 0), "nothing past the object's size");
+        for zspage in [&from, &to] {
+            provider.release_pages(zspage.pages());
+        }
         provider.unmap_all();
     }
 

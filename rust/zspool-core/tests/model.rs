@@ -4,15 +4,20 @@
 //!
 //! Sizes are biased towards the interesting ones: 0 and 1, class boundaries (32/33, 48/49,
 //! ...), objects that straddle a page boundary inside a multi-page zspage (1000..3000), a
-//! whole page (4096), the first large object (4097) and a few large ones (8..20 KiB).
+//! whole page (4096), objects of the classes above a page (4097..=8192, straddling up to
+//! three pages), the largest class object (8192), the first large object (8193) and a few
+//! large ones (8..20 KiB). At `mem_limit` an object of 4097..=8192 bytes may take the large
+//! path instead of a new zspage; the model predicts which.
 //! Compaction runs with small yielding slices and random page budgets, so objects move
 //! between operations and every later access must follow them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use zspool_core::{CompactOptions, HandleProblem, LockHold, PAGE_SIZE, Pool, PoolConfig, StopReason, ZsError};
+use zspool_core::{
+    CompactOptions, HandleProblem, LockHold, MAX_CLASS_SIZE, PAGE_SIZE, Pool, PoolConfig, StopReason, ZsError,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -55,7 +60,8 @@ fn size_strategy() -> impl Strategy<Value = usize> {
         2 => Just(1usize),
         4 => prop::sample::select(vec![31usize, 32, 33, 47, 48, 49, 63, 64, 65, 255, 256, 257, 511, 512, 513]),
         6 => 1000usize..3000,
-        2 => prop::sample::select(vec![4095usize, 4096, 4097]),
+        2 => prop::sample::select(vec![4095usize, 4096, 4097, 4109, 8191, 8192, 8193]),
+        3 => 4097usize..=8192,
         1 => 8192usize..20480,
         6 => 0usize..=4096,
     ]
@@ -66,9 +72,9 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         4 => size_strategy().prop_map(Op::Malloc),
         6 => (size_strategy(), any::<u8>()).prop_map(|(size, seed)| Op::Store(size, seed)),
         // Offsets and lengths reach past the end of most objects, to exercise OutOfBounds.
-        4 => (any::<usize>(), 0usize..4200, 0usize..600, any::<u8>())
+        4 => (any::<usize>(), 0usize..8400, 0usize..4500, any::<u8>())
             .prop_map(|(pick, offset, len, seed)| Op::Write { pick, offset, len, seed }),
-        3 => (any::<usize>(), 0usize..4200, 0usize..600).prop_map(|(pick, offset, len)| Op::Read { pick, offset, len }),
+        3 => (any::<usize>(), 0usize..8400, 0usize..4500).prop_map(|(pick, offset, len)| Op::Read { pick, offset, len }),
         5 => any::<usize>().prop_map(Op::Free),
         1 => (any::<usize>(), 2usize..5).prop_map(|(start, step)| Op::FreeEvery { start, step }),
         1 => (any::<usize>(), 0u8..3).prop_map(|(pick, kind)| Op::Stale { pick, kind }),
@@ -87,6 +93,8 @@ struct Harness {
     /// Live handles in a stable order, so that `pick` indices are reproducible.
     order: Vec<u64>,
     dead: Vec<u64>,
+    /// Live handles on the large-object path.
+    large: HashSet<u64>,
 }
 
 impl Harness {
@@ -108,6 +116,20 @@ impl Harness {
         match *op {
             Op::Malloc(size) | Op::Store(size, _) => {
                 let before = self.snapshot();
+                // Which path the object must take: the large one above MAX_CLASS_SIZE, and
+                // for a class above a page also when a new zspage is needed and would pass
+                // the limit (the object's own pages are then the smaller step).
+                let limit_pages = self.pool.config().mem_limit.map(|bytes| bytes as usize / PAGE_SIZE);
+                let (class_full, zspage_pages) = if size <= MAX_CLASS_SIZE {
+                    let table = self.pool.class_table();
+                    let layout = table.classes()[table.class_for(size)];
+                    let row = before.1.iter().find(|c| c.index == layout.index).unwrap();
+                    (row.obj_used == row.obj_allocated, layout.pages_per_zspage)
+                } else {
+                    (true, 0)
+                };
+                let zspage_passes_limit = limit_pages.is_some_and(|l| before.0.pages_used + zspage_pages > l);
+                let expect_large = size > MAX_CLASS_SIZE || (size > PAGE_SIZE && class_full && zspage_passes_limit);
                 let bytes = match *op {
                     Op::Store(_, seed) => pattern(size, seed),
                     _ => vec![0; size],
@@ -117,23 +139,32 @@ impl Harness {
                     _ => self.pool.malloc(size),
                 };
                 match result {
-                    Ok(handle) => self.insert(handle, bytes),
+                    Ok(handle) => {
+                        let large_before = before.0.large_objects;
+                        assert_eq!(
+                            self.pool.stats().large_objects,
+                            large_before + usize::from(expect_large),
+                            "malloc({size}) took the wrong path"
+                        );
+                        if expect_large {
+                            self.large.insert(handle);
+                        }
+                        self.insert(handle, bytes);
+                    }
                     Err(ZsError::PoolFull { mem_limit, os_error: None, .. }) => {
                         assert!(mem_limit.is_some(), "PoolFull without a limit");
                         assert_eq!(self.snapshot(), before, "a failed malloc of {size} changed the pool");
                         // It really was the limit: the class had no room and the pages a new
                         // zspage (or large object) needs would not fit under it.
-                        let limit_pages = mem_limit.unwrap() as usize / PAGE_SIZE;
-                        let needed = if size > PAGE_SIZE {
-                            size.div_ceil(PAGE_SIZE)
-                        } else {
-                            let table = self.pool.class_table();
-                            let layout = table.classes()[table.class_for(size)];
-                            let row = before.1.iter().find(|c| c.index == layout.index).unwrap();
-                            assert_eq!(row.obj_used, row.obj_allocated, "PoolFull with room in the class");
-                            layout.pages_per_zspage
-                        };
-                        assert!(before.0.pages_used + needed > limit_pages, "PoolFull below the limit");
+                        let limit_pages = limit_pages.unwrap();
+                        assert!(class_full, "PoolFull with room in the class");
+                        if size <= MAX_CLASS_SIZE {
+                            assert!(zspage_passes_limit, "PoolFull below the limit");
+                        }
+                        if size > PAGE_SIZE {
+                            let own_pages = size.div_ceil(PAGE_SIZE);
+                            assert!(before.0.pages_used + own_pages > limit_pages, "PoolFull below the limit");
+                        }
                     }
                     Err(e) => panic!("malloc({size}) failed unexpectedly: {e}"),
                 }
@@ -174,6 +205,7 @@ impl Harness {
                 let Some(handle) = self.pick(pick) else { return };
                 self.pool.free(handle).unwrap();
                 self.model.remove(&handle);
+                self.large.remove(&handle);
                 self.order.retain(|&h| h != handle);
                 self.dead.push(handle);
             }
@@ -184,6 +216,7 @@ impl Harness {
                 for handle in victims {
                     self.pool.free(handle).unwrap();
                     self.model.remove(&handle);
+                    self.large.remove(&handle);
                     self.dead.push(handle);
                 }
                 self.order.retain(|h| self.model.contains_key(h));
@@ -241,12 +274,12 @@ impl Harness {
         assert_eq!(stats.objects, self.model.len());
         let payload: u64 = self.model.values().map(|v| v.len() as u64).sum();
         assert_eq!(stats.payload_bytes, payload);
-        let large = self.model.values().filter(|v| v.len() > PAGE_SIZE).count();
+        let large = self.large.len();
         assert_eq!(stats.large_objects, large);
+        assert!(self.model.iter().all(|(h, v)| (v.len() > MAX_CLASS_SIZE) <= self.large.contains(h)));
         let packed = classes.iter().map(|c| c.obj_used).sum::<usize>();
         assert_eq!(packed, self.model.len() - large, "sum of class obj_used");
-        let large_pages: usize =
-            self.model.values().filter(|v| v.len() > PAGE_SIZE).map(|v| v.len().div_ceil(PAGE_SIZE)).sum();
+        let large_pages: usize = self.large.iter().map(|h| self.model[h].len().div_ceil(PAGE_SIZE)).sum();
         assert_eq!(stats.large_object_pages, large_pages);
         let class_pages: usize = classes.iter().map(|c| c.pages_used).sum();
         assert_eq!(stats.pages_used, class_pages + large_pages, "pages_used vs the class table");
@@ -285,7 +318,13 @@ proptest! {
 
     #[test]
     fn pool_matches_a_hashmap_model(config in config_strategy(), ops in prop::collection::vec(op_strategy(), 1..300)) {
-        let mut h = Harness { pool: Pool::new(config).unwrap(), model: HashMap::new(), order: Vec::new(), dead: Vec::new() };
+        let mut h = Harness {
+            pool: Pool::new(config).unwrap(),
+            model: HashMap::new(),
+            order: Vec::new(),
+            dead: Vec::new(),
+            large: HashSet::new(),
+        };
         for op in &ops {
             h.apply(op);
             h.check();
@@ -294,6 +333,7 @@ proptest! {
         for handle in std::mem::take(&mut h.order) {
             h.pool.free(handle).unwrap();
             h.model.remove(&handle);
+            h.large.remove(&handle);
         }
         h.check();
         prop_assert_eq!(h.pool.stats().pages_used, 0);

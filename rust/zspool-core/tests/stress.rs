@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{Rng, etc_size, mix, pattern};
-use zspool_core::{CompactOptions, Pool, PoolConfig, StopReason, ZsError};
+use zspool_core::{CompactOptions, MAX_CLASS_SIZE, Pool, PoolConfig, StopReason, ZsError};
 
 const WORKERS: usize = 4;
 const OPS: usize = 150_000;
@@ -165,7 +165,7 @@ fn run(pool: &Pool, size: impl Fn(&mut Rng) -> usize + Sync) {
     }
     assert_eq!(pool.len(), survivors.len());
     assert_eq!(pool.stats().objects, survivors.len());
-    let large = survivors.iter().filter(|o| o.size > 4096).count();
+    let large = survivors.iter().filter(|o| o.size > MAX_CLASS_SIZE).count();
     assert_eq!(pool.stats().large_objects, large);
     assert_eq!(pool.class_stats().iter().map(|c| c.obj_used).sum::<usize>(), survivors.len() - large);
     // Quiescent now: a full compaction frees exactly what it predicts, and freeing
@@ -184,7 +184,8 @@ fn run(pool: &Pool, size: impl Fn(&mut Rng) -> usize + Sync) {
 #[test]
 fn mixed_sizes_with_concurrent_compaction() {
     let pool = Pool::new(PoolConfig::default()).unwrap();
-    run(&pool, |rng| if rng.chance(0.02) { 4097 + rng.below(12_000) } else { etc_size(rng) });
+    // 2 % above a page: half in the classes up to 8192 bytes, half on the large path.
+    run(&pool, |rng| if rng.chance(0.02) { 4097 + rng.below(8_192) } else { etc_size(rng) });
 }
 
 #[test]

@@ -29,6 +29,11 @@ mod _core {
     #[pymodule_export]
     const PAGE_SIZE: usize = zspool_core::PAGE_SIZE;
 
+    /// The largest object packed into a size class, in bytes (8192: two pages). Bigger ones
+    /// take whole pages of their own and are never moved by compaction.
+    #[pymodule_export]
+    const MAX_CLASS_SIZE: usize = zspool_core::MAX_CLASS_SIZE;
+
     /// The largest object a pool accepts, in bytes (1 GiB).
     #[pymodule_export]
     const MAX_OBJECT_SIZE: usize = zspool_core::MAX_OBJECT_SIZE;

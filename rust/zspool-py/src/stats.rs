@@ -27,7 +27,7 @@ pub struct PoolStats {
     objects: usize,
     /// Bytes of live objects (their requested sizes).
     payload_bytes: u64,
-    /// Live objects larger than a page.
+    /// Live objects with pages of their own (larger than MAX_CLASS_SIZE, or stored at mem_limit).
     large_objects: usize,
     /// Pages held by large objects.
     large_object_pages: usize,

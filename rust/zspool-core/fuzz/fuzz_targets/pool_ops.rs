@@ -6,7 +6,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use zspool_core::{CompactOptions, LockHold, Pool, PoolConfig, ZsError};
+use zspool_core::{CompactOptions, LockHold, MAX_CLASS_SIZE, Pool, PoolConfig, ZsError};
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -14,12 +14,13 @@ enum Op {
     Malloc {
         size: u16,
     },
-    /// store(data) of `len` bytes of `fill`, rotated by the object's index.
+    /// store(data) of `len % 8193` bytes of `fill`, rotated by the object's index: every class,
+    /// those above a page (whose objects straddle up to three pages) included.
     Store {
         len: u16,
         fill: u8,
     },
-    /// A large object (over a page): len = 4097 + extra.
+    /// A large object (over the largest class, two pages): len = 8193 + extra.
     StoreLarge {
         extra: u16,
         fill: u8,
@@ -111,7 +112,8 @@ fuzz_target!(|input: Input| {
     for (step, op) in input.ops.into_iter().take(2000).enumerate() {
         match op {
             Op::Malloc { size } => {
-                let size = usize::from(size) % 4200;
+                // Every class, and a little past the last one (8192) into the large path.
+                let size = usize::from(size) % 8300;
                 match pool.malloc(size) {
                     Ok(h) => model.live.push((h, vec![0; size])),
                     Err(ZsError::PoolFull { .. }) => {}
@@ -119,7 +121,7 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::Store { len, fill } | Op::StoreLarge { extra: len, fill } if matches!(op, Op::StoreLarge { .. }) => {
-                let data = pattern(4097 + usize::from(len) % 20_000, fill, step);
+                let data = pattern(MAX_CLASS_SIZE + 1 + usize::from(len) % 20_000, fill, step);
                 match pool.store(&data) {
                     Ok(h) => model.live.push((h, data)),
                     Err(ZsError::PoolFull { .. }) => {}
@@ -127,7 +129,7 @@ fuzz_target!(|input: Input| {
                 }
             }
             Op::Store { len, fill } | Op::StoreLarge { extra: len, fill } => {
-                let data = pattern(usize::from(len) % 4097, fill, step);
+                let data = pattern(usize::from(len) % (MAX_CLASS_SIZE + 1), fill, step);
                 match pool.store(&data) {
                     Ok(h) => model.live.push((h, data)),
                     Err(ZsError::PoolFull { .. }) => {}
@@ -202,10 +204,12 @@ fuzz_target!(|input: Input| {
         check_all(&pool, &model);
     }
     // Fresh objects never show old data: everything freed above was zeroed.
-    let fresh = pool.malloc(4096).unwrap_or(0);
-    if fresh != 0 {
-        assert!(pool.load(fresh).unwrap().iter().all(|&b| b == 0));
-        pool.free(fresh).unwrap();
+    for size in [4096, 6000, MAX_CLASS_SIZE] {
+        let fresh = pool.malloc(size).unwrap_or(0);
+        if fresh != 0 {
+            assert!(pool.load(fresh).unwrap().iter().all(|&b| b == 0));
+            pool.free(fresh).unwrap();
+        }
     }
     for (h, _) in model.live.drain(..) {
         pool.free(h).unwrap();
