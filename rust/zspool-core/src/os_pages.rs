@@ -234,9 +234,11 @@ fn contiguous_runs(pages: &[PagePtr]) -> impl Iterator<Item = (PagePtr, usize)> 
 /// Object memory never lives on the heap, but each zspage's bookkeeping (page list, owner
 /// words) does, and glibc keeps freed chunks resident: after a compaction that
 /// emptied thousands of zspages that is megabytes of RSS that no longer hold anything.
-/// `malloc_trim(0)` `madvise`s the free pages inside glibc's heaps away. It takes glibc's
-/// arena locks briefly (about 0.1 ms for a pool of a million objects), and runs only at the
-/// end of a compaction run that freed pages, with no pool lock held.
+/// `malloc_trim(0)` `madvise`s the free pages inside glibc's heaps away. It walks the whole
+/// process heap under glibc's arena locks (0.1-0.5 ms after a million-object compaction in a
+/// small process; tens of ms in one with a big fragmented heap), so it runs only at the end of
+/// a compaction run that freed many pages and still had budget left, with no pool lock held
+/// (`compaction.rs`, `TRIM_AFTER_PAGES`).
 pub(crate) fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu", not(loom)))]
     // SAFETY: malloc_trim only releases memory the allocator itself considers free; it has
