@@ -38,8 +38,9 @@ use crate::pool::Pool;
 use crate::sync::{MutexGuard, Ordering, unlock_fair};
 use crate::zspage::Zspage;
 
-/// Pages a run must free before it trims the heap: 64 MiB of zspages, whose metadata (one
-/// allocation each, 40-140 bytes per page) is then a megabyte or two worth handing back.
+/// Pages compaction must free before the heap is trimmed: 64 MiB of zspages, whose metadata
+/// (one allocation each: 8 bytes per page and 4 per object slot, so 12-520 bytes per page
+/// from the largest class to the smallest) is then worth handing back.
 const TRIM_AFTER_PAGES: usize = 16_384;
 
 /// How long the compactor may keep a class lock.
@@ -175,8 +176,12 @@ impl Pool {
         // Trimming walks glibc's whole heap under its arena lock, so every other thread's
         // malloc waits for it: 0.1-0.5 ms after a million-object compaction in a small
         // process, tens of ms in one with a big fragmented heap (a test runner). It pays only
-        // after a run that freed a lot of zspage metadata, and never past the caller's budget.
-        if report.pages_freed >= TRIM_AFTER_PAGES && deadline.is_none_or(|d| Instant::now() < d) {
+        // once compaction has freed a lot of zspage metadata, counted across runs (shrinkers
+        // compact in small steps). A run with a time budget never trims, since the walk's
+        // length cannot be bounded; the next run without one does.
+        let freed = self.freed_since_trim.fetch_add(report.pages_freed, Ordering::Relaxed) + report.pages_freed;
+        if freed >= TRIM_AFTER_PAGES && options.time_budget.is_none() {
+            self.freed_since_trim.store(0, Ordering::Relaxed);
             crate::os_pages::trim_heap();
         }
         report.duration = start.elapsed();

@@ -47,6 +47,14 @@ impl fmt::Display for ZsError {
                  (pool holds {pages_used} pages = {} bytes); free objects, compact, or raise mem_limit",
                 pages_used * crate::PAGE_SIZE as u64
             ),
+            ZsError::PoolFull { requested_bytes, os_error: Some(libc::ENOSPC), .. } => write!(
+                f,
+                "the size class (or large-object shard) for a {requested_bytes}-byte object is full: \
+                 it holds {} zspages or has handed out all {} handle-table indices (retired ones \
+                 included); the pool is unchanged; compact it (fewer zspages) or use another pool",
+                u64::from(crate::handle::MAX_ZSPAGE_ID) + 1,
+                crate::handle::MAX_INDEX,
+            ),
             ZsError::PoolFull { requested_bytes, os_error, .. } => write!(
                 f,
                 "the OS refused memory for a {requested_bytes}-byte allocation (errno {}); \

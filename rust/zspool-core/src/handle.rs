@@ -62,7 +62,11 @@ impl HandleParts {
 
 /// Generation bits a table entry stores. A handle has room for 27, but every bit stored here
 /// is paid for on every object, and fewer bits only mean an index is retired sooner (after
-/// 2^17 - 1 objects instead of 2^27 - 1: 8 bytes of table per 131,071 frees of one index).
+/// 2^17 - 1 objects instead of 2^27 - 1). Retirements cost 8 bytes per 131,071 frees in a
+/// class whatever the pattern (each free ages one index by one generation), and a class that
+/// has handed out all 2^28 indices is full for good (`Pool::table_exhausted`): 3.5 * 10^13
+/// frees, a year at a sustained million frees per second in one class. More bits would need
+/// a wider entry (a zspage id, object index and slack take the other 47).
 pub(crate) const ENTRY_GEN_BITS: u32 = 17;
 const ENTRY_GEN_MASK: u32 = (1 << ENTRY_GEN_BITS) - 1;
 const _: () = assert!(ENTRY_GEN_BITS <= GEN_BITS, "a stored generation fits the handle's field");

@@ -71,6 +71,8 @@ pub struct Pool {
     closed: AtomicBool,
     pub(crate) compaction_running: AtomicBool,
     pub(crate) pages_compacted: AtomicU64,
+    /// Pages compaction freed since the heap was last trimmed (`compaction.rs`).
+    pub(crate) freed_since_trim: AtomicUsize,
     pub(crate) objects_migrated: AtomicU64,
     pub(crate) compactions: AtomicU64,
     /// Calls in flight that are not counted in an `ActivityCounters` (close, stats): the
@@ -179,6 +181,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             compaction_running: AtomicBool::new(false),
             pages_compacted: AtomicU64::new(0),
+            freed_since_trim: AtomicUsize::new(0),
             objects_migrated: AtomicU64::new(0),
             compactions: AtomicU64::new(0),
             others_in_flight: AtomicUsize::new(0),
@@ -400,6 +403,8 @@ impl Pool {
         }
     }
 
+    /// A class (or large shard) out of zspage ids or handle-table indices: `PoolFull` with
+    /// ENOSPC, which no mmap failure reports (they give ENOMEM), so the message can say so.
     fn table_exhausted(&self, size: usize) -> ZsError {
         self.os_refused(size, libc::ENOSPC)
     }
@@ -724,6 +729,8 @@ mod tests {
         let b = pool.store(&[2; 4096]).unwrap();
         let err = pool.store(&[3; 4096]).unwrap_err();
         assert!(matches!(err, ZsError::PoolFull { os_error: Some(libc::ENOSPC), .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("size class") && !message.contains("OS refused"), "{message}");
         assert_eq!(pool.load(a).unwrap(), vec![1; 4096]);
         assert_eq!(pool.load(b).unwrap(), vec![2; 4096]);
         pool.free(a).unwrap();
