@@ -75,24 +75,34 @@ impl LargeShard {
     }
 }
 
+/// Why [`LargeState::insert`] refused an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Its bookkeeping could not grow: the OS refused memory.
+    NoMemory,
+    /// All of the shard's handle-table indices are used up.
+    TableFull,
+}
+
 impl LargeState {
-    /// Record `mapping` as an object of `size` bytes; `Err` if the handle table is full or
-    /// its metadata cannot grow (the mapping is then handed back to be dropped).
-    pub(crate) fn insert(&mut self, mapping: Mapping, size: usize) -> Result<(u32, u32), Mapping> {
+    /// Record `mapping` as an object of `size` bytes; `Err` if its metadata cannot grow (the
+    /// OS refused memory) or the handle table is full, with the mapping handed back to be
+    /// dropped.
+    pub(crate) fn insert(&mut self, mapping: Mapping, size: usize) -> Result<(u32, u32), (Mapping, Refusal)> {
         // Every vector this insert (and the matching remove) may grow, reserved fallibly:
         // out of memory is then a `PoolFull` error, not an abort.
         let reserved = self.handles.try_reserve_one().is_ok()
             && (!self.free_ids.is_empty() || self.records.try_reserve(1).is_ok())
             && self.free_ids.try_reserve((self.records.len() + 1).saturating_sub(self.free_ids.len())).is_ok();
         if !reserved {
-            return Err(mapping);
+            return Err((mapping, Refusal::NoMemory));
         }
         let id = match self.free_ids.last() {
             Some(&id) => id,
             None => u32::try_from(self.records.len()).expect("fewer than 2^32 large objects per shard"),
         };
         let Some(handle) = self.handles.insert(LargeId(id)) else {
-            return Err(mapping);
+            return Err((mapping, Refusal::TableFull));
         };
         if self.free_ids.pop().is_none() {
             self.records.push(None);

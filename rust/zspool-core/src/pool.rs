@@ -27,7 +27,7 @@ use crate::activity::{Activity, ActivityCounters, InFlight};
 use crate::class::{ClassState, SizeClass};
 use crate::error::{HandleProblem, Result, ZsError};
 use crate::handle::{ClassSlot, HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
-use crate::large::{LARGE_SHARDS, LargeShard};
+use crate::large::{LARGE_SHARDS, LargeShard, Refusal};
 use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider};
 use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT, MAX_CLASS_SIZE};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -382,11 +382,14 @@ impl Pool {
                 let owner = LARGE_OWNER_BASE + u16::try_from(shard_id).expect("few shards");
                 Ok(HandleParts { index, owner, generation }.encode(self.key))
             }
-            Err(mapping) => {
+            Err((mapping, refusal)) => {
                 drop(state);
                 drop(mapping);
                 self.unreserve_pages(pages);
-                Err(self.table_exhausted(size))
+                Err(match refusal {
+                    Refusal::NoMemory => self.os_refused(size, libc::ENOMEM),
+                    Refusal::TableFull => self.table_exhausted(size),
+                })
             }
         }
     }
