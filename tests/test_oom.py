@@ -35,6 +35,15 @@ SCRIPT = textwrap.dedent(
     pool = Pool(name="oom")
     stored = 0
     headroom = int(sys.argv[1]) * 2**20
+    # A reserve for the interpreter itself: every refusal raises PoolFullError, which
+    # allocates a few small objects (the exception, its message, a traceback). Leave a few of
+    # pymalloc's arenas mapped but nearly empty (an arena goes back to the OS only when all of
+    # it is free), so those come from memory already mapped, never from a new arena the low
+    # limit would refuse: that made the interpreter, not zspool, raise MemoryError at some
+    # headrooms.
+    spare = [bytearray(48) for _ in range(80_000)]
+    reserve = spare[::10_000]
+    del spare
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + headroom, hard))
 
