@@ -157,15 +157,14 @@ impl Index {
     }
 
     /// Take a slot out of the table and put it on the free list (unlink it from the queue
-    /// first). Returns the slot as it was.
-    pub(crate) fn remove(&mut self, id: u32) -> Slot {
-        let slot = self.slots[id as usize];
-        debug_assert!(slot.is_live());
-        self.table.remove(slot.hash(), id, &self.slots);
+    /// first).
+    pub(crate) fn remove(&mut self, id: u32) {
+        let hash = self.slots[id as usize].hash();
+        debug_assert!(self.slots[id as usize].is_live());
+        self.table.remove(hash, id, &self.slots);
         self.slots[id as usize] = Slot { older: self.free_head.unwrap_or(NIL), ..Slot::DEAD };
         self.free_head = Some(id);
         self.live -= 1;
-        slot
     }
 
     /// Forget everything and give the memory back.
