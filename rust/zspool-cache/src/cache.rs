@@ -406,7 +406,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// the index's `find_many` (buckets and slots prefetched a pass ahead); (2) one
     /// [`Pool::read_batch`] over the candidates' handles confirms each key against the
     /// stored one and hands the value to `f`; (3) recency and counters. A key whose
-    /// candidate is not confirmed (a 32-bit hash collision) or has expired takes the
+    /// candidate is not confirmed (a 30-bit hash collision) or has expired takes the
     /// ordinary [`CacheGuard::get_with`] path. Keep batches modest (hundreds of keys).
     pub fn get_many_with(&mut self, keys: &[Key<'_>], mut f: impl FnMut(usize, &Value<'_>)) -> Result<()> {
         self.cache.check_open()?;

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! A raw entry with an 11-byte key therefore costs 2 header bytes. The key is stored with
-//! the value so that a lookup checks the real key bytes (the index keeps only a 32-bit hash)
+//! the value so that a lookup checks the real key bytes (the index keeps only a 30-bit hash)
 //! and iteration can give keys back; the index needs no per-entry heap allocation.
 
 use std::borrow::Cow;

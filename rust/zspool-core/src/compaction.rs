@@ -160,7 +160,6 @@ impl Pool {
             return report;
         }
         let _running = RunningFlag(&self.compaction_running);
-        let deadline = options.time_budget.map(|budget| start + budget);
         report.stop_reason = if self.is_closed() {
             StopReason::Closed
         } else if self.fork_pending.load(Ordering::SeqCst) {
@@ -169,6 +168,7 @@ impl Pool {
             StopReason::NothingFreeable
         } else {
             self.compactions.fetch_add(1, Ordering::Relaxed);
+            let deadline = options.time_budget.map(|budget| start + budget);
             self.compact_classes(options, deadline, &mut report)
         };
         self.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
