@@ -210,16 +210,7 @@ def test_compact_on_closed_pool_raises_and_close_during_compaction() -> None:
     from zspool import PoolClosedError
 
     pool, _ = fragmented_pool(200_000, seed=9)
-    reports: list[CompactionReport] = []
-    started = threading.Event()
-
-    def long_compaction() -> None:
-        started.set()
-        reports.append(pool.compact())
-
-    t = threading.Thread(target=long_compaction)
-    t.start()
-    started.wait()
+    t, reports = compact_in_background(pool)
     time.sleep(0.005)
     pool.close()
     t.join()

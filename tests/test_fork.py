@@ -9,6 +9,7 @@ the child is exactly the failure these tests exist to catch).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from typing import Self
 
 import pytest
 
@@ -55,17 +57,42 @@ def run_child(child: Callable[[], None]) -> int:
     pytest.fail(f"the child did not finish within {CHILD_DEADLINE_S} s: deadlocked after fork")
 
 
-class Hammer:
-    """Threads that churn a pool (small and large objects, so some calls run without the
-    GIL) and a thread that compacts it in a loop, each checking its own objects' CRCs."""
+class Workers:
+    """Background threads for a fork test: started on entering, and entered only once they
+    have done ``warm_up`` operations; stopped, joined and checked for errors on exit."""
 
-    def __init__(self, pool: Pool, threads: int = 3) -> None:
-        self.pool = pool
+    warm_up = 0
+
+    def __init__(self, targets: list[Callable[[], None]]) -> None:
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.ops = 0
-        self.threads = [threading.Thread(target=self.churn, args=(i,), daemon=True) for i in range(threads)]
-        self.threads.append(threading.Thread(target=self.compact, daemon=True))
+        self.threads = [threading.Thread(target=target, daemon=True) for target in targets]
+
+    def __enter__(self) -> Self:
+        for t in self.threads:
+            t.start()
+        while self.ops < self.warm_up:
+            time.sleep(0.005)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+        assert not self.errors, self.errors[:10]
+
+
+class Hammer(Workers):
+    """Threads that churn a pool (small and large objects, so some calls run without the
+    GIL) and a thread that compacts it in a loop, each checking its own objects' CRCs."""
+
+    warm_up = 500
+
+    def __init__(self, pool: Pool, threads: int = 3) -> None:
+        self.pool = pool
+        churners = [functools.partial(self.churn, i) for i in range(threads)]
+        super().__init__([*churners, self.compact])
 
     def churn(self, seed: int) -> None:
         import random
@@ -90,19 +117,6 @@ class Hammer:
     def compact(self) -> None:
         while not self.stop.is_set():
             self.pool.compact(time_budget=0.05)
-
-    def __enter__(self) -> Hammer:
-        for t in self.threads:
-            t.start()
-        while self.ops < 500:
-            time.sleep(0.005)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        assert not self.errors, self.errors
 
 
 def frozen_objects(pool: Pool, n: int = 3000) -> dict[int, bytes]:
@@ -272,20 +286,18 @@ def run_child_reporting(child: Callable[[], str]) -> tuple[int, str]:
                 os.close(fd)
 
 
-class CacheHammer:
+class CacheHammer(Workers):
     """Threads that churn a cache: per-thread keys set, read back (CRC and version checked) and
     deleted; a batch thread whose ``set_many`` chunks hold the cache mutex without the GIL and
     whose ``get_many`` chunks hold it with the GIL; and a thread compacting the cache's pool."""
 
+    warm_up = 300
+
     def __init__(self, cache: Cache, threads: int = 2, batch: int = 2000) -> None:
         self.cache = cache
         self.batch = batch
-        self.stop = threading.Event()
-        self.errors: list[str] = []
-        self.ops = 0
-        self.threads = [threading.Thread(target=self.churn, args=(i,), daemon=True) for i in range(threads)]
-        self.threads.append(threading.Thread(target=self.batches, daemon=True))
-        self.threads.append(threading.Thread(target=self.compact, daemon=True))
+        churners = [functools.partial(self.churn, i) for i in range(threads)]
+        super().__init__([*churners, self.batches, self.compact])
 
     def churn(self, seed: int) -> None:
         import random
@@ -332,19 +344,6 @@ class CacheHammer:
         while not self.stop.is_set():
             self.cache.compact(time_budget=0.05)
             time.sleep(0.001)
-
-    def __enter__(self) -> CacheHammer:
-        for t in self.threads:
-            t.start()
-        while self.ops < 300:
-            time.sleep(0.005)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-        assert not self.errors, self.errors[:10]
 
 
 def frozen_entries(cache: Cache, n: int = 2000) -> dict[str, bytes]:
