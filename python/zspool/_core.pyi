@@ -309,7 +309,7 @@ class Cache:
 
         Each value is copied once, straight into its new ``bytes``, so this runs with the GIL
         held; the cache lock is taken once per 256 keys and the GIL let go every 4096."""
-    def set_many(self, items: Mapping[str | bytes, Any] | Iterable[tuple[str | bytes, Any]], ttl: float | None = None) -> None:
+    def set_many(self, items: Mapping[str, Any] | Mapping[bytes, Any] | Iterable[tuple[str | bytes, Any]], ttl: float | None = None) -> None:
         """Store every (key, value): one call into Rust, stores with the GIL released. Every item is checked before any is stored."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
