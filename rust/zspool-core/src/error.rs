@@ -52,7 +52,7 @@ impl fmt::Display for ZsError {
                 "the size class (or large-object shard) for a {requested_bytes}-byte object is full: \
                  it holds {} zspages or has handed out all {} handle-table indices (retired ones \
                  included); the pool is unchanged; compact it (fewer zspages) or use another pool",
-                u64::from(crate::handle::MAX_ZSPAGE_ID) + 1,
+                u64::from(crate::size_class::MAX_ZSPAGE_ID) + 1,
                 crate::handle::MAX_INDEX,
             ),
             ZsError::PoolFull { requested_bytes, os_error, .. } => write!(

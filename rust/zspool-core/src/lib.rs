@@ -6,7 +6,7 @@
 //!
 //! ## Data layout (as in mm/zsmalloc.c)
 //!
-//! - **Size classes** (`size_class.rs`): object sizes 32..=8192 bytes in 16-byte steps (the
+//! - **Size classes** (`class_table.rs`): object sizes 32..=8192 bytes in 16-byte steps (the
 //!   kernel stops at 4096; we go on to two pages, see there). Each class stores objects of
 //!   its size in **zspages**: chains of 1..=16 pages chosen to waste the least tail space.
 //!   Classes whose zspages would look the same are merged.
@@ -40,10 +40,9 @@
 //! model-checked (`tests/loom.rs`).
 
 mod activity;
-mod class;
+mod class_table;
 mod compaction;
 mod error;
-#[cfg(not(loom))]
 mod fork;
 mod handle;
 mod large;
@@ -55,15 +54,16 @@ mod sync;
 mod zspage;
 
 pub use activity::Activity;
+pub use class_table::{
+    ABOVE_PAGE_CHAIN_LIMIT, CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT,
+    MAX_CLASS_SIZE, MIN_ALLOC_SIZE, NUM_PAGE_SIZE_SLOTS, NUM_SIZE_SLOTS, chain_limit, chain_size, size_slot,
+};
 pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
 pub use error::{HandleProblem, Result, ZsError};
+pub use fork::{Counted, ForkGate};
 #[cfg(not(loom))]
 pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
-pub use size_class::{
-    ABOVE_PAGE_CHAIN_LIMIT, CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT,
-    MAX_CLASS_SIZE, MIN_ALLOC_SIZE, NUM_PAGE_SIZE_SLOTS, NUM_SIZE_SLOTS, chain_limit, chain_size, size_slot,
-};
 pub use stats::{ClassStats, PoolStats};
 pub use zspage::FULLNESS_GROUPS;

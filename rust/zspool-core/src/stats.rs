@@ -124,9 +124,9 @@ impl Pool {
             large_object_pages,
             freeable_pages: self.can_compact(),
             metadata_bytes,
-            pages_compacted: self.pages_compacted.load(Ordering::Relaxed),
-            objects_migrated: self.objects_migrated.load(Ordering::Relaxed),
-            compactions: self.compactions.load(Ordering::Relaxed),
+            pages_compacted: self.compaction.pages_compacted.load(Ordering::Relaxed),
+            objects_migrated: self.compaction.objects_migrated.load(Ordering::Relaxed),
+            compactions: self.compaction.compactions.load(Ordering::Relaxed),
         }
     }
 }

@@ -360,7 +360,8 @@ mod tests {
         assert_eq!(zspage.alloc_obj(21), Some(1));
         assert!(zspage.is_full());
         assert_eq!(zspage.find_alloced_obj(1), Some((1, 21)));
-        provider.release_pages(zspage.pages());
+        // SAFETY: the zspage's pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(zspage.pages()) };
         provider.unmap_all();
     }
 
@@ -386,7 +387,8 @@ mod tests {
         assert_eq!(&back[..5000], &data[..]);
         assert!(back[5000..].iter().all(|&b| b == 0), "nothing past the object's size");
         for zspage in [&from, &to] {
-            provider.release_pages(zspage.pages());
+            // SAFETY: the zspage's pages came from this provider, once; nothing refers into them.
+            unsafe { provider.release_pages(zspage.pages()) };
         }
         provider.unmap_all();
     }
@@ -409,7 +411,8 @@ mod tests {
             assert!(zspage.alloc_obj(owner).is_some());
         }
         assert!(zspage.is_full());
-        provider.release_pages(zspage.pages());
+        // SAFETY: the zspage's pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(zspage.pages()) };
         provider.unmap_all();
     }
 }
