@@ -22,17 +22,18 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
-use zspool_core::{Pool, ZsError};
+use parking_lot::MutexGuard;
+use zspool_core::{OuterLock, Pool, ZsError};
 
 use crate::compression::Compression;
 use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
-use crate::fork::ForkGate;
+use crate::fork::ForkSafeMutex;
 use crate::index::{HASH_MASK, Index, NIL};
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
@@ -62,9 +63,8 @@ pub struct Cache<P> {
     clock: Clock,
     hasher: RandomState,
     closed: AtomicBool,
-    pub(crate) inner: Mutex<Inner>,
-    /// Lets the fork handlers take `inner` with nobody queued on it (see `fork.rs`).
-    pub(crate) fork_gate: ForkGate,
+    /// The cache mutex; the fork handlers can hold it across `fork()` (see `fork.rs`).
+    pub(crate) inner: ForkSafeMutex<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -132,8 +132,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             clock,
             hasher: RandomState::new(),
             closed: AtomicBool::new(false),
-            inner: Mutex::new(inner),
-            fork_gate: ForkGate::new(),
+            inner: ForkSafeMutex::new(inner),
         })
     }
 
@@ -156,11 +155,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     /// Closed, or (in a forked child) lost in the fork: see [`CacheError::LostInFork`].
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.fork_gate.is_lost()
+        self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.inner.is_lost()
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.fork_gate.is_lost() {
+        if self.inner.is_lost() {
             Err(CacheError::LostInFork)
         } else if self.is_closed() {
             Err(CacheError::Pool(ZsError::Closed))
@@ -171,17 +170,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     /// Take the cache mutex (after any fork being prepared is over).
     pub fn lock(&self) -> CacheGuard<'_, P> {
-        let waiting = self.fork_gate.enter();
-        let inner = self.inner.lock();
-        drop(waiting);
-        CacheGuard { cache: self, inner }
+        CacheGuard { cache: self, inner: self.inner.lock() }
     }
 
     /// Take the cache mutex if it is free (and no fork is being prepared).
     pub fn try_lock(&self) -> Option<CacheGuard<'_, P>> {
-        if self.fork_gate.is_pending() {
-            return None;
-        }
         self.inner.try_lock().map(|inner| CacheGuard { cache: self, inner })
     }
 
@@ -275,6 +268,28 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         g.inner.counters.compressed_entries = 0;
         drop(g);
         self.pool.close();
+    }
+}
+
+/// Make `fork()` safe for `cache`: every `fork()` in this process holds its mutex across the
+/// fork, before the pools' locks, for as long as the cache is alive. Its pool must be
+/// registered with [`zspool_core::register_for_fork`] too (every pool made from Python is).
+pub fn register_for_fork<P: Deref<Target = Pool> + Send + Sync + 'static>(cache: &Arc<Cache<P>>) {
+    zspool_core::register_outer_lock_for_fork(cache);
+}
+
+/// The cache's part of the core's fork protocol: its mutex, before any pool lock (`fork.rs`).
+impl<P: Deref<Target = Pool> + Send + Sync> OuterLock for Cache<P> {
+    fn fork_prepare(&self) -> bool {
+        self.inner.fork_prepare()
+    }
+
+    fn fork_parent(&self) {
+        self.inner.fork_parent();
+    }
+
+    fn fork_child(&self) {
+        self.inner.fork_child(|| Inner::empty(self.config.eviction));
     }
 }
 

@@ -36,11 +36,10 @@ mod index;
 mod stats;
 mod ttl;
 
-pub use cache::{Cache, CacheConfig, CacheGuard, Encoded};
+pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, register_for_fork};
 pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};
 pub use eviction::Eviction;
-pub use fork::register_for_fork;
 pub use stats::CacheStats;
 pub use ttl::{Clock, Ttl};
