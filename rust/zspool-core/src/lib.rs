@@ -64,6 +64,6 @@ pub use fork::{Counted, ForkGate};
 #[cfg(not(loom))]
 pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
-pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
+pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig, check_bounds};
 pub use stats::{ClassStats, PoolStats};
 pub use zspage::FULLNESS_GROUPS;

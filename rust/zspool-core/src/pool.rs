@@ -51,6 +51,13 @@ pub struct PoolConfig {
     pub name: Option<String>,
 }
 
+impl PoolConfig {
+    /// The allowed `max_pages_per_zspage`, as error messages state it (`1..=MAX_CHAIN_LIMIT`).
+    pub const MAX_PAGES_ALLOWED: &'static str = "1..=16";
+    /// The allowed `mem_limit`, as error messages state it (a page at least).
+    pub const MEM_LIMIT_ALLOWED: &'static str = "at least 4096 bytes, or None";
+}
+
 impl Default for PoolConfig {
     fn default() -> PoolConfig {
         PoolConfig { max_pages_per_zspage: DEFAULT_MAX_PAGES_PER_ZSPAGE, mem_limit: None, name: None }
@@ -228,7 +235,9 @@ impl ObjectRef<'_> {
     }
 }
 
-fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Result<()> {
+/// Check that `[offset, offset + len)` lies inside `handle`'s object of `size` bytes:
+/// `OutOfBounds` if not (built without allocating, so callers may use it under a lock).
+pub fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
         _ => Err(ZsError::OutOfBounds { handle, offset: offset as u64, len: len as u64, object_size: size as u64 }),
@@ -256,15 +265,11 @@ impl Pool {
             return Err(ZsError::BadConfig {
                 what: "max_pages_per_zspage",
                 value: config.max_pages_per_zspage as u64,
-                allowed: "1..=16",
+                allowed: PoolConfig::MAX_PAGES_ALLOWED,
             });
         }
         if let Some(limit) = config.mem_limit.filter(|&limit| limit < PAGE_SIZE as u64) {
-            return Err(ZsError::BadConfig {
-                what: "mem_limit",
-                value: limit,
-                allowed: "at least 4096 bytes, or None",
-            });
+            return Err(ZsError::BadConfig { what: "mem_limit", value: limit, allowed: PoolConfig::MEM_LIMIT_ALLOWED });
         }
         let table = ClassTable::new(config.max_pages_per_zspage);
         let classes = table.classes().iter().map(|&layout| SizeClass::new(layout)).collect();
@@ -767,6 +772,12 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allowed_ranges_state_the_limits() {
+        assert_eq!(PoolConfig::MAX_PAGES_ALLOWED, format!("1..={MAX_CHAIN_LIMIT}"));
+        assert!(PoolConfig::MEM_LIMIT_ALLOWED.starts_with(&format!("at least {PAGE_SIZE} bytes")));
+    }
 
     #[test]
     fn a_class_out_of_zspage_ids_is_full_not_corrupt() {

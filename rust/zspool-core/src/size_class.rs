@@ -13,7 +13,7 @@ use crate::activity::ActivityCounters;
 use crate::class_table::ClassLayout;
 use crate::handle::{HandleTable, LOCATION_BITS, PackedLocation};
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
-use crate::zspage::{FULLNESS_GROUPS, GROUP_EMPTY, GROUP_FULL, Zspage, fullness_group};
+use crate::zspage::{FULLNESS_GROUPS, Fullness, Zspage};
 
 /// The zspage id field of a [`ClassSlot`]: a class with more zspages than this at once is full.
 pub(crate) const ZSPAGE_ID_BITS: u32 = 23;
@@ -200,28 +200,23 @@ impl ClassState {
 
     /// The kernel's `find_get_zspage`: the head of the fullest non-full group.
     pub(crate) fn find_zspage_with_room(&self) -> Option<u32> {
-        (GROUP_EMPTY..GROUP_FULL).rev().find_map(|g| self.groups[g].last().copied())
+        Fullness::with_room().rev().find_map(|g| self.groups[g.index()].last().copied())
     }
 
     /// Compaction's destination: the fullest non-full zspage other than `except`.
     pub(crate) fn fullest_with_room(&self, except: Option<u32>) -> Option<u32> {
-        (1..GROUP_FULL).rev().find_map(|g| self.head_except(g, except))
+        Fullness::partly_used().rev().find_map(|g| self.head_except(g, except))
     }
 
     /// Compaction's source: the emptiest non-empty, non-full zspage other than `except`.
     pub(crate) fn emptiest(&self, except: Option<u32>) -> Option<u32> {
-        (1..GROUP_FULL).find_map(|g| self.head_except(g, except))
+        Fullness::partly_used().find_map(|g| self.head_except(g, except))
     }
 
-    fn head_except(&self, group: usize, except: Option<u32>) -> Option<u32> {
-        self.groups[group].iter().rev().copied().find(|&id| Some(id) != except)
+    fn head_except(&self, group: Fullness, except: Option<u32>) -> Option<u32> {
+        self.groups[group.index()].iter().rev().copied().find(|&id| Some(id) != except)
     }
 
-    /// Make room, fallibly, for everything adding one zspage (and later removing it) can
-    /// grow: the zspage vector, the free-id stack, every fullness list (a zspage may move
-    /// to any of them) and one handle-table entry. After this succeeds, `add_zspage`,
-    /// `obj_malloc`, the fullness moves and `remove_zspage` allocate nothing, so running out
-    /// of memory is a `PoolFull` error and never an abort.
     /// Whether one more zspage gets an id that fits a handle-table entry. Without it the
     /// class is full: `PoolFull`, never a truncated id.
     pub(crate) fn has_zspage_id(&self) -> bool {
@@ -233,6 +228,11 @@ impl ClassState {
         self.max_zspages = max_zspages;
     }
 
+    /// Make room, fallibly, for everything adding one zspage (and later removing it) can
+    /// grow: the zspage vector, the free-id stack, every fullness list (a zspage may move
+    /// to any of them) and one handle-table entry. After this succeeds, `add_zspage`,
+    /// `obj_malloc`, the fullness moves and `remove_zspage` allocate nothing, so running out
+    /// of memory is a `PoolFull` error and never an abort.
     pub(crate) fn try_reserve_zspage(&mut self) -> Result<(), std::collections::TryReserveError> {
         let zspages = self.zspage_count() + 1;
         if self.free_ids.is_empty() {
@@ -259,7 +259,7 @@ impl ClassState {
                 u32::try_from(self.zspages.len() - 1).expect("zspage ids fit a handle-table entry")
             }
         };
-        self.link(id, GROUP_EMPTY);
+        self.link(id, Fullness::EMPTY);
         self.obj_allocated += self.layout.objs_per_zspage;
         id
     }
@@ -336,22 +336,22 @@ impl ClassState {
     fn fix_fullness(&mut self, id: u32) {
         let zspage = self.zspage(id);
         let (old, pos) = (zspage.group(), zspage.group_pos());
-        let new = fullness_group(zspage.inuse(), self.layout.objs_per_zspage);
+        let new = Fullness::of(zspage.inuse(), self.layout.objs_per_zspage);
         if new != old {
             self.unlink(id, old, pos);
             self.link(id, new);
         }
     }
 
-    fn link(&mut self, id: u32, group: usize) {
-        let list = &mut self.groups[group];
+    fn link(&mut self, id: u32, group: Fullness) {
+        let list = &mut self.groups[group.index()];
         list.push(id);
         let pos = list.len() - 1;
         self.zspage_mut(id).set_group(group, pos);
     }
 
-    fn unlink(&mut self, id: u32, group: usize, pos: usize) {
-        let list = &mut self.groups[group];
+    fn unlink(&mut self, id: u32, group: Fullness, pos: usize) {
+        let list = &mut self.groups[group.index()];
         debug_assert_eq!(list[pos], id);
         list.swap_remove(pos);
         if let Some(&moved) = list.get(pos) {
