@@ -43,13 +43,16 @@ use crate::ttl::{Clock, Deadlines, Ttl, deadline};
 pub struct CacheConfig {
     /// The budget: bytes of stored entries (header + key + value after compression).
     pub max_bytes: u64,
+    /// How values are compressed (only where it saves space).
     pub compression: Compression,
+    /// Which entry goes when the budget is full.
     pub eviction: Eviction,
     /// The TTL of entries set with [`Ttl::Default`]; `None`: they never expire.
     pub default_ttl: Option<Duration>,
 }
 
 impl CacheConfig {
+    /// A budget of `max_bytes`, no compression, SIEVE eviction, no TTL.
     pub fn new(max_bytes: u64) -> CacheConfig {
         CacheConfig { max_bytes, compression: Compression::None, eviction: Eviction::Sieve, default_ttl: None }
     }
@@ -112,10 +115,12 @@ enum Why {
 }
 
 impl<P: Deref<Target = Pool>> Cache<P> {
+    /// A cache over `pool` on the monotonic clock; `BadConfig` for a zero budget or a bad zstd level.
     pub fn new(pool: P, config: CacheConfig) -> Result<Cache<P>> {
         Cache::with_clock(pool, config, Clock::monotonic())
     }
 
+    /// As [`Cache::new`], on `clock` (a manual one in tests).
     pub fn with_clock(pool: P, config: CacheConfig, clock: Clock) -> Result<Cache<P>> {
         if config.max_bytes == 0 {
             return Err(CacheError::BadConfig { what: "maxbytes", value: "0".into(), allowed: "an int >= 1 (bytes)" });
@@ -136,6 +141,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         })
     }
 
+    /// The pool the entries live in.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -145,10 +151,12 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         &self.pool
     }
 
+    /// How this cache was built.
     pub fn config(&self) -> &CacheConfig {
         &self.config
     }
 
+    /// The clock TTLs are measured on.
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
@@ -207,23 +215,28 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     // Convenience wrappers: one mutex acquisition each.
 
+    /// The value stored under `key`, copied out, or `None` (one lock acquisition).
     pub fn get(&self, key: Key<'_>) -> Result<Option<Vec<u8>>> {
         self.lock().get_with(key, |v| v.to_vec())
     }
 
+    /// Store `value` under `key`, evicting as needed (one lock acquisition).
     pub fn set(&self, key: Key<'_>, value: &[u8], ttl: Ttl) -> Result<()> {
         let encoded = self.encode(key, value, false)?;
         self.lock().insert(encoded, ttl)
     }
 
+    /// Remove `key`; whether it was there (one lock acquisition).
     pub fn remove(&self, key: Key<'_>) -> Result<bool> {
         self.lock().remove(key)
     }
 
+    /// Live entries (expired ones are dropped first).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    /// Whether the cache holds no live entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -619,6 +632,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         self.inner.index.len()
     }
 
+    /// Whether the cache holds no live entry.
     pub fn is_empty(&mut self) -> bool {
         self.len() == 0
     }

@@ -26,6 +26,8 @@
 //! `fork()`, the core's `pthread_atfork` handlers take it before any pool lock
 //! ([`register_for_fork`]).
 
+#![warn(missing_docs)]
+
 mod cache;
 mod compression;
 mod entry;

@@ -78,7 +78,9 @@ pub struct ClassLayout {
     pub index: usize,
     /// Object slot size in bytes.
     pub size: usize,
+    /// Pages in each zspage of this class.
     pub pages_per_zspage: usize,
+    /// Object slots in each zspage of this class.
     pub objs_per_zspage: usize,
 }
 

@@ -48,7 +48,12 @@ const TRIM_AFTER_PAGES: usize = 16_384;
 pub enum LockHold {
     /// Yield after every drained source zspage, every `slice_objects` migrated objects,
     /// every `slice` of wall time, and whenever another thread waits for the lock.
-    Yielding { slice_objects: usize, slice: Duration },
+    Yielding {
+        /// Objects migrated per slice at most.
+        slice_objects: usize,
+        /// Wall time per slice at most.
+        slice: Duration,
+    },
     /// Hold the class lock until the class is compacted (benchmark comparison only).
     WholeClass,
 }
@@ -66,6 +71,7 @@ pub struct CompactOptions {
     pub max_pages: Option<usize>,
     /// Stop once this much wall time has passed.
     pub time_budget: Option<Duration>,
+    /// How long a class lock may be kept.
     pub lock_hold: LockHold,
 }
 
@@ -87,6 +93,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The name Python sees (`"done"`, `"budget_reached"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Done => "done",
@@ -102,14 +109,19 @@ impl StopReason {
 /// What one compaction run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionReport {
+    /// Pages given back to the OS.
     pub pages_freed: usize,
+    /// Objects moved.
     pub objects_migrated: u64,
+    /// Bytes of the objects moved.
     pub bytes_migrated: u64,
     /// Classes that had freeable pages and were worked on.
     pub classes_scanned: usize,
     /// Times the class lock was released and re-taken mid-class.
     pub lock_yields: u64,
+    /// Wall time of the run.
     pub duration: Duration,
+    /// Why the run ended.
     pub stop_reason: StopReason,
 }
 

@@ -189,8 +189,11 @@ impl ForkState {
 /// deadline, and returns whether it got it with no other thread inside or queued;
 /// exactly one of `fork_parent` / `fork_child` follows and lets it go.
 pub trait OuterLock: Send + Sync {
+    /// Before `fork()`: take the lock within the deadline; whether nobody else was inside or queued.
     fn fork_prepare(&self) -> bool;
+    /// After `fork()`, in the parent: let the lock go.
     fn fork_parent(&self);
+    /// After `fork()`, in the child (one thread): let the lock go, forget vanished threads.
     fn fork_child(&self);
 }
 

@@ -39,6 +39,8 @@
 //! `sync.rs` swaps every lock and atomic for loom's under `--cfg loom`, so the protocol is
 //! model-checked (`tests/loom.rs`).
 
+#![warn(missing_docs)]
+
 mod activity;
 mod class_table;
 mod compaction;

@@ -215,6 +215,7 @@ impl ObjectRef<'_> {
         self.size
     }
 
+    /// Whether the object is empty.
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
@@ -260,6 +261,7 @@ fn large_object(handle: u64, state: &LargeState, id: LargeId) -> ObjectRef<'_> {
 }
 
 impl Pool {
+    /// A new, empty pool; `BadConfig` if `config` is out of range.
     pub fn new(config: PoolConfig) -> Result<Pool> {
         if !(1..=MAX_CHAIN_LIMIT).contains(&config.max_pages_per_zspage) {
             return Err(ZsError::BadConfig {
@@ -290,6 +292,7 @@ impl Pool {
         })
     }
 
+    /// How this pool was built.
     pub fn config(&self) -> &PoolConfig {
         &self.config
     }
@@ -299,6 +302,7 @@ impl Pool {
         &self.table
     }
 
+    /// Whether [`Pool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
@@ -727,6 +731,7 @@ impl Pool {
             + self.large.iter().map(LargeShard::objects).sum::<usize>()
     }
 
+    /// Whether no object is live (a racy snapshot under concurrent use).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
