@@ -9,8 +9,8 @@
 //!                    copy (or decompress) the value out -> mark the hit
 //! ```
 //!
-//! Lock order: the **cache mutex**, then the pool's locks (a class or large-object shard
-//! lock, taken and dropped inside each pool call). Compaction takes only the pool's locks and
+//! Locks: the **cache mutex**, taken before the pool's (the lock order is in
+//! `docs/ARCHITECTURE.md`), which are taken and dropped inside each pool call. Compaction takes only the pool's locks and
 //! never the cache mutex: it moves objects, their handles stay valid, the index is untouched.
 //! Every operation is a method of [`CacheGuard`], the held mutex, so a caller can do a batch
 //! under one acquisition (the Python bindings also use [`Cache::try_lock`] to avoid blocking

@@ -8,11 +8,10 @@
 //! read/write/free(handle) -> decode owner -> owner's lock -> handle table -> zspage -> pages
 //! ```
 //!
-//! Lock order (a thread may take a later lock while holding an earlier one, never the
-//! reverse):
-//!
-//! 1. one class lock, or one large-object shard lock (never two of either at once);
-//! 2. the provider's `alive` read lock, then its free-list mutex.
+//! Every operation on an existing object goes through one prologue, [`Pool::locate`]: check
+//! open, decode the owner, enter it through the fork gate, take its lock, re-check `closed`.
+//! Locks: one class or shard lock at a time, the provider's inside it (the lock order is in
+//! `docs/ARCHITECTURE.md`).
 //!
 //! Pool-wide state on the hot path is atomics only: `pages_used` (changed once per zspage,
 //! not per object) and the `closed` flag. Compaction's single-runner flag and counters are in
