@@ -149,19 +149,19 @@ struct Locked<'a, D: LockDomain> {
 
 impl<'a, D: LockDomain> Locked<'a, D> {
     /// The location of the live object `parts` names, if any.
-    #[inline]
+    #[inline(always)]
     fn get(&self, parts: HandleParts) -> Option<D::Location> {
         D::handles(&self.state).get(parts.index, parts.generation)
     }
 
     /// The location of the live object `parts` names, or why `handle` names none.
-    #[inline]
+    #[inline(always)]
     fn lookup(&self, handle: u64, parts: HandleParts) -> Result<D::Location> {
         self.get(parts).ok_or_else(|| self.invalid(handle, parts))
     }
 
     /// Take the object `parts` names out of the handle table (the handle goes stale).
-    #[inline]
+    #[inline(always)]
     fn remove(&mut self, handle: u64, parts: HandleParts) -> Result<D::Location> {
         match D::handles_mut(&mut self.state).remove(parts.index, parts.generation) {
             Some(location) => Ok(location),
@@ -311,7 +311,7 @@ impl Pool {
     /// lock, and is not counted.
     ///
     /// [`ForkGate`]: crate::ForkGate
-    #[inline]
+    #[inline(always)]
     pub(crate) fn enter<'a>(&self, counters: &'a ActivityCounters) -> InFlight<'a> {
         self.fork.gate.pass(|| counters.enter())
     }
@@ -324,7 +324,7 @@ impl Pool {
     /// The data path's prologue, once for every operation: enter the domain (fork gate,
     /// activity), take its lock, and re-check `closed` under it (so no call touches a
     /// domain that `close` has drained).
-    #[inline]
+    #[inline(always)]
     fn lock_domain<'a, D: LockDomain>(&'a self, domain: &'a D) -> Result<Locked<'a, D>> {
         let in_flight = self.enter(domain.activity());
         let state = domain.lock();
@@ -333,7 +333,7 @@ impl Pool {
     }
 
     /// Check the pool is open, decode `handle`'s owner and lock it ([`Self::lock_domain`]).
-    #[inline]
+    #[inline(always)]
     fn locate(&self, handle: u64) -> Result<(HandleParts, Located<'_>)> {
         self.check_open()?;
         let (parts, owner) = self.owner(handle)?;
