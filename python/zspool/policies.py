@@ -22,6 +22,8 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Final
 
+from zspool.shrinker_policy import ShrinkerPolicy
+
 __all__ = ["ENTRY_POINT_GROUP", "AUTOLOAD_ENV", "register_policy", "load_policy", "available_policies", "PolicyNotFound"]
 
 ENTRY_POINT_GROUP: Final = "zspool.shrinker_policies"
@@ -83,10 +85,8 @@ def load_policy(name: str, **options: Any) -> Any:
 
     Raises :class:`PolicyNotFound` (naming the installed policies) when there is none, and
     ``ImportError`` (naming the distribution) when its entry point fails to import. The
-    result is checked against :class:`zspool.shrinker.ShrinkerPolicy`.
+    result is checked against :class:`zspool.shrinker_policy.ShrinkerPolicy`.
     """
-    from zspool.shrinker import ShrinkerPolicy
-
     with _lock:
         factory = _registered.get(name)
     if factory is None:

@@ -29,11 +29,12 @@ from typing import Any
 from zspool.pool import Pool
 from zspool.pressure import PROC_PRESSURE_MEMORY, PressureMonitor, PressureReading, PsiTrigger, PsiTriggerSpec
 from zspool.pressure import StrPath, register_psi_trigger
-from zspool.shrinker import ShrinkReason, shrink_pool
+from zspool.shrinker import shrink_pool
+from zspool.shrinker_policy import ShrinkReason
 
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
 
-log = logging.getLogger("zspool.reclaimer")
+log = logging.getLogger(__name__)
 
 #: Every Reclaimer, so that a child process can deal with the threads it did not inherit.
 _reclaimers: weakref.WeakSet[Reclaimer] = weakref.WeakSet()

@@ -7,7 +7,7 @@ import pytest
 
 from zspool import Pool
 from zspool.pressure import CgroupMemorySource, PressureMonitor, PsiSource
-from zspool.shrinker import ShrinkReason
+from zspool.shrinker_policy import ShrinkReason
 from zspool.workload import fragment
 from zspool_policy_pressure_gated import PressureGatedPolicy
 
