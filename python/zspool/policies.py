@@ -24,7 +24,14 @@ from typing import Any, Final
 
 from zspool.shrinker_policy import ShrinkerPolicy
 
-__all__ = ["ENTRY_POINT_GROUP", "AUTOLOAD_ENV", "register_policy", "load_policy", "available_policies", "PolicyNotFound"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AUTOLOAD_ENV",
+    "register_policy",
+    "load_policy",
+    "available_policies",
+    "PolicyNotFound",
+]
 
 ENTRY_POINT_GROUP: Final = "zspool.shrinker_policies"
 AUTOLOAD_ENV: Final = "ZSPOOL_DISABLE_PLUGIN_AUTOLOAD"
@@ -76,11 +83,11 @@ def available_policies() -> dict[str, str]:
     distribution and object of its entry point)."""
     names = {name: f"{ep.dist.name if ep.dist else '?'}: {ep.value}" for name, ep in _entry_points().items()}
     with _lock:
-        names.update({name: "registered" for name in _registered})
+        names.update(dict.fromkeys(_registered, "registered"))
     return dict(sorted(names.items()))
 
 
-def load_policy(name: str, **options: Any) -> Any:
+def load_policy(name: str, **options: Any) -> ShrinkerPolicy:
     """Build the policy called ``name`` with ``options``.
 
     Raises :class:`PolicyNotFound` (naming the installed policies) when there is none, and

@@ -24,11 +24,18 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from zspool.pool import Pool
-from zspool.pressure import PROC_PRESSURE_MEMORY, PressureMonitor, PressureReading, PsiTrigger, PsiTriggerSpec
-from zspool.pressure import StrPath, register_psi_trigger
+from zspool.pressure import (
+    PROC_PRESSURE_MEMORY,
+    PressureMonitor,
+    PressureReading,
+    PsiTrigger,
+    PsiTriggerSpec,
+    StrPath,
+    register_psi_trigger,
+)
 from zspool.shrinker import shrink_pool
 from zspool.shrinker_policy import ShrinkReason
 
@@ -93,7 +100,7 @@ class Reclaimer:
         self,
         *pools: Pool,
         interval_s: float = 1.0,
-        monitor: PressureMonitor | None | str = "auto",
+        monitor: PressureMonitor | Literal["auto"] | None = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
         name: str = "zspool-reclaimer",
@@ -103,7 +110,9 @@ class Reclaimer:
             raise ValueError(f"interval_s={interval_s} must be > 0 seconds")
         self._pools: tuple[Pool, ...] = pools
         self.interval_s = interval_s
-        self.monitor = PressureMonitor() if monitor == "auto" else monitor
+        if isinstance(monitor, str) and monitor != "auto":
+            raise ValueError(f"monitor={monitor!r}: pass a PressureMonitor, 'auto' or None")
+        self.monitor = PressureMonitor() if isinstance(monitor, str) else monitor
         self.psi_trigger_spec = psi_trigger
         self.psi_path = psi_path
         self.name = name
@@ -294,6 +303,6 @@ class Reclaimer:
                 self.stats.pressure_events += 1
             try:
                 self.run_once(reason)
-            except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
+            except BaseException:
                 self.stats.errors += 1
                 log.exception("reclaim round failed")
