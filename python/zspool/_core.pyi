@@ -50,9 +50,7 @@ class Pool:
     except ``close()`` raises ``PoolClosedError`` after the pool was closed.
     """
 
-    def __new__(
-        cls, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None
-    ) -> Self:
+    def __new__(cls, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None) -> Self:
         """Create a pool.
 
         max_pages_per_zspage: longest page chain a zspage of a class up to PAGE_SIZE may use,

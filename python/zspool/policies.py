@@ -112,7 +112,5 @@ def load_policy(name: str, **options: Any) -> ShrinkerPolicy:
             raise ImportError(f"shrinker policy {name!r} from {dist} ({ep.value}) failed to import: {exc}") from exc
     policy = factory(**options)
     if not isinstance(policy, ShrinkerPolicy):
-        raise TypeError(
-            f"policy {name!r} built a {type(policy).__name__}, which lacks count_objects/scan_objects"
-        )
+        raise TypeError(f"policy {name!r} built a {type(policy).__name__}, which lacks count_objects/scan_objects")
     return policy
