@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from zspool.pool import Pool
 from zspool.pressure import (
@@ -42,6 +42,9 @@ from zspool.shrinker_policy import ShrinkReason
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the reclaimer's periodic wake-ups (``Reclaimer(interval_s=...)``).
+DEFAULT_INTERVAL_S: Final = 1.0
 
 #: Every Reclaimer, so that a child process can deal with the threads it did not inherit.
 _reclaimers: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
@@ -99,7 +102,7 @@ class Reclaimer:
     def __init__(
         self,
         *pools: Pool,
-        interval_s: float = 1.0,
+        interval_s: float = DEFAULT_INTERVAL_S,
         monitor: PressureMonitor | Literal["auto"] | None = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,

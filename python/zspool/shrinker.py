@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zspool.policies import available_policies, load_policy, register_policy
 from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, ShrinkerPolicy, ShrinkReason
@@ -61,6 +61,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A policy call slower than this, in seconds, counts as a failure (``Shrinker.time_limit_s``).
+DEFAULT_TIME_LIMIT_S: Final = 1.0
+#: Failures in a row before a shrinker is disabled (``Shrinker.max_failures``).
+DEFAULT_MAX_FAILURES: Final = 3
 
 
 @dataclass
@@ -97,8 +102,8 @@ class Shrinker:
     policy: ShrinkerPolicy
     name: str
     batch: int = 0
-    time_limit_s: float = 1.0
-    max_failures: int = 3
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    max_failures: int = DEFAULT_MAX_FAILURES
     stats: ShrinkerStats = field(default_factory=ShrinkerStats)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
