@@ -140,7 +140,7 @@ class Pool(_core.Pool):
         before = self.stats().pages_used
         try:
             freed = shrink_pool(self, ShrinkReason.MEM_LIMIT, pages_wanted=wanted)
-        except Exception:
+        except Exception:  # a reclaim failure must surface as PoolFullError, not this
             log.exception("direct reclaim failed")
             return False
         # Pages may also have come back from a compaction already running in another thread

@@ -306,6 +306,6 @@ class Reclaimer:
                 self.stats.pressure_events += 1
             try:
                 self.run_once(reason)
-            except BaseException:
+            except BaseException:  # the reclaimer must outlive any one round
                 self.stats.errors += 1
                 log.exception("reclaim round failed")

@@ -137,7 +137,7 @@ class Shrinker:
             checked = _check_result(result, allow_stop=allow_stop, where=f"{self.name}.{method}")
             if elapsed > self.time_limit_s:
                 raise PolicyFault(f"{self.name}.{method} took {elapsed:.3f} s (limit {self.time_limit_s} s)")
-        except BaseException as exc:
+        except BaseException as exc:  # isolating arbitrary plugin code is the point
             # SystemExit, GeneratorExit and the like from a plugin are its bugs, not requests
             # to stop the process. Only Ctrl-C on the main thread is the user's, and goes on.
             self._fail(exc, time.perf_counter() - started)
