@@ -24,16 +24,27 @@ import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from zspool.pool import Pool
-from zspool.pressure import PROC_PRESSURE_MEMORY, PressureMonitor, PressureReading, PsiTrigger, PsiTriggerSpec
-from zspool.pressure import StrPath, register_psi_trigger
-from zspool.shrinker import ShrinkReason, shrink_pool
+from zspool.pressure import (
+    PROC_PRESSURE_MEMORY,
+    PressureMonitor,
+    PressureReading,
+    PsiTrigger,
+    PsiTriggerSpec,
+    StrPath,
+    register_psi_trigger,
+)
+from zspool.shrinker import shrink_pool
+from zspool.shrinker_policy import ShrinkReason
 
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
 
-log = logging.getLogger("zspool.reclaimer")
+log = logging.getLogger(__name__)
+
+#: Seconds between the reclaimer's periodic wake-ups (``Reclaimer(interval_s=...)``).
+DEFAULT_INTERVAL_S: Final = 1.0
 
 #: Every Reclaimer, so that a child process can deal with the threads it did not inherit.
 _reclaimers: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
@@ -91,8 +102,8 @@ class Reclaimer:
     def __init__(
         self,
         *pools: Pool,
-        interval_s: float = 1.0,
-        monitor: PressureMonitor | None | str = "auto",
+        interval_s: float = DEFAULT_INTERVAL_S,
+        monitor: PressureMonitor | Literal["auto"] | None = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
         name: str = "zspool-reclaimer",
@@ -102,7 +113,9 @@ class Reclaimer:
             raise ValueError(f"interval_s={interval_s} must be > 0 seconds")
         self._pools: tuple[Pool, ...] = pools
         self.interval_s = interval_s
-        self.monitor = PressureMonitor() if monitor == "auto" else monitor
+        if isinstance(monitor, str) and monitor != "auto":
+            raise ValueError(f"monitor={monitor!r}: pass a PressureMonitor, 'auto' or None")
+        self.monitor = PressureMonitor() if isinstance(monitor, str) else monitor
         self.psi_trigger_spec = psi_trigger
         self.psi_path = psi_path
         self.name = name
@@ -293,6 +306,6 @@ class Reclaimer:
                 self.stats.pressure_events += 1
             try:
                 self.run_once(reason)
-            except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
+            except BaseException:  # the reclaimer must outlive any one round
                 self.stats.errors += 1
                 log.exception("reclaim round failed")

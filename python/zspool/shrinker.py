@@ -1,7 +1,9 @@
 """Shrinkers: how memory reclaim asks a pool to give pages back, and who decides.
 
-This is the kernel's shrinker interface (``include/linux/shrinker.h``) in Python. The pool
-knows *how* to compact; a **policy** decides *when* and *how much*, through two callbacks:
+This is the kernel's shrinker machinery (``mm/shrinker.c``) in Python. The pool knows *how*
+to compact; a **policy** decides *when* and *how much*, through two callbacks (the interface,
+with :class:`ShrinkControl`, :class:`ShrinkReason` and the constants, lives in
+:mod:`zspool.shrinker_policy`, the kernel's ``include/linux/shrinker.h``):
 
 ``count_objects(pool, sc) -> int``
     How many pages the policy would let the pool free now. ``0`` means "leave it alone".
@@ -29,20 +31,21 @@ disabled. No policy error ever reaches the caller of ``malloc``/``free``.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final
 
 from zspool.policies import available_policies, load_policy, register_policy
+from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, ShrinkerPolicy, ShrinkReason
 
 if TYPE_CHECKING:
-    from zspool._core import PoolActivity
     from zspool.pool import Pool
     from zspool.pressure import PressureReading
 
+# The policy interface (zspool.shrinker_policy) and the registry (zspool.policies) are
+# re-exported: ``from zspool.shrinker import ShrinkControl`` works, as it always has.
 __all__ = [
     "SHRINK_STOP",
     "SHRINK_BATCH",
@@ -57,49 +60,12 @@ __all__ = [
     "available_policies",
 ]
 
-log = logging.getLogger("zspool.shrinker")
+log = logging.getLogger(__name__)
 
-#: Returned by ``scan_objects`` to end the current round (the kernel's ``SHRINK_STOP``).
-SHRINK_STOP: Final = -1
-
-#: Pages per ``scan_objects`` call when a shrinker sets no batch (the kernel's ``SHRINK_BATCH``).
-SHRINK_BATCH: Final = 128
-
-
-class ShrinkReason(enum.Enum):
-    """Why the shrinkers are being run."""
-
-    TICK = "tick"  #: the reclaimer's periodic wake-up
-    PRESSURE = "pressure"  #: a memory-pressure event (a PSI trigger fired)
-    MEM_LIMIT = "mem_limit"  #: an allocation would pass the pool's mem_limit (direct reclaim)
-    MANUAL = "manual"  #: called by hand
-
-
-@dataclass(frozen=True)
-class ShrinkControl:
-    """What a policy is told on each call (the kernel's ``struct shrink_control``).
-
-    ``nr_to_scan`` is in pages. ``pressure`` is the latest reading, or ``None`` when the
-    caller has no monitor. ``activity`` is the pool's activity when the round started.
-    ``freeable`` is ``pool.can_compact()`` at that moment, in pages.
-    """
-
-    reason: ShrinkReason
-    nr_to_scan: int
-    freeable: int
-    activity: PoolActivity
-    pressure: PressureReading | None = None
-    #: Pages the caller needs (direct reclaim); 0 when it just wants memory back.
-    pages_wanted: int = 0
-
-
-@runtime_checkable
-class ShrinkerPolicy(Protocol):
-    """The two callbacks every policy implements; see the module docstring."""
-
-    def count_objects(self, pool: Pool, sc: ShrinkControl) -> int: ...
-
-    def scan_objects(self, pool: Pool, sc: ShrinkControl) -> int: ...
+#: A policy call slower than this, in seconds, counts as a failure (``Shrinker.time_limit_s``).
+DEFAULT_TIME_LIMIT_S: Final = 1.0
+#: Failures in a row before a shrinker is disabled (``Shrinker.max_failures``).
+DEFAULT_MAX_FAILURES: Final = 3
 
 
 @dataclass
@@ -136,8 +102,8 @@ class Shrinker:
     policy: ShrinkerPolicy
     name: str
     batch: int = 0
-    time_limit_s: float = 1.0
-    max_failures: int = 3
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    max_failures: int = DEFAULT_MAX_FAILURES
     stats: ShrinkerStats = field(default_factory=ShrinkerStats)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -171,7 +137,7 @@ class Shrinker:
             checked = _check_result(result, allow_stop=allow_stop, where=f"{self.name}.{method}")
             if elapsed > self.time_limit_s:
                 raise PolicyFault(f"{self.name}.{method} took {elapsed:.3f} s (limit {self.time_limit_s} s)")
-        except BaseException as exc:  # noqa: BLE001 - isolating arbitrary plugin code is the point
+        except BaseException as exc:  # isolating arbitrary plugin code is the point
             # SystemExit, GeneratorExit and the like from a plugin are its bugs, not requests
             # to stop the process. Only Ctrl-C on the main thread is the user's, and goes on.
             self._fail(exc, time.perf_counter() - started)

@@ -11,7 +11,7 @@ pool is busy by definition then, and compacting is what lets the allocation thro
 from __future__ import annotations
 
 from zspool import Pool
-from zspool.shrinker import SHRINK_STOP, ShrinkControl, ShrinkReason
+from zspool.shrinker_policy import SHRINK_STOP, ShrinkControl, ShrinkReason
 
 __all__ = ["IdleOnlyPolicy"]
 
