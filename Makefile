@@ -22,19 +22,17 @@ test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test s
 # extension built with the dev profile (seconds to rebuild, where the release profile's fat LTO
 # takes minutes). Run `make install-dev` afterwards before benchmarking: this leaves the
 # debug build installed.
-check: rust-lint py-lint
+check: dev-build rust-lint py-lint
 	cargo test --workspace --lib
-	$(MAKE) dev-build
 	$(PYTHON) -m pytest -q
 	$(PYTHON) -m mypy.stubtest zspool._core
 
 install-dev:
 	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
 
-# The package, editable, with the extension built by the dev profile (debug, incremental).
-# Its dependencies and the plugins come from `make install-dev`, run once before.
+# What install-dev installs, with the extension built by the dev profile (debug, incremental).
 dev-build:
-	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install --quiet --no-deps -e .
+	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
 
 rust-lint:
 	cargo fmt --all --check

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from zspool import ClassStats, Pool, PoolStats
+from zspool._core import DEFAULT_MAX_PAGES_PER_ZSPAGE
 from zspool.workload import PayloadSource, etc_sizes, rss_bytes
 
 __all__ = ["DemoOptions", "run_demo", "format_class_table"]
@@ -35,7 +36,7 @@ class DemoOptions:
     objects: int = 400_000
     free_fraction: float = 0.7
     seed: int = 2015
-    max_pages_per_zspage: int = 8
+    max_pages_per_zspage: int = DEFAULT_MAX_PAGES_PER_ZSPAGE
     plot: str | None = None
     #: Run the reclaimer with this shrinker policy instead of compacting by hand.
     policy: str | None = None

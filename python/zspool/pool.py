@@ -63,7 +63,13 @@ class Pool(_core.Pool):
     objects readable, new ones writable) and no lock held by a thread it does not have.
     """
 
-    def __init__(self, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_pages_per_zspage: int = _core.DEFAULT_MAX_PAGES_PER_ZSPAGE,
+        mem_limit: int | None = None,
+        name: str | None = None,
+    ) -> None:
         # The Rust __new__ has already built the pool from the same arguments.
         self._shrinkers: tuple[Shrinker, ...] = ()
         self._shrinker_lock = threading.Lock()
