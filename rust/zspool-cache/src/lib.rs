@@ -36,7 +36,7 @@ mod index;
 mod stats;
 mod ttl;
 
-pub use cache::{Cache, CacheConfig, CacheGuard, Encoded};
+pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, EntryRef};
 pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};
