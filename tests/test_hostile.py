@@ -406,6 +406,21 @@ def test_out_of_range_ints_are_value_errors(pool: Pool) -> None:
         Cache(-1)
 
 
+def test_compaction_slices_and_budgets_past_durations_range(pool: Pool) -> None:
+    handles = [pool.store(bytes(100)) for _ in range(5000)]
+    for h in handles[::2]:
+        pool.free(h)
+    pool.compact(slice_us=1e300)  # a slice longer than Duration holds: no slice limit
+    for h in handles[1::2]:
+        pool.free(h)
+    pool.compact(time_budget=1e300)  # past the clock's range: no budget
+    pool.compact(time_budget=9.3e18)
+    with pytest.raises(ValueError, match="slice_us"):
+        pool.compact(slice_us=math.inf)
+    with pytest.raises(ValueError, match="time_budget"):
+        pool.compact(time_budget=math.nan)
+
+
 def test_ttl_true_is_refused_and_tiny_ttls_are_kept_as_given() -> None:
     with pytest.raises(TypeError, match="ttl"):
         Cache(1000, ttl=True)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import zspool
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -34,7 +35,25 @@ ints = st.one_of(
 )
 floats = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([0.0, -0.0, 1e-12, 1e-300, 5e-324, 1e20, 1e300, math.inf, -math.inf, math.nan]),
+    st.sampled_from(
+        [
+            0.0,
+            -0.0,
+            1e-12,
+            1e-300,
+            5e-324,
+            0.5,
+            1e9,
+            1e18,
+            1.8e19,
+            1e20,
+            1e300,
+            1.7e308,
+            math.inf,
+            -math.inf,
+            math.nan,
+        ]
+    ),
 )
 texts = st.one_of(
     st.text(max_size=20), st.sampled_from(["", "\x00", "\udcff", "always", "lru", "zstd"])
@@ -55,7 +74,6 @@ values = st.one_of(
     st.dictionaries(texts, scalars, max_size=3),
     st.sampled_from([object(), lambda: 0, Pool, threading.Lock(), iter([1, 2]), {("k", b"v")}]),
 )
-arg_lists = st.lists(values, max_size=4)
 
 
 def check(call: Callable[[], Any]) -> None:
@@ -70,17 +88,36 @@ def check(call: Callable[[], Any]) -> None:
         ) from exc
 
 
-POOL_METHODS = [
-    "malloc", "store", "write", "read", "read_into", "load", "size_of", "free", "stats", "class_stats",
-    "activity", "can_compact", "compact", "__len__", "__contains__", "__repr__", "register_shrinker",
-    "unregister_shrinker", "shrink",
-]  # fmt: skip
+#: Every public method, with the keyword arguments it takes.
+POOL_METHODS: dict[str, tuple[str, ...]] = {
+    "malloc": (), "store": (), "write": ("offset",), "read": ("offset", "size"),
+    "read_into": ("offset",), "load": (), "size_of": (), "free": (), "stats": (),
+    "class_stats": (), "activity": (), "can_compact": (),
+    "compact": ("max_pages", "time_budget", "slice_objects", "slice_us"),
+    "__len__": (), "__contains__": (), "__repr__": (),
+    "register_shrinker": ("name", "batch", "time_limit_s", "max_failures"),
+    "unregister_shrinker": (), "shrink": ("reason",),
+}  # fmt: skip
 
-CACHE_METHODS = [
-    "get", "set", "pop", "popitem", "setdefault", "__getitem__", "__setitem__", "__delitem__",
-    "__contains__", "__len__", "__iter__", "__repr__", "get_many", "set_many", "expire", "stats",
-    "clear", "items", "values", "keys", "update", "compact", "__eq__", "maxsize", "currsize",
-]  # fmt: skip
+CACHE_METHODS: dict[str, tuple[str, ...]] = {
+    "get": ("default",), "set": ("ttl",), "pop": (), "popitem": (), "setdefault": ("default",),
+    "__getitem__": (), "__setitem__": (), "__delitem__": (), "__contains__": (), "__len__": (),
+    "__iter__": (), "__repr__": (), "get_many": ("default",), "set_many": ("ttl",),
+    "expire": (), "stats": (), "clear": (), "items": (), "values": (), "keys": (),
+    "update": (), "compact": ("max_pages", "time_budget"), "__eq__": (), "maxsize": (),
+    "currsize": (), "ttl": (), "__copy__": (), "__reduce__": (),
+}  # fmt: skip
+
+
+#: Arguments: numbers at and past every edge more often than anything else.
+kwarg_values = st.one_of(ints, floats, values)
+arg_lists = st.lists(kwarg_values, max_size=4)
+
+
+def kwargs_for(names: tuple[str, ...]) -> st.SearchStrategy[dict[str, Any]]:
+    if not names:
+        return st.just({})
+    return st.dictionaries(st.sampled_from(names), kwarg_values, max_size=3)
 
 
 def call_method(obj: object, name: str, args: list[Any], kwargs: dict[str, Any]) -> None:
@@ -96,19 +133,12 @@ def call_method(obj: object, name: str, args: list[Any], kwargs: dict[str, Any])
     check(run)
 
 
-kwarg_dicts = st.dictionaries(
-    st.sampled_from(["offset", "size", "ttl", "default", "max_pages", "time_budget", "slice_objects", "slice_us",
-                     "batch", "time_limit_s", "max_failures", "name", "reason"]),
-    values,
-    max_size=2,
-)  # fmt: skip
-
-
-@settings(max_examples=300)
-@given(
-    method=st.sampled_from(POOL_METHODS), args=arg_lists, kwargs=kwarg_dicts, closed=st.booleans()
-)
-def test_pool_methods(method: str, args: list[Any], kwargs: dict[str, Any], closed: bool) -> None:
+@pytest.mark.parametrize("method", sorted(POOL_METHODS))
+@settings(max_examples=40)
+@given(data=st.data(), closed=st.booleans())
+def test_pool_methods(method: str, data: st.DataObject, closed: bool) -> None:
+    args = data.draw(arg_lists)
+    kwargs = data.draw(kwargs_for(POOL_METHODS[method]))
     with Pool(mem_limit=1 << 24) as pool:
         h = pool.store(b"some bytes")
         if closed:
@@ -117,17 +147,14 @@ def test_pool_methods(method: str, args: list[Any], kwargs: dict[str, Any], clos
         call_method(pool, method, [h, *args], kwargs)
 
 
-@settings(max_examples=300)
-@given(
-    method=st.sampled_from(CACHE_METHODS),
-    args=arg_lists,
-    kwargs=kwarg_dicts,
-    serializer=st.sampled_from([None, "pickle"]),
-    closed=st.booleans(),
-)
+@pytest.mark.parametrize("method", sorted(CACHE_METHODS))
+@settings(max_examples=40)
+@given(data=st.data(), serializer=st.sampled_from([None, "pickle"]), closed=st.booleans())
 def test_cache_methods(
-    method: str, args: list[Any], kwargs: dict[str, Any], serializer: str | None, closed: bool
+    method: str, data: st.DataObject, serializer: str | None, closed: bool
 ) -> None:
+    args = data.draw(arg_lists)
+    kwargs = data.draw(kwargs_for(CACHE_METHODS[method]))
     with Cache(4096, serializer=serializer, ttl=30) as cache:
         cache["k"] = b"v"
         if closed:
@@ -163,7 +190,10 @@ def test_reclaimer(args: list[Any], kwargs: dict[str, Any]) -> None:
 
 
 @settings(max_examples=100)
-@given(policy=values, kwargs=kwarg_dicts)
+@given(
+    policy=values,
+    kwargs=kwargs_for(POOL_METHODS["register_shrinker"]),
+)
 def test_register_shrinker(policy: Any, kwargs: dict[str, Any]) -> None:
     with Pool() as pool:
         check(lambda: pool.register_shrinker(policy, **kwargs))

@@ -27,6 +27,7 @@ from collections.abc import Callable, ItemsView, Iterator, MutableMapping, Value
 from typing import Any, Literal, Self
 
 from zspool import _core
+from zspool.errors import ConfigError
 from zspool.pool import Pool
 from zspool.reclaimer import Reclaimer
 from zspool.shrinker import ShrinkerPolicy
@@ -156,6 +157,11 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
                 raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
             if not (ttl > 0 and math.isfinite(ttl)):
                 raise ValueError(f"ttl={ttl} is out of range: seconds > 0, or None for no expiry")
+        if compression_level is not None:
+            if isinstance(compression_level, bool) or not isinstance(compression_level, int):
+                raise TypeError(f"compression_level must be an int, not {type(compression_level).__name__}")
+            if not -(2**31) <= compression_level < 2**31:
+                raise ConfigError(f"zstd level={compression_level} is out of range: allowed 1..=22")
         dumps, loads = _codec(serializer)
         pool = Pool(name=name or "cache")
         return super().__new__(

@@ -128,7 +128,10 @@ def _check_interval(interval_s: object) -> float:
         raise TypeError(f"interval_s must be a number of seconds, not {type(interval_s).__name__}")
     if not interval_s > 0:  # also refuses nan
         raise ValueError(f"interval_s={interval_s} must be > 0 seconds (math.inf: wake on pressure only)")
-    return float(interval_s)
+    try:
+        return float(interval_s)
+    except OverflowError:  # an int past any float: as good as never
+        return math.inf
 
 
 class Reclaimer:

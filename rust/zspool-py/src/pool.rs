@@ -490,17 +490,27 @@ impl Pool {
         let time_budget = match time_budget {
             None => None,
             Some(secs) if secs == f64::INFINITY => None,
+            // A budget past the clock's range (or too long for Duration) is no budget.
+            Some(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|&budget| std::time::Instant::now().checked_add(budget).is_some()),
             Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
                 let shown = PyFloat::new(py, secs).repr().map(|r| r.to_string()).unwrap_or_else(|_| secs.to_string());
                 value_error(format!("time_budget={shown} is out of range: allowed seconds >= 0, or None"))
             })?),
         };
-        if !(slice_us.is_finite() && slice_us > 0.0) {
-            return Err(value_error(format!(
-                "slice_us={slice_us} is out of range: allowed a finite slice_us > 0 (microseconds)"
-            )));
-        }
-        let lock_hold = LockHold::Yielding { slice_objects, slice: Duration::from_secs_f64(slice_us / 1e6) };
+        // A finite slice longer than Duration can hold is as good as no slice limit (the
+        // object count and the time budget still end it).
+        let slice = match Duration::try_from_secs_f64(slice_us / 1e6) {
+            _ if !(slice_us.is_finite() && slice_us > 0.0) => {
+                return Err(value_error(format!(
+                    "slice_us={slice_us} is out of range: allowed a finite slice_us > 0 (microseconds)"
+                )));
+            }
+            Ok(slice) => slice,
+            Err(_) => Duration::MAX,
+        };
+        let lock_hold = LockHold::Yielding { slice_objects, slice };
         let options = CompactOptions { max_pages, time_budget, lock_hold };
         let pool = &self.inner;
         let report = py.detach(|| pool.compact(&options));
