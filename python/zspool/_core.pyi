@@ -318,7 +318,7 @@ class Cache:
         """(key, value) of every entry, oldest first: one consistent snapshot."""
     def _entries(self) -> list[tuple[str | bytes, bytes, bool, float | None]]:
         """(key, stored bytes, serialized, seconds left or None) of every entry, oldest first."""
-    def _restore(self, entries: Iterable[tuple[str | bytes, bytes, bool, float | None]], /) -> None:
+    def _restore(self, entries: Iterable[tuple[str | bytes, bytes, bool, float | None]]) -> None:
         """Store entries as ``_entries()`` gives them."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
