@@ -225,6 +225,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
             self._own_reclaimer = own
             assert own._state is not None
             self._finalizer = weakref.finalize(self, _dropped_open, type(self).__name__, self.name, own._state)
+            self._finalizer.atexit = False  # at exit the daemon thread just ends: nothing to warn about
         else:
             reclaimer.add_pool(pool)
 

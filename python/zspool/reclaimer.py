@@ -248,6 +248,7 @@ class Reclaimer:
                 raise
             self._thread, self._state = thread, state
             self._finalizer = weakref.finalize(self, _dropped, self.name, state, self._warn_if_dropped)
+            self._finalizer.atexit = False  # at exit the daemon thread just ends: nothing to warn about
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
