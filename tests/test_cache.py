@@ -151,8 +151,8 @@ def test_bad_input() -> None:
         with pytest.raises(TypeError):
             c.pop("a", 1, 2)  # type: ignore[call-arg]
         assert len(c) == 0
-    with pytest.raises(ValueError, match="maxbytes=0"):
-        Cache(0)
+    with pytest.raises(ValueError, match="maxbytes=-1"):
+        Cache(-1)
     with pytest.raises(TypeError, match="maxbytes must be an int"):
         Cache(1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="compression"):

@@ -345,7 +345,8 @@ def test_len_repr_and_close(pattern) -> None:  # type: ignore[no-untyped-def]
     p.close()
     assert p.closed
     assert "closed" in repr(p)
-    assert len(p) == 0
+    with pytest.raises(zspool.PoolClosedError):
+        len(p)  # the docs promise PoolClosedError after close(), len included
     p.close()  # idempotent
 
 

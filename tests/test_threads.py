@@ -8,7 +8,9 @@ import random
 import threading
 import time
 
-from zspool import Pool
+import pytest
+
+from zspool import Pool, PoolClosedError
 
 WORKERS = 8
 OPS_PER_WORKER = 4000
@@ -147,4 +149,6 @@ def test_concurrent_close_is_safe() -> None:
     for t in threads:
         t.join(timeout=30)
     assert outcomes == ["closed"] * 3
-    assert pool.closed and len(pool) == 0
+    assert pool.closed
+    with pytest.raises(PoolClosedError):
+        len(pool)

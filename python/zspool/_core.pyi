@@ -127,9 +127,10 @@ class Pool:
     def max_pages_per_zspage(self) -> int:
         """The longest page chain a zspage may use (pages)."""
     def __len__(self) -> int:
-        """Number of live objects."""
+        """Number of live objects; PoolClosedError after close()."""
     def __contains__(self, handle: object, /) -> bool:
-        """Whether ``handle`` names a live object of this pool (False for non-ints)."""
+        """Whether ``handle`` names a live object of this pool (False for non-ints);
+        PoolClosedError after close()."""
     def __enter__(self) -> Self: ...
     def __exit__(
         self,
@@ -294,7 +295,7 @@ class Cache:
     ) -> Self:
         """maxbytes: the budget in bytes of stored entries; ttl: default seconds to live (None: forever)."""
     def __getitem__(self, key: str | bytes, /) -> Any:
-        """The value of ``key``; KeyError if absent or expired (a hit or a miss)."""
+        """The value of ``key``; on a miss a subclass's ``__missing__(key)``, else KeyError."""
     def __setitem__(self, key: str | bytes, value: Any, /) -> None:
         """Store ``value`` under ``key`` with the default TTL, evicting as needed."""
     def __delitem__(self, key: str | bytes, /) -> None:
@@ -302,7 +303,7 @@ class Cache:
     def __contains__(self, key: object, /) -> bool:
         """Whether ``key`` is present and not expired (neither a hit nor a miss)."""
     def __len__(self) -> int:
-        """Live entries (expired ones are dropped first)."""
+        """Live entries (expired ones are dropped first); PoolClosedError after close()."""
     def __iter__(self) -> Iterator[str | bytes]:
         """Iterate over a snapshot of the keys, oldest first."""
     def get(self, key: str | bytes, default: Any = None) -> Any:
@@ -310,11 +311,13 @@ class Cache:
     def set(self, key: str | bytes, value: Any, ttl: float | None = None) -> None:
         """Store with a TTL in seconds (None: the cache's default; math.inf: never expires)."""
     def pop(self, key: str | bytes, *default: Any) -> Any:
-        """Remove ``key`` and return its value; ``default`` (or KeyError) if absent."""
+        """Remove ``key`` and return its value; ``default`` (or KeyError) if absent. Never half
+        done: if the value cannot be returned (MemoryError, or ``loads`` raises) it stays."""
     def popitem(self) -> tuple[str | bytes, Any]:
         """Remove and return the entry the eviction algorithm would evict next; KeyError if empty."""
     def setdefault(self, key: str | bytes, default: Any = None) -> Any:
-        """The value of ``key``; if absent, store ``default`` and return it (one lock hold)."""
+        """The value of ``key``; if absent, store ``default`` and return it. The default is
+        checked and encoded only when it is stored, as for ``dict.setdefault``."""
     def clear(self) -> None:
         """Remove every entry."""
     def expire(self) -> int:
@@ -332,6 +335,12 @@ class Cache:
         """Store every (key, value): one call into Rust, stores with the GIL released.
 
         Every item is checked before any is stored."""
+    def _items(self) -> list[tuple[str | bytes, Any]]:
+        """(key, value) of every entry, oldest first: one consistent snapshot."""
+    def _entries(self) -> list[tuple[str | bytes, bytes, bool, float | None]]:
+        """(key, stored bytes, serialized, seconds left or None) of every entry, oldest first."""
+    def _restore(self, entries: Iterable[tuple[str | bytes, bytes, bool, float | None]]) -> None:
+        """Store entries as ``_entries()`` gives them."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
     def close(self) -> None:

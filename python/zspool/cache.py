@@ -11,17 +11,23 @@ shrinker policy, moves entries together and gives whole pages back to the OS.
 
 Everything on the data path is the Rust class :class:`zspool._core.Cache`, inherited as is;
 this module adds the ``MutableMapping`` mixins (``keys``, ``items``, ``values``,
-``update``, ``==``), the serializer, and the shrinker policy with its reclaimer thread.
+``update``, ``==``), the serializer, copying and pickling, and the shrinker policy with its
+reclaimer thread.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import pickle
-from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, Literal
+import types
+import warnings
+import weakref
+from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
+from typing import Any, Literal, Self
 
 from zspool import _core
+from zspool.errors import ConfigError
 from zspool.pool import Pool
 from zspool.reclaimer import DEFAULT_INTERVAL_S, Reclaimer
 from zspool.shrinker import ShrinkerPolicy
@@ -47,6 +53,25 @@ def _codec(serializer: Serializer | None) -> tuple[Callable[[Any], bytes] | None
     return dumps, loads
 
 
+class _SnapshotItems(ItemsView[Key, Any]):
+    """``items()``: iterates over a snapshot taken in one step, so an entry that expires, is
+    evicted or is deleted by another thread meanwhile cannot make it fail."""
+
+    _mapping: Cache
+
+    def __iter__(self) -> Iterator[tuple[Key, Any]]:
+        return iter(self._mapping._items())
+
+
+class _SnapshotValues(ValuesView[Any]):
+    """``values()``: as :class:`_SnapshotItems`."""
+
+    _mapping: Cache
+
+    def __iter__(self) -> Iterator[Any]:
+        return (value for _, value in self._mapping._items())
+
+
 class Cache(_core.Cache, MutableMapping[Key, Any]):
     """A byte-budgeted, thread-safe cache whose keys and values live in a compacting pool.
 
@@ -54,28 +79,60 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
     eviction="sieve", serializer=None, policy=None, reclaimer=None, name=None, **policy_options)``
 
     - ``maxbytes``: the budget, in bytes of stored entries (a 2..4-byte header, the key and
-      the value, after compression). ``currsize`` is the current total. A single entry
-      larger than ``maxbytes`` raises :class:`ObjectSizeError` (a ``ValueError``).
+      the value, after compression); ``0`` caches nothing. ``currsize`` is the current total.
+      A single entry larger than ``maxbytes`` raises :class:`ObjectSizeError` (a ``ValueError``).
     - ``compression``: ``None``, ``"lz4"`` or ``"zstd"`` (``compression_level`` 1..22,
       default 3); a value is kept compressed only where that saves at least 16 bytes.
     - ``ttl``: default time to live in seconds (``None``: forever); ``set(key, value,
       ttl=...)`` overrides it per entry (``math.inf``: never expires). Expired entries are
-      never returned.
+      never returned. Resolution 1 ns; TTLs past the clock's range (~584 years) never expire.
     - ``eviction``: ``"sieve"`` (scan-resistant, the default) or ``"lru"``.
     - ``serializer``: ``None`` (values must be ``bytes``), ``"pickle"``, or an object with
       ``dumps``/``loads``; ``bytes`` values are always stored as they are.
     - ``policy``: a shrinker policy (an installed name such as ``"idle-only"``, or an
       object) registered with the cache's pool, with ``policy_options``; the cache then
       runs a :class:`Reclaimer` thread (``reclaimer_interval_s`` seconds between ticks)
-      unless ``reclaimer`` names one to join. ``close()`` stops it.
+      unless ``reclaimer`` names one to join. ``close()`` stops it; a cache dropped without
+      ``close()`` stops it too, with a ``ResourceWarning``.
 
     Iteration walks a snapshot of the keys, oldest first. ``len()`` drops expired entries first.
+
+    **A mapping, as ``dict`` and ``cachetools.Cache`` are**, except where its nature forces a
+    difference. The forced differences, all of them:
+
+    1. Keys are ``str`` or ``bytes`` and are compared by their bytes, not by ``__eq__``/
+       ``__hash__`` (``"a"`` and ``b"a"`` are different keys); anything else is ``TypeError``.
+    2. Values are copied in and out: ``c[k] is c[k]`` is false, and mutating a value read
+       from the cache does not change the cache. Values are ``bytes`` unless a serializer is
+       given, which decides what round-trips.
+    3. The budget is bytes of stored entries, not a count or ``getsizeof``: ``maxsize`` and
+       ``currsize`` are bytes, and inserting may evict other entries (cachetools, not dict).
+    4. Entries may vanish by themselves (eviction, TTL): ``k in c`` may be true and ``c[k]``
+       raise ``KeyError`` a moment later, and ``len()`` may shrink without a delete.
+       ``items()``, ``values()``, ``==`` and copies take one consistent snapshot;
+       ``dict(c)`` and ``{**c}`` list the keys and then look each one up (CPython's protocol
+       for any mapping that is not a dict), so use ``dict(c.items())`` for a snapshot.
+    5. After ``close()`` every operation, ``len()`` included, raises
+       :class:`PoolClosedError`.
+    6. ``copy.copy``, ``copy.deepcopy`` and ``pickle`` make a new cache (a new pool) with the
+       same configuration and entries (remaining TTLs kept); a cache joined to a
+       ``reclaimer=`` cannot be pickled (a thread is not picklable: ``TypeError``), and a
+       copy joins the same reclaimer.
+    7. ``setdefault(k)`` with the default ``None`` stores ``None``, so it needs a serializer
+       (``TypeError`` otherwise), as any non-``bytes`` value does.
+
+    Subclasses may define ``__missing__(key)``, which ``c[key]`` calls on a miss (and only
+    ``c[key]``), as for ``dict``.
 
     Fork-safe: ``os.fork()`` waits for the cache operation in progress in other threads, and
     the child gets every entry the parent had. (Should another thread keep the cache busy
     for over a second, the fork goes ahead and the child's copy of this cache is closed,
     raising :class:`PoolClosedError` that says so; create a new one there.)
     """
+
+    def __class_getitem__(cls, params: Any) -> types.GenericAlias:
+        """``Cache[str, bytes]`` in annotations, as for ``dict``."""
+        return types.GenericAlias(cls, params)
 
     def __new__(
         cls,
@@ -91,13 +148,21 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         reclaimer_interval_s: float = DEFAULT_INTERVAL_S,
         name: str | None = None,
         **policy_options: Any,
-    ) -> Cache:
+    ) -> Self:
         if isinstance(maxbytes, bool) or not isinstance(maxbytes, int):
             raise TypeError(f"maxbytes must be an int (bytes), not {type(maxbytes).__name__}")
-        if maxbytes <= 0:
-            raise ValueError(f"maxbytes={maxbytes} is out of range: the budget must be >= 1 byte")
-        if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
-            raise ValueError(f"ttl={ttl} is out of range: seconds > 0, or None for no expiry")
+        if not 0 <= maxbytes < 2**64:
+            raise ValueError(f"maxbytes={maxbytes} is out of range: the budget must be 0..2**64-1 bytes")
+        if ttl is not None:
+            if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+                raise TypeError(f"ttl must be a number of seconds or None, not {type(ttl).__name__}")
+            if not (ttl > 0 and math.isfinite(ttl)):
+                raise ValueError(f"ttl={ttl} is out of range: seconds > 0, or None for no expiry")
+        if compression_level is not None:
+            if isinstance(compression_level, bool) or not isinstance(compression_level, int):
+                raise TypeError(f"compression_level must be an int, not {type(compression_level).__name__}")
+            if not -(2**31) <= compression_level < 2**31:
+                raise ConfigError(f"zstd level={compression_level} is out of range: allowed 1..=22")
         dumps, loads = _codec(serializer)
         pool = Pool(name=name or _DEFAULT_NAME)
         return super().__new__(
@@ -131,6 +196,23 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         self.name = name or _DEFAULT_NAME
         self._own_reclaimer: Reclaimer | None = None
         self._reclaimer = reclaimer
+        #: What copy and pickle rebuild this cache from: (args, kwargs) of the constructor.
+        #: A subclass whose constructor takes other arguments sets its own.
+        self._constructor_args: tuple[tuple[Any, ...], dict[str, Any]] = (
+            (maxbytes,),
+            dict(
+                compression=compression,
+                compression_level=compression_level,
+                ttl=ttl,
+                eviction=eviction,
+                serializer=serializer,
+                policy=policy,
+                reclaimer=reclaimer,
+                reclaimer_interval_s=reclaimer_interval_s,
+                name=name,
+                **policy_options,
+            ),
+        )
         if policy is None:
             if policy_options:
                 raise TypeError(f"options {sorted(policy_options)} only apply with a policy")
@@ -138,8 +220,13 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         pool: Pool = self.pool
         pool.register_shrinker(policy, **policy_options)
         if reclaimer is None:
-            self._own_reclaimer = Reclaimer(pool, interval_s=reclaimer_interval_s, name=f"zspool-reclaimer-{self.name}")
-            self._own_reclaimer.start()
+            own = Reclaimer(pool, interval_s=reclaimer_interval_s, name=f"zspool-reclaimer-{self.name}")
+            own._warn_if_dropped = False  # the cache warns: it is what the user dropped
+            own.start()
+            self._own_reclaimer = own
+            assert own._state is not None
+            self._finalizer = weakref.finalize(self, _dropped_open, type(self).__name__, self.name, own._state)
+            self._finalizer.atexit = False  # at exit the daemon thread just ends: nothing to warn about
         else:
             reclaimer.add_pool(pool)
 
@@ -153,13 +240,33 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         return self.pool.compact(max_pages, time_budget)
 
     def close(self) -> None:
-        """Stop the cache's reclaimer (if it runs one), drop every entry, free the pool."""
-        if self._own_reclaimer is not None:
-            self._own_reclaimer.stop()
-            self._own_reclaimer = None
-        elif self._reclaimer is not None:
-            self._reclaimer.remove_pool(self.pool)
+        """Stop the cache's reclaimer (if it runs one), drop every entry, free the pool.
+
+        Never fails to close: a policy call still running in the reclaimer thread is waited
+        for a second at most; the thread has been told to stop and ends when that call
+        returns (the pool it would compact is closed by then)."""
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer.detach()
+        own, self._own_reclaimer = getattr(self, "_own_reclaimer", None), None
+        if own is not None:
+            own._signal_stop()
+        elif getattr(self, "_reclaimer", None) is not None:
+            self._reclaimer.remove_pool(self.pool)  # type: ignore[union-attr]
         super().close()
+        if own is not None:
+            try:
+                own.stop(timeout_s=1.0)
+            except TimeoutError:
+                pass  # told to stop; it exits, closing its pipe and trigger, after the call
+
+    def items(self) -> _SnapshotItems:  # type: ignore[override]
+        """(key, value) pairs of one consistent snapshot, oldest first."""
+        return _SnapshotItems(self)
+
+    def values(self) -> _SnapshotValues:  # type: ignore[override]
+        """Values of one consistent snapshot, oldest first."""
+        return _SnapshotValues(self)
 
     def __iter__(self) -> Iterator[Key]:
         return super().__iter__()
@@ -171,6 +278,49 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         self.close()
 
     def __repr__(self) -> str:
+        cls = type(self).__name__
         if self.closed:
-            return f"<zspool.Cache name={self.name!r} closed>"
-        return f"<zspool.Cache name={self.name!r} entries={len(self)} currsize={self.currsize} maxsize={self.maxsize}>"
+            return f"{cls}(name={self.name!r}, closed)"
+        return f"{cls}(name={self.name!r}, entries={len(self)}, currsize={self.currsize}, maxsize={self.maxsize})"
+
+    # -- copies and pickles: a new cache with the same configuration and entries ----------
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._constructor_args
+        if kwargs.get("reclaimer") is not None:
+            raise TypeError(
+                f"cannot pickle {type(self).__name__} {self.name!r}: it joins a Reclaimer, whose thread "
+                "cannot be pickled; pickle a cache without reclaimer= (or copy.copy it in-process)"
+            )
+        return (_rebuild, (type(self), args, kwargs, self._entries()))
+
+    def __copy__(self) -> Cache:
+        args, kwargs = self._constructor_args
+        return _rebuild(type(self), args, kwargs, self._entries())
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Cache:
+        args, kwargs = self._constructor_args
+        reclaimer = kwargs.get("reclaimer")
+        if reclaimer is not None:
+            memo[id(reclaimer)] = reclaimer  # a thread is shared, never copied
+        return _rebuild(type(self), copy.deepcopy(args, memo), copy.deepcopy(kwargs, memo), self._entries())
+
+
+def _rebuild(
+    cls: type[Cache], args: tuple[Any, ...], kwargs: dict[str, Any], entries: list[tuple[Any, ...]]
+) -> Cache:
+    """A new ``cls(*args, **kwargs)`` holding ``entries`` (as ``Cache._entries()`` gives them)."""
+    cache = cls(*args, **kwargs)
+    cache._restore(entries)
+    return cache
+
+
+def _dropped_open(cls: str, name: str, reclaimer_state: Any) -> None:
+    """Finalizer of a cache with a reclaimer thread, dropped without close()."""
+    reclaimer_state.set()
+    warnings.warn(
+        f"{cls} {name!r} was dropped without close(); its reclaimer thread is stopped now "
+        "(call close(), or use the cache as a context manager)",
+        ResourceWarning,
+        stacklevel=2,
+    )

@@ -16,6 +16,7 @@ import weakref
 from typing import Any
 
 from zspool import _core
+from zspool.errors import PoolClosedError
 from zspool.policies import load_policy
 from zspool.shrinker import DEFAULT_MAX_FAILURES, DEFAULT_TIME_LIMIT_S, Shrinker, shrink_pool
 from zspool.shrinker_policy import ShrinkerPolicy, ShrinkReason
@@ -95,7 +96,12 @@ class Pool(_core.Pool):
 
         ``batch`` is pages per ``scan_objects`` call (0: :data:`~zspool.shrinker_policy.SHRINK_BATCH`);
         ``time_limit_s`` and ``max_failures`` bound a misbehaving policy (see :mod:`zspool.shrinker`).
+        :class:`PoolClosedError` after ``close()``.
         """
+        if self.closed:
+            raise PoolClosedError(f"cannot register a shrinker with pool {self.name!r}: it is closed")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, not {type(name).__name__}")
         if isinstance(policy, str):
             label = name or policy
             policy = load_policy(policy, **options)
@@ -108,7 +114,12 @@ class Pool(_core.Pool):
                     "count_objects(pool, sc) and scan_objects(pool, sc)"
                 )
             label = name or type(policy).__name__
-        if batch < 0 or time_limit_s <= 0 or max_failures < 1:
+        for what, value in (("batch", batch), ("max_failures", max_failures)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        if isinstance(time_limit_s, bool) or not isinstance(time_limit_s, int | float):
+            raise TypeError(f"time_limit_s must be a number of seconds, not {type(time_limit_s).__name__}")
+        if not (batch >= 0 and time_limit_s > 0 and max_failures >= 1):  # also refuses nan
             raise ValueError(
                 f"batch={batch} must be >= 0, time_limit_s={time_limit_s} > 0, max_failures={max_failures} >= 1"
             )

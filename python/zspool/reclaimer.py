@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import select
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
@@ -82,14 +84,80 @@ class ReclaimerStats:
         return asdict(self)
 
 
+class _ThreadState:
+    """What one reclaimer thread owns: its stop flag, the pipe that interrupts its
+    ``poll()``, and the PSI trigger it polls. The thread holds this strongly and its
+    :class:`Reclaimer` only weakly, so a dropped reclaimer is collected, its finalizer sets
+    the flag, and the thread closes everything here on its way out."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.trigger: PsiTrigger | None = None
+        self._lock = threading.Lock()  # the fds: set() and close() from different threads
+
+    def set(self) -> None:
+        """Ask the thread to stop, and wake it."""
+        self.stopping.set()
+        with self._lock:
+            if self.wake_w >= 0:
+                try:
+                    os.write(self.wake_w, b"x")
+                except OSError:
+                    pass  # the pipe is full: the thread is waking anyway
+
+    def close(self) -> None:
+        """Close the pipe and the trigger (idempotent)."""
+        with self._lock:
+            for fd in (self.wake_r, self.wake_w):
+                if fd >= 0:
+                    os.close(fd)
+            self.wake_r = self.wake_w = -1
+            trigger, self.trigger = self.trigger, None
+        if trigger is not None:
+            trigger.close()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the fds are copies of the parent's; close them, ignore errors."""
+        for fd in (self.wake_r, self.wake_w):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.wake_r = self.wake_w = -1
+        if self.trigger is not None:
+            try:
+                self.trigger.close()
+            except OSError:
+                pass
+            self.trigger = None
+
+
+def _check_interval(interval_s: object) -> float:
+    if isinstance(interval_s, bool) or not isinstance(interval_s, int | float):
+        raise TypeError(f"interval_s must be a number of seconds, not {type(interval_s).__name__}")
+    if not interval_s > 0:  # also refuses nan
+        raise ValueError(f"interval_s={interval_s} must be > 0 seconds (math.inf: wake on pressure only)")
+    try:
+        return float(interval_s)
+    except OverflowError:  # an int past any float: as good as never
+        return math.inf
+
+
 class Reclaimer:
     """Run the shrinkers of ``pools`` in a background thread.
 
-    ``interval_s``: seconds between periodic ticks. ``monitor``: where pressure readings
+    ``interval_s``: seconds between periodic ticks (``math.inf``: no ticks, wake on memory
+    pressure only). ``monitor``: where pressure readings
     come from (default: a :class:`~zspool.pressure.PressureMonitor` on this system's PSI,
     cgroup and ``/proc/meminfo``; ``None`` to pass no reading). ``psi_trigger``: the trigger
     to register (``None`` to wake on ticks only); ``psi_path`` the PSI file (a cgroup's
     ``memory.pressure`` works too). Use as a context manager, or ``start()``/``stop()``.
+
+    The reclaimer holds its pools and its thread holds the reclaimer only weakly: a pool
+    dropped by its owner is not kept alive here, and a running reclaimer that is dropped
+    without ``stop()`` stops its thread (with a ``ResourceWarning``) instead of leaking it.
 
     After ``os.fork()`` the child has no reclaimer thread (``fork()`` copies only the calling
     thread). With ``restart_after_fork=False`` (the default) a reclaimer that was running is
@@ -109,123 +177,133 @@ class Reclaimer:
         name: str = "zspool-reclaimer",
         restart_after_fork: bool = False,
     ) -> None:
-        if interval_s <= 0:
-            raise ValueError(f"interval_s={interval_s} must be > 0 seconds")
-        self._pools: tuple[Pool, ...] = pools
-        self.interval_s = interval_s
-        if isinstance(monitor, str) and monitor != "auto":
-            raise ValueError(f"monitor={monitor!r}: pass a PressureMonitor, 'auto' or None")
-        self.monitor = PressureMonitor() if isinstance(monitor, str) else monitor
+        self.interval_s = _check_interval(interval_s)
+        for pool in pools:
+            if not isinstance(pool, Pool):
+                raise TypeError(f"Reclaimer takes zspool.Pool objects, not {type(pool).__name__}")
+        if not (monitor is None or monitor == "auto" or callable(getattr(monitor, "read", None))):
+            raise TypeError(f"monitor must be 'auto', None or an object with read(), not {type(monitor).__name__}")
+        if psi_trigger is not None and not isinstance(psi_trigger, PsiTriggerSpec):
+            raise TypeError(f"psi_trigger must be a PsiTriggerSpec or None, not {type(psi_trigger).__name__}")
+        if not isinstance(psi_path, str | os.PathLike):
+            raise TypeError(f"psi_path must be a path, not {type(psi_path).__name__}")
+        self._pools: tuple[weakref.ref[Pool], ...] = tuple(weakref.ref(p) for p in pools)
+        self.monitor: Any = PressureMonitor() if monitor == "auto" else monitor
         self.psi_trigger_spec = psi_trigger
         self.psi_path = psi_path
         self.name = name
         self.stats = ReclaimerStats()
         self.events: collections.deque[ReclaimEvent] = collections.deque(maxlen=1000)
-        self.trigger: PsiTrigger | None = None
         #: Why there is no PSI trigger (None when there is one, or none was asked for).
         self.trigger_unavailable: str | None = None
         self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = -1, -1
-        self._stopping = threading.Event()
+        self._state: _ThreadState | None = None
         self._lock = threading.RLock()  # start/stop; add_pool/remove_pool
         self.restart_after_fork = restart_after_fork
+        #: Whether dropping this reclaimer while it runs warns (its owner may warn instead).
+        self._warn_if_dropped = True
+        self._finalizer: weakref.finalize | None = None
         _reclaimers.add(self)
 
     # -- pools ---------------------------------------------------------------
 
     @property
     def pools(self) -> tuple[Pool, ...]:
-        return self._pools
+        """The pools still alive, in the order they were added."""
+        return tuple(p for p in (ref() for ref in self._pools) if p is not None)
 
     def add_pool(self, pool: Pool) -> None:
+        if not isinstance(pool, Pool):
+            raise TypeError(f"Reclaimer takes zspool.Pool objects, not {type(pool).__name__}")
         with self._lock:
-            self._pools = (*self._pools, pool)
+            self._pools = (*(r for r in self._pools if r() is not None), weakref.ref(pool))
 
     def remove_pool(self, pool: Pool) -> None:
         with self._lock:
-            self._pools = tuple(p for p in self._pools if p is not pool)
+            self._pools = tuple(r for r in self._pools if r() is not None and r() is not pool)
 
     # -- life cycle ----------------------------------------------------------
 
     @property
+    def trigger(self) -> PsiTrigger | None:
+        """The registered PSI trigger, while the thread runs with one."""
+        state = self._state
+        return None if state is None else state.trigger
+
+    @property
     def running(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive() and not self._stopping.is_set()
+        thread, state = self._thread, self._state
+        return thread is not None and thread.is_alive() and state is not None and not state.stopping.is_set()
 
     def start(self) -> Reclaimer:
         """Register the PSI trigger (if possible) and start the thread. Idempotent."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive() and not self._stopping.is_set():
+            if self.running:
                 return self
             self._teardown(timeout_s=10.0)  # a thread that died or was told to stop
-            self._stopping.clear()
-            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            state = _ThreadState()
             try:
                 if self.psi_trigger_spec is not None:
                     trigger = register_psi_trigger(self.psi_path, self.psi_trigger_spec)
                     if isinstance(trigger, PsiTrigger):
-                        self.trigger, self.trigger_unavailable = trigger, None
+                        state.trigger, self.trigger_unavailable = trigger, None
                     else:
                         self.trigger_unavailable = str(trigger)
                         log.info("no PSI trigger, waking on ticks only: %s", trigger)
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
+                thread = threading.Thread(
+                    target=_thread_main, args=(weakref.ref(self), state), name=self.name, daemon=True
+                )
+                thread.start()
             except BaseException:
-                self._thread = None
-                self._close_fds()
+                state.close()
                 raise
+            self._thread, self._state = thread, state
+            self._finalizer = weakref.finalize(self, _dropped, self.name, state, self._warn_if_dropped)
+            self._finalizer.atexit = False  # at exit the daemon thread just ends: nothing to warn about
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the thread (after the round in progress, if any) and drop the trigger.
-        Safe to call from several threads and more than once."""
+        Safe to call from several threads and more than once. ``TimeoutError`` if a policy
+        call keeps the thread past ``timeout_s``: it has been told to stop, and closes its
+        pipe and trigger itself when that call returns."""
         with self._lock:
             self._teardown(timeout_s)
 
+    def _signal_stop(self) -> None:
+        """Tell the thread to stop, without waiting for it."""
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer.detach()
+            if self._state is not None:
+                self._state.set()
+
     def _teardown(self, timeout_s: float) -> None:
         """Stop and join the thread, then close the pipe and the trigger. Lock held."""
-        thread = self._thread
-        if thread is not None:
-            self._stopping.set()
-            try:
-                os.write(self._wake_w, b"x")
-            except OSError:
-                pass  # the pipe is full: the thread is waking anyway
+        thread, state = self._thread, self._state
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if state is not None:
+            state.set()
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout_s)
             if thread.is_alive():
                 raise TimeoutError(f"{self.name} did not stop within {timeout_s} s (a policy call is still running)")
-            self._thread = None
-        self._close_fds()
-
-    def _close_fds(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
-        if self.trigger is not None:
-            self.trigger.close()
-            self.trigger = None
+        self._thread = self._state = None
+        if state is not None:
+            state.close()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: the thread is gone, and the locks, pipe and PSI trigger are
         copies of the parent's. Drop them all, then restart if asked to."""
         was_running = self._thread is not None
         self._lock = threading.RLock()
-        self._stopping = threading.Event()
         self._thread = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
-        if self.trigger is not None:
-            try:
-                self.trigger.close()
-            except OSError:
-                pass
-            self.trigger = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._state is not None:
+            self._state.forget_after_fork()
+            self._state = None
         if was_running and self.restart_after_fork:
             self.start()
 
@@ -241,7 +319,7 @@ class Reclaimer:
         """Read pressure once and run every pool's shrinkers; returns pages freed."""
         reading = self._read_pressure()
         freed = 0
-        for pool in self._pools:
+        for pool in self.pools:
             if pool.closed or not pool.shrinkers:
                 continue
             pages = shrink_pool(pool, reason, pressure=reading)
@@ -271,41 +349,74 @@ class Reclaimer:
             log.warning("pressure monitor failed: %s", exc)
             return None
 
-    def _wait(self) -> ShrinkReason | None:
-        """Sleep until a tick, a pressure event or stop; None means stop."""
-        poller = select.poll()
-        poller.register(self._wake_r, select.POLLIN)
-        if self.trigger is not None:
-            poller.register(self.trigger.fileno(), select.POLLPRI)
-        deadline = time.monotonic() + self.interval_s
-        while not self._stopping.is_set():
+    def _round(self, reason: ShrinkReason) -> None:
+        """One wake-up's work, in the thread; survives anything a round raises."""
+        if reason is ShrinkReason.TICK:
+            self.stats.ticks += 1
+        else:
+            self.stats.pressure_events += 1
+        try:
+            self.run_once(reason)
+        except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
+            self.stats.errors += 1
+            log.exception("reclaim round failed")
+
+
+#: poll()'s longest timeout, in ms (a C int); longer waits are taken in several polls.
+_MAX_POLL_MS = 2**31 - 1
+
+
+def _wait(state: _ThreadState, interval_s: float, psi_path: StrPath) -> ShrinkReason | None:
+    """Sleep until a tick, a pressure event or stop; None means stop."""
+    poller = select.poll()
+    poller.register(state.wake_r, select.POLLIN)
+    if state.trigger is not None:
+        poller.register(state.trigger.fileno(), select.POLLPRI)
+    deadline = None if math.isinf(interval_s) else time.monotonic() + interval_s
+    while not state.stopping.is_set():
+        timeout_ms = None
+        if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return ShrinkReason.TICK
-            for fd, events in poller.poll(max(1, int(remaining * 1000))):
-                if fd == self._wake_r:
-                    return None
-                if events & select.POLLPRI:
-                    return ShrinkReason.PRESSURE
-                # POLLERR on the trigger: its source went away; fall back to ticks.
-                log.warning("PSI trigger on %s failed (events %#x); waking on ticks only", self.psi_path, events)
-                poller.unregister(fd)
-                if self.trigger is not None:
-                    self.trigger.close()
-                    self.trigger = None
-        return None
+            timeout_ms = min(max(1, math.ceil(remaining * 1000)), _MAX_POLL_MS)
+        for fd, events in poller.poll(timeout_ms):
+            if fd == state.wake_r:
+                return None
+            if events & select.POLLPRI:
+                return ShrinkReason.PRESSURE
+            # POLLERR on the trigger: its source went away; fall back to ticks.
+            log.warning("PSI trigger on %s failed (events %#x); waking on ticks only", psi_path, events)
+            poller.unregister(fd)
+            if state.trigger is not None:
+                state.trigger.close()
+                state.trigger = None
+    return None
 
-    def _run(self) -> None:
-        while True:
-            reason = self._wait()
-            if reason is None:
+
+def _thread_main(ref: weakref.ref[Reclaimer], state: _ThreadState) -> None:
+    """The reclaimer thread. It holds its Reclaimer only during a round, so that a dropped
+    reclaimer is collected (its finalizer then stops this thread) even while it waits."""
+    try:
+        while not state.stopping.is_set():
+            reclaimer = ref()
+            if reclaimer is None:
                 return
-            if reason is ShrinkReason.TICK:
-                self.stats.ticks += 1
-            else:
-                self.stats.pressure_events += 1
-            try:
-                self.run_once(reason)
-            except BaseException:  # the reclaimer must outlive any one round
-                self.stats.errors += 1
-                log.exception("reclaim round failed")
+            interval_s, psi_path = reclaimer.interval_s, reclaimer.psi_path
+            del reclaimer
+            reason = _wait(state, interval_s, psi_path)
+            reclaimer = ref()
+            if reason is None or reclaimer is None:
+                return
+            reclaimer._round(reason)
+            del reclaimer
+    finally:
+        state.close()
+
+
+def _dropped(name: str, state: _ThreadState, warn: bool) -> None:
+    """Finalizer of a running Reclaimer that was dropped without stop()."""
+    state.set()
+    if warn:
+        warnings.warn(f"{name} was dropped while running; call stop() (or use it as a context manager)",
+                      ResourceWarning, stacklevel=2)

@@ -37,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from zspool.errors import PoolClosedError
 from zspool.policies import available_policies, load_policy, register_policy
 from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, ShrinkerPolicy, ShrinkReason
 
@@ -121,8 +122,18 @@ class Shrinker:
             self.stats.count_calls += 1
         return self._call("count_objects", pool, sc, allow_stop=False)
 
-    def scan(self, pool: Pool, sc: ShrinkControl) -> int:
+    def scan(self, pool: Pool, sc: ShrinkControl, limit: int | None = None) -> int:
+        """Call ``scan_objects``; a result above ``limit`` (default ``sc.freeable``) is counted
+        as ``limit``: no scan frees more pages than compaction could when the round began, and
+        a larger figure ("objects scanned", or garbage) would corrupt ``pages_freed``."""
         result = self._call("scan_objects", pool, sc, allow_stop=True)
+        limit = sc.freeable if limit is None else max(0, limit)
+        if result > limit:
+            log.warning(
+                "shrinker %r: scan_objects returned %d pages, more than the %d it could free; counted as %d",
+                self.name, result, limit, limit,
+            )
+            result = limit
         with self._lock:
             self.stats.scan_calls += 1
             if result != SHRINK_STOP:
@@ -186,7 +197,10 @@ def shrink_pool(
     for shrinker in pool.shrinkers:
         if not shrinker.enabled or pool.closed:
             continue
-        freed += _do_shrink(pool, shrinker, reason, pressure, pages_wanted)
+        try:
+            freed += _do_shrink(pool, shrinker, reason, pressure, pages_wanted)
+        except PoolClosedError:
+            break  # closed by another thread during the round: nothing left to reclaim
         if pages_wanted and freed >= pages_wanted:
             break
     return freed
@@ -208,12 +222,13 @@ def _do_shrink(
     # The kernel caps a shrinker's count at twice what is freeable; pages are exact here, so
     # cap at what compaction could free: a policy that overstates (or returns "objects
     # scanned" from scan_objects) cannot turn one round into an endless loop.
-    total_scan = min(shrinker.count(pool, control(0)), pool.can_compact())
+    freeable = pool.can_compact()
+    total_scan = min(shrinker.count(pool, control(0)), freeable)
     batch = shrinker.batch or SHRINK_BATCH
     freed = 0
     while total_scan > 0 and shrinker.enabled:
         nr_to_scan = min(batch, total_scan)
-        result = shrinker.scan(pool, control(nr_to_scan))
+        result = shrinker.scan(pool, control(nr_to_scan), limit=freeable - freed)
         if result == SHRINK_STOP:
             break
         freed += result

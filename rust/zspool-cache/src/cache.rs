@@ -100,6 +100,15 @@ pub struct Encoded<'k> {
     payload: u64,
 }
 
+/// One stored entry, as [`CacheGuard::peek_with`] found it: [`CacheGuard::remove_entry`]
+/// removes it only if the key still holds that very entry (a two-step pop whose value is
+/// deserialized between the steps, without the mutex).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRef {
+    slot: u32,
+    handle: u64,
+}
+
 /// The cache mutex, held: every cache operation.
 pub struct CacheGuard<'a, P: Deref<Target = Pool>> {
     cache: &'a Cache<P>,
@@ -122,9 +131,6 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     /// As [`Cache::new`], on `clock` (a manual one in tests).
     pub fn with_clock(pool: P, config: CacheConfig, clock: Clock) -> Result<Cache<P>> {
-        if config.max_bytes == 0 {
-            return Err(CacheError::BadConfig { what: "maxbytes", value: "0".into(), allowed: "an int >= 1 (bytes)" });
-        }
         if let Compression::Zstd(level) = config.compression
             && !(1..=22).contains(&level)
         {
@@ -166,7 +172,8 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.inner.is_lost()
     }
 
-    fn check_open(&self) -> Result<()> {
+    /// `Ok` while the cache can be used: the error every operation on a closed cache gives.
+    pub fn check_open(&self) -> Result<()> {
         if self.inner.is_lost() {
             Err(CacheError::LostInFork)
         } else if self.is_closed() {
@@ -509,6 +516,72 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         Ok(())
     }
 
+    /// Run `f` on the value stored under `key`, without counting a hit or a miss and without
+    /// touching recency (the first step of a pop or a setdefault); `None` if absent.
+    pub fn peek_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<(EntryRef, R)>> {
+        let hash = self.cache.hash(key);
+        Ok(self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))?.map(|(slot, out)| {
+            let handle = self.inner.index.slots[slot as usize].handle();
+            (EntryRef { slot, handle }, out)
+        }))
+    }
+
+    /// Run `f` on the key and value of the entry the eviction algorithm would evict next,
+    /// without removing it; `None` if the cache is empty. Expired entries met on the way are
+    /// dropped.
+    pub fn peek_victim_with<R>(&mut self, f: impl FnOnce(OwnedKey, &Value<'_>) -> R) -> Result<Option<(EntryRef, R)>> {
+        self.cache.check_open()?;
+        let now = self.now();
+        loop {
+            let inner = &mut *self.inner;
+            let Some(slot) = inner.queue.victim(&mut inner.index.slots, NIL) else { return Ok(None) };
+            if inner.deadlines.is_expired(slot, now) {
+                self.remove_slot(slot, Why::Expired)?;
+                continue;
+            }
+            let handle = inner.index.slots[slot as usize].handle();
+            let out = self.pool().read_with(handle, |object| -> Result<R> {
+                let header = Header::read(object)?;
+                Ok(f(header.key(object)?, &header.value(object)?))
+            })??;
+            return Ok(Some((EntryRef { slot, handle }, out)));
+        }
+    }
+
+    /// Delete the entry `entry` names, if it is still stored (not deleted, evicted, expired
+    /// or overwritten meanwhile); whether it was.
+    pub fn remove_entry(&mut self, entry: EntryRef) -> Result<bool> {
+        self.cache.check_open()?;
+        let same =
+            self.inner.index.slots.get(entry.slot as usize).is_some_and(|s| s.is_live() && s.handle() == entry.handle);
+        if same {
+            self.remove_slot(entry.slot, Why::Deleted)?;
+        }
+        Ok(same)
+    }
+
+    /// Run `f(key, value, time left to live)` on every live entry, oldest first (the order of
+    /// [`CacheGuard::keys`]): a consistent snapshot, under one hold of the mutex.
+    pub fn for_each_entry(&mut self, mut f: impl FnMut(OwnedKey, &Value<'_>, Option<Duration>)) -> Result<()> {
+        self.cache.check_open()?;
+        self.len();
+        let now = self.cache.clock.now();
+        let inner = &*self.inner;
+        let mut p = inner.queue.tail();
+        while p != NIL {
+            let slot = &inner.index.slots[p as usize];
+            let deadline = inner.deadlines.get(p);
+            let left = (deadline != 0).then(|| Duration::from_nanos(deadline.saturating_sub(now)));
+            self.cache.pool.read_with(slot.handle(), |object| -> Result<()> {
+                let header = Header::read(object)?;
+                f(header.key(object)?, &header.value(object)?, left);
+                Ok(())
+            })??;
+            p = slot.newer;
+        }
+        Ok(())
+    }
+
     /// Whether `key` is present (and not expired). Neither a hit nor a miss; no recency.
     pub fn contains(&mut self, key: Key<'_>) -> Result<bool> {
         let hash = self.cache.hash(key);
@@ -591,36 +664,17 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
 
     /// Delete `key` and run `f` on its value first; `None` if absent.
     pub fn pop_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
-        let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
-            Some((id, out)) => {
-                self.remove_slot(id, Why::Deleted)?;
-                Ok(Some(out))
-            }
-            None => Ok(None),
-        }
+        let Some((entry, out)) = self.peek_with(key, f)? else { return Ok(None) };
+        self.remove_entry(entry)?;
+        Ok(Some(out))
     }
 
     /// Remove the entry the eviction algorithm would evict next and run `f` on its key and
     /// value; `None` if the cache is empty. Expired entries met on the way are dropped.
     pub fn popitem_with<R>(&mut self, f: impl FnOnce(OwnedKey, &Value<'_>) -> R) -> Result<Option<R>> {
-        self.cache.check_open()?;
-        let now = self.now();
-        loop {
-            let inner = &mut *self.inner;
-            let Some(id) = inner.queue.victim(&mut inner.index.slots, NIL) else { return Ok(None) };
-            if inner.deadlines.is_expired(id, now) {
-                self.remove_slot(id, Why::Expired)?;
-                continue;
-            }
-            let handle = inner.index.slots[id as usize].handle();
-            let out = self.pool().read_with(handle, |object| -> Result<R> {
-                let header = Header::read(object)?;
-                Ok(f(header.key(object)?, &header.value(object)?))
-            })??;
-            self.remove_slot(id, Why::Deleted)?;
-            return Ok(Some(out));
-        }
+        let Some((entry, out)) = self.peek_victim_with(f)? else { return Ok(None) };
+        self.remove_entry(entry)?;
+        Ok(Some(out))
     }
 
     /// Live entries (expired ones are dropped first when any may have expired).

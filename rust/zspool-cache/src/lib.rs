@@ -39,7 +39,7 @@ mod index;
 mod stats;
 mod ttl;
 
-pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, register_for_fork};
+pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, EntryRef, register_for_fork};
 pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};

@@ -177,9 +177,32 @@ fn closed_cache_fails_cleanly() {
 }
 
 #[test]
+fn a_zero_budget_caches_nothing() {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    let c = Cache::new(pool, CacheConfig::new(0)).unwrap();
+    assert!(matches!(c.set(k("a"), b"", Ttl::Default), Err(CacheError::TooLarge { .. })));
+    assert_eq!(c.len(), 0);
+}
+
+#[test]
+fn pop_keeps_an_entry_changed_since_it_was_peeked() {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    let c = Cache::new(pool, CacheConfig::new(1 << 20)).unwrap();
+    c.set(k("a"), b"old", Ttl::Default).unwrap();
+    let (entry, value) = c.lock().peek_with(k("a"), |v| v.to_vec()).unwrap().unwrap();
+    assert_eq!(value, b"old");
+    c.set(k("a"), b"new", Ttl::Default).unwrap(); // overwritten meanwhile
+    assert!(!c.lock().remove_entry(entry).unwrap(), "the new entry is not the one peeked");
+    assert_eq!(c.get(k("a")).unwrap().unwrap(), b"new");
+    let (entry, _) = c.lock().peek_with(k("a"), |v| v.to_vec()).unwrap().unwrap();
+    assert!(c.lock().remove_entry(entry).unwrap());
+    assert!(c.get(k("a")).unwrap().is_none());
+    assert!(!c.lock().remove_entry(entry).unwrap(), "removed once");
+}
+
+#[test]
 fn bad_config() {
     let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
-    assert!(Cache::new(Arc::clone(&pool), CacheConfig::new(0)).is_err());
     let mut config = CacheConfig::new(10);
     config.compression = Compression::Zstd(99);
     assert!(Cache::new(pool, config).is_err());

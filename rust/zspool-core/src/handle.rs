@@ -1,6 +1,6 @@
 //! Handles: what callers hold instead of addresses, so that compaction can move objects.
 //!
-//! A handle is an opaque 64-bit number. Inside it (before a per-pool XOR key is applied):
+//! A handle is an opaque 64-bit number. Inside it (before the per-pool keyed mix, below):
 //!
 //! ```text
 //!  63            37 36       28 27               0
@@ -21,10 +21,17 @@
 //! bits of the handle's 27: an index whose generations run out is retired for good, so the
 //! check stays exact. A size class's entry packs (zspage id, object index, exact size as the
 //! bytes short of the class size); a
-//! large-object shard's holds a record id, the record keeping the size. The XOR key, random per
-//! pool, makes a handle from another pool decode to a random owner/index/generation, which
-//! is rejected with overwhelming probability. Whatever the bits, decoding is bounds-checked:
-//! a forged handle can at worst name a live object of *this* pool, never memory outside it.
+//! large-object shard's holds a record id, the record keeping the size.
+//!
+//! The fields are not handed out as they are but through a keyed, invertible mix of all 64
+//! bits ([`mix`]), keyed by a random per-pool key. A plain XOR with the key would keep
+//! arithmetic: `h + 1` would name the next index, whose object is live as often as not, so an
+//! off-by-one in user code would silently read or free a neighbour. Through the mix, a
+//! handle near a valid one (or from another pool) decodes to an unrelated owner, index and
+//! generation, and names a live object only if a 27-bit generation happens to match
+//! (measured in `asv_bench/standalone/handle_neighbours.py`, quoted in docs/SECURITY.md).
+//! Whatever the bits, decoding is bounds-checked: a forged handle can at worst name a live
+//! object of *this* pool, never memory outside it.
 
 pub(crate) const INDEX_BITS: u32 = 28;
 pub(crate) const OWNER_BITS: u32 = 9;
@@ -51,17 +58,59 @@ impl HandleParts {
         let raw = u64::from(self.index)
             | (u64::from(self.owner) << INDEX_BITS)
             | (u64::from(self.generation) << (INDEX_BITS + OWNER_BITS));
-        raw ^ key
+        mix(raw, key)
     }
 
     pub(crate) fn decode(handle: u64, key: u64) -> HandleParts {
-        let raw = handle ^ key;
+        let raw = unmix(handle, key);
         HandleParts {
             index: (raw & u64::from(MAX_INDEX)) as u32,
             owner: ((raw >> INDEX_BITS) & ((1 << OWNER_BITS) - 1)) as u16,
             generation: (raw >> (INDEX_BITS + OWNER_BITS)) as u32,
         }
     }
+}
+
+/// Odd multipliers (invertible mod 2^64) of the mix, from SplitMix64's finalizer, and their
+/// inverses. Multiplying spreads every bit upward; `x ^= x >> 32` folds the high half back
+/// down (and is its own inverse, the shift being half the width), so two rounds carry a
+/// change in any input bit to all output bits.
+const MIX_M1: u64 = 0xBF58_476D_1CE4_E5B9;
+const MIX_M2: u64 = 0x94D0_49BB_1331_11EB;
+const MIX_M1_INV: u64 = mul_inverse(MIX_M1);
+const MIX_M2_INV: u64 = mul_inverse(MIX_M2);
+const _: () = assert!(MIX_M1.wrapping_mul(MIX_M1_INV) == 1 && MIX_M2.wrapping_mul(MIX_M2_INV) == 1);
+
+/// The inverse of an odd `m` mod 2^64 (Newton's iteration: each step doubles the correct bits).
+const fn mul_inverse(m: u64) -> u64 {
+    let mut x = m; // correct to 3 bits for any odd m
+    let mut i = 0;
+    while i < 5 {
+        x = x.wrapping_mul(2u64.wrapping_sub(m.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+}
+
+/// The keyed permutation of 64-bit values that turns a handle's fields into the handle: two
+/// multiply-xorshift rounds, the key entering before each (XOR, then addition of its halves
+/// swapped), so that neither the fields nor their neighbours show through. A few cycles;
+/// [`unmix`] undoes it. Not a cipher: its job is to make near misses miss, not to resist
+/// an attacker who sees many handles (see docs/SECURITY.md).
+#[inline]
+fn mix(raw: u64, key: u64) -> u64 {
+    let mut x = (raw ^ key).wrapping_mul(MIX_M1);
+    x ^= x >> 32;
+    x = x.wrapping_add(key.rotate_left(32)).wrapping_mul(MIX_M2);
+    x ^ (x >> 32)
+}
+
+/// The inverse of [`mix`] under the same key.
+#[inline]
+fn unmix(handle: u64, key: u64) -> u64 {
+    let mut x = (handle ^ (handle >> 32)).wrapping_mul(MIX_M2_INV).wrapping_sub(key.rotate_left(32));
+    x ^= x >> 32;
+    x.wrapping_mul(MIX_M1_INV) ^ key
 }
 
 /// Generation bits a table entry stores. A handle has room for 27, but every bit stored here
@@ -328,6 +377,22 @@ mod tests {
         assert_eq!(table.get(i, g | 1 << ENTRY_GEN_BITS), None);
         assert_eq!(table.remove(i, g | 1 << ENTRY_GEN_BITS), None);
         assert_eq!(table.get(i, g), Some(SLOT));
+    }
+
+    #[test]
+    fn the_mix_is_a_permutation_that_scatters_neighbours() {
+        let key = random_key();
+        for raw in [0, 1, u64::MAX, 0x8000_0000_0000_0000, key, 1 << 28 | 7, (1 << 37) | (3 << 28) | 42] {
+            assert_eq!(unmix(mix(raw, key), key), raw);
+            assert_eq!(mix(unmix(raw, key), key), raw);
+        }
+        // A handle's neighbours decode to unrelated fields: the generation (which must match
+        // exactly for a handle to name anything) differs in about half its bits.
+        let h = HandleParts { index: 5, owner: 3, generation: 1 }.encode(key);
+        for n in [h.wrapping_add(1), h.wrapping_sub(1), h ^ 1, h ^ (1 << 63)] {
+            let p = HandleParts::decode(n, key);
+            assert!((p.generation ^ 1).count_ones() >= 4, "{p:?} too close to its neighbour");
+        }
     }
 
     #[test]

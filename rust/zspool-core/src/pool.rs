@@ -272,7 +272,10 @@ impl Pool {
         if let Some(limit) = config.mem_limit.filter(|&limit| limit < PAGE_SIZE as u64) {
             return Err(ZsError::BadConfig { what: "mem_limit", value: limit, allowed: PoolConfig::MEM_LIMIT_ALLOWED });
         }
-        let table = ClassTable::new(config.max_pages_per_zspage);
+        // A zspage longer than mem_limit could never be allocated: its class would refuse
+        // every object, however small, on an empty pool. So the limit shortens the chains.
+        let limit_pages = config.mem_limit.map_or(usize::MAX, |bytes| (bytes / PAGE_SIZE as u64) as usize);
+        let table = ClassTable::new(config.max_pages_per_zspage.min(limit_pages));
         let classes = table.classes().iter().map(|&layout| SizeClass::new(layout)).collect();
         let large = (0..LARGE_SHARDS).map(|_| LargeShard::new()).collect();
         Ok(Pool {

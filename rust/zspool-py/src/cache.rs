@@ -34,11 +34,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
-use zspool_cache::{CacheConfig, CacheError, CacheGuard, Compression, Eviction, Key, KeyKind, OwnedKey, Ttl, Value};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use zspool_cache::{
+    CacheConfig, CacheError, CacheGuard, Compression, EntryRef, Eviction, Key, KeyKind, OwnedKey, Ttl, Value,
+};
 
 use crate::errors::{Kind, to_py};
+use crate::objects::{Int, bytes_object, str_object};
 use crate::pool::Pool;
 use crate::stats::PoolStats;
 
@@ -67,6 +71,8 @@ pub struct Cache {
     inner: Arc<Inner>,
     dumps: Option<Py<PyAny>>,
     loads: Option<Py<PyAny>>,
+    /// The default TTL as given, in seconds (the config keeps it in whole nanoseconds).
+    ttl_s: Option<f64>,
 }
 
 fn cache_err(py: Python<'_>, err: CacheError) -> PyErr {
@@ -106,36 +112,75 @@ fn key_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Key<'a>> {
 }
 
 fn key_object<'py>(py: Python<'py>, key: &OwnedKey) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match key.kind {
-        KeyKind::Str => {
-            PyString::new(py, std::str::from_utf8(&key.bytes).map_err(|e| PyRuntimeError::new_err(e.to_string()))?)
-                .into_any()
-        }
-        KeyKind::Bytes => PyBytes::new(py, &key.bytes).into_any(),
-    })
-}
-
-/// A TTL argument in seconds: None (the cache's default), > 0, or math.inf (never).
-fn ttl_arg(ttl: Option<f64>) -> PyResult<Ttl> {
-    match ttl {
-        None => Ok(Ttl::Default),
-        Some(s) if s == f64::INFINITY => Ok(Ttl::Never),
-        Some(s) if s > 0.0 && s.is_finite() => Ok(Ttl::For(Duration::from_secs_f64(s))),
-        Some(s) => {
-            Err(PyValueError::new_err(format!("ttl={s} is out of range: seconds > 0, math.inf (never), or None")))
-        }
+    match key.kind {
+        KeyKind::Str => str_object(py, &key.bytes),
+        KeyKind::Bytes => bytes_object(py, &key.bytes),
     }
 }
 
-/// A value copied out under the locks: a new `bytes`, and whether to deserialize it.
-fn value_bytes<'py>(py: Python<'py>, v: &Value<'_>) -> (Bound<'py, PyBytes>, bool) {
+/// A TTL argument in seconds: None (the cache's default), a number > 0, or math.inf (never).
+/// A bool is refused (`ttl=True` is a mistake, not one second); a TTL too long for the clock
+/// never expires, and one shorter than its 1 ns resolution lives 1 ns.
+fn ttl_arg(ttl: Option<&Bound<'_, PyAny>>) -> PyResult<Ttl> {
+    let Some(obj) = ttl.filter(|obj| !obj.is_none()) else { return Ok(Ttl::Default) };
+    if obj.is_instance_of::<PyBool>() || !(obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>()) {
+        return Err(PyTypeError::new_err(format!(
+            "ttl must be a number of seconds, math.inf or None, not {}",
+            type_name(obj)
+        )));
+    }
+    // An int too large for a float is as good as forever (if positive).
+    let secs = obj.extract::<f64>().unwrap_or(if obj.gt(0)? { f64::INFINITY } else { f64::NEG_INFINITY });
+    ttl_secs(secs).ok_or_else(|| {
+        PyValueError::new_err(format!("ttl={obj} is out of range: seconds > 0, math.inf (never), or None"))
+    })
+}
+
+fn ttl_secs(secs: f64) -> Option<Ttl> {
+    if secs == f64::INFINITY {
+        Some(Ttl::Never)
+    } else if secs > 0.0 {
+        let d = Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX);
+        Some(Ttl::For(d.max(Duration::from_nanos(1))))
+    } else {
+        None // <= 0, nan, -inf
+    }
+}
+
+/// A value copied out under the locks: a new `bytes`, and whether to deserialize it. Fails
+/// with the `MemoryError` of an allocation that fails (a large value under `RLIMIT_AS`).
+fn value_bytes<'py>(py: Python<'py>, v: &Value<'_>) -> PyResult<(Bound<'py, PyBytes>, bool)> {
     // Allocating a bytes object runs no Python code: allowed under the locks (rule 2).
     let bytes = PyBytes::new_with(py, v.len(), |buf| {
         v.copy_to(buf);
         Ok(())
-    })
-    .expect("allocating bytes");
-    (bytes, v.serialized)
+    })?;
+    Ok((bytes, v.serialized))
+}
+
+/// The KeyError of `popitem()` on an empty cache, with its context suppressed as
+/// `MutableMapping.popitem`'s (`raise KeyError from None`) is.
+fn empty_key_error(py: Python<'_>) -> PyErr {
+    let err = PyKeyError::new_err("popitem(): cache is empty");
+    let _ = err.value(py).setattr(intern!(py, "__suppress_context__"), true);
+    err
+}
+
+/// What the locked step of a pop found: a raw value already removed (`None`), or the entry
+/// to remove once its serialized value has been deserialized without the mutex.
+type Popped<'py> = (Option<EntryRef>, PyResult<(Bound<'py, PyBytes>, bool)>);
+
+/// Under the guard: remove an entry whose raw value was copied out, keep the entry otherwise
+/// (a serialized value is removed after `loads` succeeds; a failed copy removes nothing).
+fn settle<'py>(
+    g: &mut CacheGuard<'_, PoolRef>,
+    entry: EntryRef,
+    value: PyResult<(Bound<'py, PyBytes>, bool)>,
+) -> Result<Popped<'py>, CacheError> {
+    match value {
+        Ok((bytes, false)) => g.remove_entry(entry).map(|_| (None, Ok((bytes, false)))),
+        other => Ok((Some(entry), other)),
+    }
 }
 
 /// A value to store: borrowed bytes, or the serializer's output.
@@ -205,10 +250,22 @@ impl Cache {
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let k = key_arg(key)?;
         let found = self.guard(py).get_with(k, |v| value_bytes(py, v));
-        match found.or_raise(py)? {
+        match found.or_raise(py)?.transpose()? {
             Some((bytes, serialized)) => Ok(Some(self.value_object(py, bytes, serialized)?)),
             None => Ok(None),
         }
+    }
+
+    /// The second step of a pop: the Python value, then (only if that worked) the removal.
+    fn finish_pop<'py>(&self, py: Python<'py>, popped: Popped<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let (entry, value) = popped;
+        let (bytes, serialized) = value?;
+        let value = self.value_object(py, bytes, serialized)?;
+        if let Some(entry) = entry {
+            let removed = self.guard(py).remove_entry(entry);
+            removed.or_raise(py)?;
+        }
+        Ok(value)
     }
 }
 
@@ -223,7 +280,7 @@ impl Cache {
         pool: Bound<'_, Pool>,
         compression: Option<&str>,
         compression_level: Option<i32>,
-        ttl: Option<f64>,
+        ttl: Option<&Bound<'_, PyAny>>,
         eviction: &str,
         dumps: Option<Py<PyAny>>,
         loads: Option<Py<PyAny>>,
@@ -246,9 +303,9 @@ impl Cache {
             "lru" => Eviction::Lru,
             other => return Err(PyValueError::new_err(format!("eviction={other:?} is unknown: use 'sieve' or 'lru'"))),
         };
-        let default_ttl = match ttl_arg(ttl)? {
-            Ttl::For(d) => Some(d),
-            _ => None,
+        let (default_ttl, ttl_s) = match ttl_arg(ttl)? {
+            Ttl::For(d) => (Some(d), ttl.and_then(|t| t.extract::<f64>().ok())),
+            _ => (None, None),
         };
         if dumps.is_some() != loads.is_some() {
             return Err(PyValueError::new_err("give both dumps and loads, or neither"));
@@ -258,11 +315,22 @@ impl Cache {
         // Fork-safe, like its pool: the core's pthread_atfork handlers hold the cache mutex
         // across fork(), before the pool's locks (rule 5).
         zspool_cache::register_for_fork(&inner);
-        Ok(Cache { inner, dumps, loads })
+        Ok(Cache { inner, dumps, loads, ttl_s })
     }
 
-    fn __getitem__<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        self.lookup(py, key)?.ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+    /// The value of `key`; on a miss, a subclass's `__missing__(key)` if it has one (as for
+    /// dict), else KeyError.
+    fn __getitem__<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        if let Some(value) = slf.get().lookup(py, key)? {
+            return Ok(value);
+        }
+        if !slf.is_exact_instance_of::<Self>()
+            && let Some(missing) = slf.get_type().getattr(intern!(py, "__missing__")).ok()
+        {
+            return missing.call1((slf, key));
+        }
+        Err(PyKeyError::new_err(key.clone().unbind()))
     }
 
     fn __setitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -281,8 +349,10 @@ impl Cache {
         found.or_raise(py)
     }
 
-    fn __len__(&self, py: Python<'_>) -> usize {
-        self.guard(py).len()
+    /// Live entries; PoolClosedError after close().
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.inner.check_open().or_raise(py)?;
+        Ok(self.guard(py).len())
     }
 
     /// A snapshot of the keys, oldest first: later changes do not affect the iteration.
@@ -303,7 +373,13 @@ impl Cache {
     }
 
     #[pyo3(signature = (key, value, ttl = None))]
-    fn set(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<()> {
+    fn set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         self.set_impl(py, key, value, ttl_arg(ttl)?)
     }
 
@@ -318,22 +394,40 @@ impl Cache {
             return Err(PyTypeError::new_err(format!("pop expected at most 2 arguments, got {}", 1 + default.len())));
         }
         let k = key_arg(key)?;
-        let found = self.guard(py).pop_with(k, |v| value_bytes(py, v));
+        // Never half done: the entry goes only once its value is in hand (copied, and
+        // deserialized if it was serialized); a failure on the way leaves it stored.
+        let found = {
+            let mut g = self.guard(py);
+            match g.peek_with(k, |v| value_bytes(py, v)) {
+                Ok(Some((entry, value))) => settle(&mut g, entry, value).map(Some),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
         match found.or_raise(py)? {
-            Some((bytes, serialized)) => self.value_object(py, bytes, serialized),
+            Some(popped) => self.finish_pop(py, popped),
             None => default.get_item(0).map_err(|_| PyKeyError::new_err(key.clone().unbind())),
         }
     }
 
     /// Remove and return the (key, value) the eviction algorithm would evict next.
+    /// As `pop`, never half done.
     fn popitem<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        let found = self.guard(py).popitem_with(|k, v| (k, value_bytes(py, v)));
-        match found.or_raise(py)? {
-            Some((k, (bytes, serialized))) => {
-                let value = self.value_object(py, bytes, serialized)?;
-                PyTuple::new(py, [key_object(py, &k)?, value])
+        let found = {
+            let mut g = self.guard(py);
+            match g.peek_victim_with(|k, v| (k, value_bytes(py, v))) {
+                Ok(Some((entry, (k, value)))) => settle(&mut g, entry, value).map(|popped| Some((k, popped))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(e),
             }
-            None => Err(PyKeyError::new_err("popitem(): cache is empty")),
+        };
+        match found.or_raise(py)? {
+            Some((k, popped)) => {
+                let key = key_object(py, &k)?;
+                let value = self.finish_pop(py, popped)?;
+                PyTuple::new(py, [key, value])
+            }
+            None => Err(empty_key_error(py)),
         }
     }
 
@@ -344,19 +438,29 @@ impl Cache {
         key: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // As dict.setdefault: an existing value is returned as it is, and the default is
+        // neither checked nor encoded (nor pickled) unless it is stored.
+        if let Some(value) = self.lookup(py, key)? {
+            return Ok(value);
+        }
         let k = key_arg(key)?;
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
         let value = self.value_arg(&default)?;
         let encoded = self.inner.encode(k, value.bytes.as_bytes(), value.serialized).or_raise(py)?;
+        // Another thread may have stored the key while the default was encoded: keep theirs.
         let found = {
             let mut g = self.guard(py);
-            match g.get_with(k, |v| value_bytes(py, v)) {
+            match g.peek_with(k, |v| value_bytes(py, v)) {
                 Ok(None) => g.insert(encoded, Ttl::Default).map(|()| None),
-                other => other,
+                Ok(Some((_, value))) => Ok(Some(value)),
+                Err(e) => Err(e),
             }
         };
         match found.or_raise(py)? {
-            Some((bytes, serialized)) => self.value_object(py, bytes, serialized),
+            Some(value) => {
+                let (bytes, serialized) = value?;
+                self.value_object(py, bytes, serialized)
+            }
             None => Ok(default),
         }
     }
@@ -367,9 +471,56 @@ impl Cache {
     }
 
     /// Drop every expired entry now; returns how many.
-    fn expire(&self, py: Python<'_>) -> PyResult<usize> {
+    fn expire(&self, py: Python<'_>) -> PyResult<Int> {
         let done = self.guard(py).expire();
-        done.or_raise(py)
+        done.map(Int::from).or_raise(py)
+    }
+
+    /// `(key, value)` of every entry, oldest first: one consistent snapshot (one hold of the
+    /// mutex), deserialized after it is let go. `items()` and `values()` iterate this.
+    fn _items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut raw = Vec::new();
+        let done = self.guard(py).for_each_entry(|k, v, _| raw.push((k, value_bytes(py, v))));
+        done.or_raise(py)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (k, value) in raw {
+            let (bytes, serialized) = value?;
+            out.push(PyTuple::new(py, [key_object(py, &k)?, self.value_object(py, bytes, serialized)?])?);
+        }
+        PyList::new(py, out)
+    }
+
+    /// `(key, stored bytes, serialized, seconds left to live or None)` of every entry, oldest
+    /// first, in one consistent snapshot: what copies and pickles are made of (`_restore`).
+    fn _entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut raw = Vec::new();
+        let done = self.guard(py).for_each_entry(|k, v, left| raw.push((k, value_bytes(py, v), left)));
+        done.or_raise(py)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for (k, value, left) in raw {
+            let (bytes, serialized) = value?;
+            let left = left.map(|d| d.as_secs_f64());
+            out.push((key_object(py, &k)?, bytes, serialized, left).into_pyobject(py)?);
+        }
+        PyList::new(py, out)
+    }
+
+    /// Store entries as `_entries()` gives them (their bytes as they are, serialized or not),
+    /// oldest first, each with its time left to live.
+    fn _restore(&self, py: Python<'_>, entries: &Bound<'_, PyAny>) -> PyResult<()> {
+        for entry in entries.try_iter()? {
+            let (key, data, serialized, left): (Bound<'_, PyAny>, Bound<'_, PyBytes>, bool, Option<f64>) =
+                entry?.extract()?;
+            let ttl = match left {
+                None => Ttl::Never,
+                Some(secs) => ttl_secs(secs).unwrap_or(Ttl::For(Duration::from_nanos(1))),
+            };
+            let k = key_arg(&key)?;
+            let encoded = self.inner.encode(k, data.as_bytes(), serialized).or_raise(py)?;
+            let done = self.guard(py).insert(encoded, ttl);
+            done.or_raise(py)?;
+        }
+        Ok(())
     }
 
     /// Values of `keys` (``default`` for each one missing), in one call into Rust.
@@ -397,7 +548,7 @@ impl Cache {
             let done = self.guard(py).get_many_with(chunk, |i, v| found[i] = Some(value_bytes(py, v)));
             done.or_raise(py)?;
             for item in found.drain(..) {
-                out.push(match item {
+                out.push(match item.transpose()? {
                     Some((bytes, serialized)) => self.value_object(py, bytes, serialized)?,
                     None => default.clone(),
                 });
@@ -410,7 +561,7 @@ impl Cache {
     /// into Rust. Every item is checked (and encoded) before any is stored; the stores run
     /// detached, in chunks of [`BATCH_CHUNK`] under one mutex acquisition each (rule 4).
     #[pyo3(signature = (items, ttl = None))]
-    fn set_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<()> {
+    fn set_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ttl = ttl_arg(ttl)?;
         let pairs = match items.cast::<PyDict>() {
             Ok(d) => d.items().into_any(),
@@ -450,7 +601,7 @@ impl Cache {
     fn stats(&self, py: Python<'_>) -> PyResult<CacheStats> {
         let inner = &self.inner;
         let s = py.detach(|| inner.stats()).or_raise(py)?;
-        Ok(CacheStats::from(s))
+        CacheStats::new(py, s)
     }
 
     /// Drop every entry and close the pool; later calls raise PoolClosedError.
@@ -466,14 +617,15 @@ impl Cache {
 
     /// The budget in bytes of stored entries (header + key + value after compression).
     #[getter]
-    fn maxsize(&self) -> u64 {
-        self.inner.config().max_bytes
+    fn maxsize(&self) -> Int {
+        Int(self.inner.config().max_bytes)
     }
 
     /// Bytes of stored entries now (what `maxsize` budgets).
     #[getter]
-    fn currsize(&self, py: Python<'_>) -> u64 {
-        self.guard(py).currsize()
+    fn currsize(&self, py: Python<'_>) -> PyResult<Int> {
+        self.inner.check_open().or_raise(py)?;
+        Ok(Int(self.guard(py).currsize()))
     }
 
     /// The pool holding the entries.
@@ -485,7 +637,7 @@ impl Cache {
     /// The default TTL in seconds, or None.
     #[getter]
     fn ttl(&self) -> Option<f64> {
-        self.inner.config().default_ttl.map(|d| d.as_secs_f64())
+        self.ttl_s
     }
 
     /// 'sieve' or 'lru'.
@@ -552,9 +704,9 @@ pub struct CacheStats {
 }
 
 impl CacheStats {
-    fn from(s: zspool_cache::CacheStats) -> CacheStats {
+    fn new(py: Python<'_>, s: zspool_cache::CacheStats) -> PyResult<CacheStats> {
         let hit_ratio = s.hit_ratio();
-        Python::attach(|py| CacheStats {
+        Ok(CacheStats {
             hits: s.hits,
             misses: s.misses,
             evictions: s.evictions,
@@ -570,7 +722,7 @@ impl CacheStats {
             hit_ratio,
             index_bytes: s.index_bytes,
             eviction: if s.eviction == Eviction::Sieve { "sieve" } else { "lru" },
-            pool: Py::new(py, PoolStats::from(s.pool)).expect("allocating PoolStats"),
+            pool: Py::new(py, PoolStats::from(s.pool))?,
         })
     }
 }

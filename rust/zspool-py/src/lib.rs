@@ -6,12 +6,16 @@
 //! - `pool.rs`: the `Pool` pyclass, argument conversion, and the GIL/lock rules;
 //! - `stats.rs`: the `PoolStats`, `ClassStats`, `CompactionReport` and `PoolActivity` snapshots;
 //! - `cache.rs`: the `Cache` pyclass over `zspool-cache`, and its `CacheStats` snapshot;
-//! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`.
+//! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`;
+//! - `buffer.rs`: the buffer protocol (any C-contiguous exporter, ctypes included);
+//! - `objects.rs`: ints, keys and bytes for Python, made fallibly (no panic on a failed allocation).
 //!
 //! The extension is `zspool._core`; the public namespace is built in `python/zspool/__init__.py`.
 
+mod buffer;
 mod cache;
 mod errors;
+mod objects;
 mod pool;
 mod stats;
 

@@ -21,7 +21,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -30,8 +29,13 @@ use zspool_core::{
     CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, LockHold, MAX_OBJECT_SIZE, PoolConfig, ZsError, check_bounds,
 };
 
+use crate::buffer::Buffer;
 use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
+use crate::objects::Int;
 use crate::stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
+
+/// Objects moved per lock hold by `compact` when the caller does not say.
+const DEFAULT_SLICE_OBJECTS: usize = 64;
 
 /// Copies longer than this (bytes) release the GIL when that is safe (see the module doc).
 const DETACH_THRESHOLD: usize = 64 * 1024;
@@ -107,14 +111,14 @@ fn not_a_buffer(obj: &Bound<'_, PyAny>, err: PyErr, expected: &str) -> PyErr {
 
 /// A read-only view of a bytes-like argument (anything with the buffer protocol).
 struct Source {
-    buf: PyUntypedBuffer,
+    buf: Buffer,
     /// The exporter is an exact `bytes`, whose contents no Python code can change.
     immutable: bool,
 }
 
 impl Source {
     fn get(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
-        let buf = PyUntypedBuffer::get(obj).map_err(|err| {
+        let buf = Buffer::get(obj).map_err(|err| {
             not_a_buffer(obj, err, "data must be a bytes-like object (bytes, bytearray, memoryview, array.array, ...)")
         })?;
         if !buf.is_c_contiguous() {
@@ -149,12 +153,12 @@ impl Source {
 
 /// A writable buffer for `read_into`.
 struct Destination {
-    buf: PyUntypedBuffer,
+    buf: Buffer,
 }
 
 impl Destination {
     fn get(obj: &Bound<'_, PyAny>) -> PyResult<Destination> {
-        let buf = PyUntypedBuffer::get(obj).map_err(|err| {
+        let buf = Buffer::get(obj).map_err(|err| {
             not_a_buffer(
                 obj,
                 err,
@@ -244,6 +248,14 @@ impl Pool {
     }
 }
 
+/// A new handle as a Python int. Should making the int fail (no memory), the object is freed
+/// and the `MemoryError` raised: nobody could ever free an object whose handle was lost.
+fn handle_object<'py>(py: Python<'py>, pool: &zspool_core::Pool, handle: u64) -> PyResult<Bound<'py, PyAny>> {
+    Int(handle).into_pyobject(py).inspect_err(|_| {
+        let _ = pool.free(handle);
+    })
+}
+
 /// Run an allocation; if it fails only because of `mem_limit` and `slf` is a Python subclass
 /// with a `_direct_reclaim(requested_bytes)` method, call that (no core lock is held here)
 /// and, if it reports pages freed, retry once. The base class never calls into Python.
@@ -310,24 +322,26 @@ impl Pool {
     }
 
     /// Allocate a zero-filled object of `size` bytes; return its handle.
-    fn malloc(slf: &Bound<'_, Self>, size: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn malloc<'py>(slf: &Bound<'py, Self>, size: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let size = size_arg(py, size)?;
         let pool = &slf.get().inner;
-        with_direct_reclaim(slf, || pool.malloc(size))
+        let handle = with_direct_reclaim(slf, || pool.malloc(size))?;
+        handle_object(py, pool, handle)
     }
 
     /// Allocate an object holding a copy of `data`; return its handle.
-    fn store(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn store<'py>(slf: &Bound<'py, Self>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let source = Source::get(data)?;
         let pool = &slf.get().inner;
-        if source.may_detach() {
+        let handle = if source.may_detach() {
             let bytes = source.bytes();
             with_direct_reclaim(slf, || py.detach(|| pool.store(bytes)))
         } else {
             with_direct_reclaim(slf, || pool.store(source.bytes()))
-        }
+        }?;
+        handle_object(py, pool, handle)
     }
 
     /// Copy `data` into the object at byte `offset`.
@@ -374,7 +388,7 @@ impl Pool {
         handle: &Bound<'_, PyAny>,
         buffer: &Bound<'_, PyAny>,
         offset: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<usize> {
+    ) -> PyResult<Int> {
         let handle = handle_arg(py, handle)?;
         let mut destination = Destination::get(buffer)?;
         let offset = offset.map(|o| extent_arg(py, o, "offset")).transpose()?.unwrap_or(0);
@@ -387,6 +401,7 @@ impl Pool {
                 object.read(offset, &mut dst[..n]).map(|()| n)
             })
             .and_then(|copied| copied)
+            .map(Int::from)
             .or_raise(py)
     }
 
@@ -397,9 +412,9 @@ impl Pool {
     }
 
     /// The object's size in bytes.
-    fn size_of(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<usize> {
+    fn size_of(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<Int> {
         let handle = handle_arg(py, handle)?;
-        self.inner.size_of(handle).or_raise(py)
+        self.inner.size_of(handle).map(Int::from).or_raise(py)
     }
 
     /// Free the object; its handle becomes invalid.
@@ -428,22 +443,33 @@ impl Pool {
     }
 
     /// Pages a full compaction would free now.
-    fn can_compact(&self, py: Python<'_>) -> PyResult<usize> {
+    fn can_compact(&self, py: Python<'_>) -> PyResult<Int> {
         self.check_open(py)?;
-        Ok(self.inner.can_compact())
+        Ok(Int::from(self.inner.can_compact()))
     }
 
     /// Move objects out of sparse zspages and give emptied pages back to the OS.
-    #[pyo3(signature = (max_pages = None, time_budget = None, *, slice_objects = 64, slice_us = 50.0))]
+    #[pyo3(
+        signature = (max_pages = None, time_budget = None, *, slice_objects = None, slice_us = 50.0),
+        text_signature = "(self, max_pages=None, time_budget=None, *, slice_objects=64, slice_us=50.0)"
+    )]
     fn compact(
         &self,
         py: Python<'_>,
         max_pages: Option<&Bound<'_, PyAny>>,
         time_budget: Option<f64>,
-        slice_objects: usize,
+        slice_objects: Option<&Bound<'_, PyAny>>,
         slice_us: f64,
     ) -> PyResult<CompactionReport> {
         self.check_open(py)?;
+        let slice_objects = match slice_objects {
+            None => DEFAULT_SLICE_OBJECTS,
+            Some(obj) => u64_arg(obj, "slice_objects")?
+                .ok()
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v >= 1)
+                .ok_or_else(|| value_error(format!("slice_objects={obj} is out of range: allowed an int >= 1")))?,
+        };
         let max_pages = max_pages
             .map(|obj| {
                 u64_arg(obj, "max_pages")?.and_then(|v| usize::try_from(v).map_err(|_| v.to_string())).map_err(|text| {
@@ -454,18 +480,27 @@ impl Pool {
         let time_budget = match time_budget {
             None => None,
             Some(secs) if secs == f64::INFINITY => None,
+            // A budget past the clock's range (or too long for Duration) is no budget.
+            Some(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|&budget| std::time::Instant::now().checked_add(budget).is_some()),
             Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
                 let shown = PyFloat::new(py, secs).repr().map(|r| r.to_string()).unwrap_or_else(|_| secs.to_string());
                 value_error(format!("time_budget={shown} is out of range: allowed seconds >= 0, or None"))
             })?),
         };
-        if slice_objects == 0 || !(slice_us.is_finite() && slice_us > 0.0) {
-            return Err(value_error(format!(
-                "slice_objects={slice_objects} and slice_us={slice_us} are out of range: \
-                 allowed slice_objects >= 1 and a finite slice_us > 0 (microseconds)"
-            )));
-        }
-        let lock_hold = LockHold::Yielding { slice_objects, slice: Duration::from_secs_f64(slice_us / 1e6) };
+        // A finite slice longer than Duration can hold is as good as no slice limit (the
+        // object count and the time budget still end it).
+        let slice = match Duration::try_from_secs_f64(slice_us / 1e6) {
+            _ if !(slice_us.is_finite() && slice_us > 0.0) => {
+                return Err(value_error(format!(
+                    "slice_us={slice_us} is out of range: allowed a finite slice_us > 0 (microseconds)"
+                )));
+            }
+            Ok(slice) => slice,
+            Err(_) => Duration::MAX,
+        };
+        let lock_hold = LockHold::Yielding { slice_objects, slice };
         let options = CompactOptions { max_pages, time_budget, lock_hold };
         let pool = &self.inner;
         let report = py.detach(|| pool.compact(&options));
@@ -492,8 +527,8 @@ impl Pool {
 
     /// The most bytes of pages the pool may hold, or None for no limit.
     #[getter]
-    fn mem_limit(&self) -> Option<u64> {
-        self.inner.config().mem_limit
+    fn mem_limit(&self) -> Option<Int> {
+        self.inner.config().mem_limit.map(Int)
     }
 
     /// The longest page chain a zspage may use.
@@ -502,15 +537,20 @@ impl Pool {
         self.inner.config().max_pages_per_zspage
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
+    /// Live objects; PoolClosedError after close().
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.check_open(py)?;
+        Ok(self.inner.len())
     }
 
-    fn __contains__(&self, handle: &Bound<'_, PyAny>) -> bool {
-        match u64_arg(handle, "handle") {
+    /// Whether `handle` names a live object (False for anything that is not a handle);
+    /// PoolClosedError after close().
+    fn __contains__(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.check_open(py)?;
+        Ok(match u64_arg(handle, "handle") {
             Ok(Ok(handle)) => self.inner.contains(handle),
             _ => false,
-        }
+        })
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

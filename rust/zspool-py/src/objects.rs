@@ -1,0 +1,47 @@
+//! Python objects made from Rust values, fallibly.
+//!
+//! pyo3's conversions of integers and strings assume the allocation succeeds and panic when
+//! it does not (`PyLong_FromUnsignedLongLong` returning NULL under `RLIMIT_AS`, say), which
+//! reaches Python as `PanicException`, a `BaseException` that `except Exception` misses. Every
+//! integer, key and buffer this crate hands to Python is made here instead, and a failed
+//! allocation is the `MemoryError` Python raised.
+
+use pyo3::prelude::*;
+use pyo3::{IntoPyObject, ffi};
+
+/// A non-negative integer result (a handle, a size, a count) for Python.
+pub(crate) struct Int(pub u64);
+
+impl<'py> IntoPyObject<'py> for Int {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: PyLong_FromUnsignedLongLong returns a new reference, or NULL with an
+        // exception set, which from_owned_ptr_or_err turns into the error.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(self.0)) }
+    }
+}
+
+impl From<usize> for Int {
+    fn from(n: usize) -> Int {
+        Int(n as u64) // usize is 64 bits on every target this crate builds for
+    }
+}
+
+/// A new `str` from UTF-8 bytes (a `UnicodeDecodeError` if they are not UTF-8).
+pub(crate) fn str_object<'py>(py: Python<'py>, utf8: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    // A slice is at most isize::MAX bytes long, so its length fits a Py_ssize_t.
+    let len = utf8.len() as ffi::Py_ssize_t;
+    // SAFETY: the pointer and length describe `utf8`, alive for the call; the result is a new
+    // reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_DecodeUTF8(utf8.as_ptr().cast(), len, std::ptr::null())) }
+}
+
+/// A new `bytes` copy of `data`.
+pub(crate) fn bytes_object<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let len = data.len() as ffi::Py_ssize_t;
+    // SAFETY: as in `str_object`.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), len)) }
+}
