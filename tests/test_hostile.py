@@ -254,7 +254,7 @@ def test_a_closed_pool_raises_pool_closed_error() -> None:
     with pytest.raises(PoolClosedError):
         len(p)
     with pytest.raises(PoolClosedError):
-        h in p  # noqa: B015
+        h in p
     with pytest.raises(PoolClosedError):
         p.register_shrinker("always")
     assert p.closed and "closed" in repr(p)

@@ -184,8 +184,8 @@ def test_reclaimer(args: list[Any], kwargs: dict[str, Any]) -> None:
     check(lambda: made.append(Reclaimer(*args, **kwargs)))
     for reclaimer in made:
         check(reclaimer.start)
-        check(lambda: reclaimer.run_once())  # noqa: B023
-        check(lambda: reclaimer.add_pool(args[0] if args else None))  # type: ignore[arg-type]  # noqa: B023
+        check(lambda: reclaimer.run_once())
+        check(lambda: reclaimer.add_pool(args[0] if args else None))  # type: ignore[arg-type]
         check(reclaimer.stop)
 
 
@@ -210,5 +210,5 @@ def test_cached(kwargs: dict[str, Any], args: list[Any]) -> None:
         wrapped: list[Any] = []
         check(lambda: wrapped.append(zspool.cached(cache, **kwargs)(lambda *a: a)))
         for f in wrapped:
-            check(lambda: f(*args))  # noqa: B023
-            check(lambda: f(*args))  # noqa: B023
+            check(lambda: f(*args))
+            check(lambda: f(*args))

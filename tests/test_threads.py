@@ -114,7 +114,6 @@ def test_workers_and_a_compactor(pattern) -> None:  # type: ignore[no-untyped-de
 def test_concurrent_close_is_safe() -> None:
     """Closing while other threads use the pool: they fail with PoolClosedError, nothing
     crashes, and the pool ends closed and empty."""
-    from zspool import PoolClosedError
 
     pool = Pool()
     handles = [pool.store(b"x" * 300) for _ in range(5000)]

@@ -260,11 +260,11 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
             except TimeoutError:
                 pass  # told to stop; it exits, closing its pipe and trigger, after the call
 
-    def items(self) -> _SnapshotItems:  # type: ignore[override]
+    def items(self) -> _SnapshotItems:
         """(key, value) pairs of one consistent snapshot, oldest first."""
         return _SnapshotItems(self)
 
-    def values(self) -> _SnapshotValues:  # type: ignore[override]
+    def values(self) -> _SnapshotValues:
         """Values of one consistent snapshot, oldest first."""
         return _SnapshotValues(self)
 
@@ -306,9 +306,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         return _rebuild(type(self), copy.deepcopy(args, memo), copy.deepcopy(kwargs, memo), self._entries())
 
 
-def _rebuild(
-    cls: type[Cache], args: tuple[Any, ...], kwargs: dict[str, Any], entries: list[tuple[Any, ...]]
-) -> Cache:
+def _rebuild(cls: type[Cache], args: tuple[Any, ...], kwargs: dict[str, Any], entries: list[tuple[Any, ...]]) -> Cache:
     """A new ``cls(*args, **kwargs)`` holding ``entries`` (as ``Cache._entries()`` gives them)."""
     cache = cls(*args, **kwargs)
     cache._restore(entries)

@@ -202,7 +202,7 @@ class Reclaimer:
         self.restart_after_fork = restart_after_fork
         #: Whether dropping this reclaimer while it runs warns (its owner may warn instead).
         self._warn_if_dropped = True
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., Reclaimer] | None = None
         _reclaimers.add(self)
 
     # -- pools ---------------------------------------------------------------
@@ -343,7 +343,8 @@ class Reclaimer:
         if self.monitor is None:
             return None
         try:
-            return self.monitor.read()
+            reading: PressureReading = self.monitor.read()
+            return reading
         except (OSError, ValueError) as exc:
             self.stats.errors += 1
             log.warning("pressure monitor failed: %s", exc)
@@ -357,7 +358,7 @@ class Reclaimer:
             self.stats.pressure_events += 1
         try:
             self.run_once(reason)
-        except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
+        except BaseException:
             self.stats.errors += 1
             log.exception("reclaim round failed")
 
@@ -418,5 +419,8 @@ def _dropped(name: str, state: _ThreadState, warn: bool) -> None:
     """Finalizer of a running Reclaimer that was dropped without stop()."""
     state.set()
     if warn:
-        warnings.warn(f"{name} was dropped while running; call stop() (or use it as a context manager)",
-                      ResourceWarning, stacklevel=2)
+        warnings.warn(
+            f"{name} was dropped while running; call stop() (or use it as a context manager)",
+            ResourceWarning,
+            stacklevel=2,
+        )

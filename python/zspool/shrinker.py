@@ -131,7 +131,10 @@ class Shrinker:
         if result > limit:
             log.warning(
                 "shrinker %r: scan_objects returned %d pages, more than the %d it could free; counted as %d",
-                self.name, result, limit, limit,
+                self.name,
+                result,
+                limit,
+                limit,
             )
             result = limit
         with self._lock:
