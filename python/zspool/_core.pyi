@@ -311,6 +311,8 @@ class Cache:
         held; the cache lock is taken once per 256 keys and the GIL let go every 4096."""
     def set_many(self, items: Mapping[str, Any] | Mapping[bytes, Any] | Iterable[tuple[str | bytes, Any]], ttl: float | None = None) -> None:
         """Store every (key, value): one call into Rust, stores with the GIL released. Every item is checked before any is stored."""
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Delete the keys present (absent ones are skipped): one call into Rust; returns how many."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
     def close(self) -> None:
