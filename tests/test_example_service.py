@@ -13,8 +13,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-
 import zspool
+from prometheus_client.parser import text_string_to_metric_families
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cache_service.py"
 
@@ -30,10 +30,10 @@ def load_example() -> ModuleType:
 class Upstream(BaseHTTPRequestHandler):
     requests: list[str] = []
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         Upstream.requests.append(self.path)
         if self.path.startswith("/missing"):
             self.send_response(404)
@@ -100,13 +100,18 @@ def test_hits_misses_and_stats(service: tuple[str, zspool.Cache]) -> None:
     assert stats["compression_ratio"] > 1.0, "the JSON bodies compress"
     assert stats["pool"]["objects"] == 2
 
-    status, headers, body = get(base + "/_metrics")
-    text = body.decode()
+    status, headers, body = get(base + "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert "# TYPE zspool_cache_hits_total counter" in text
-    assert "zspool_cache_hits_total 3\n" in text
-    assert "zspool_cache_misses_total 3\n" in text
-    assert "zspool_cache_entries 2\n" in text
+    samples = {
+        (sample.name, tuple(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    http = (("cache", "http"),)
+    assert samples[("zspool_cache_hits_total", http)] == 3
+    assert samples[("zspool_cache_misses_total", http)] == 3
+    assert samples[("zspool_cache_entries", http)] == 2
+    assert samples[("zspool_pool_objects", (("pool", cache.pool.name),))] == 2
     assert cache.stats().hits == 3
 
 
