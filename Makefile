@@ -7,7 +7,7 @@ PIP := $(PYTHON) -m pip
 export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
-.PHONY: demo test install-dev rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long py-test stubtest wheel-test asv-smoke
+.PHONY: demo test dist contrib-deps install-dev rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long py-test stubtest wheel-test asv-smoke
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
@@ -15,8 +15,26 @@ demo:
 
 test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-test stubtest asv-smoke
 
-install-dev:
+install-dev: contrib-deps
 	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
+
+# --- issue 15: integrations (zspool.contrib) and release artifacts ---
+# The near-cache tests start a real valkey-server (8.0, bookworm-backports; idempotent).
+contrib-deps:
+	bash tests/contrib/install-valkey.sh
+
+# What an index accepts: a manylinux2014 (glibc 2.17) abi3 wheel for CPython >= 3.11, linked
+# with zig, and the sdist; auditwheel must report the manylinux tag and twine the metadata OK.
+DIST ?= dist
+dist:
+	$(PIP) install --quiet 'maturin>=1.9.4,<2' ziglang auditwheel twine
+	rm -rf $(DIST)
+	maturin build --release --locked --zig --compatibility manylinux2014 --out $(DIST)
+	maturin sdist --out $(DIST)
+	auditwheel show $(DIST)/zspool-*.whl | tee $(DIST)/auditwheel.txt
+	grep -q 'manylinux_2_17_x86_64' $(DIST)/auditwheel.txt
+	$(PYTHON) -m twine check --strict $(DIST)/*.whl $(DIST)/*.tar.gz
+# --- end issue 15 ---
 
 rust-lint:
 	cargo fmt --all --check

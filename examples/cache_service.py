@@ -24,8 +24,9 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import zspool
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+import zspool
 from zspool.contrib.prometheus import ZspoolCollector
 
 UPSTREAM_TIMEOUT_S = 10.0

@@ -13,8 +13,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-import zspool
 from prometheus_client.parser import text_string_to_metric_families
+
+import zspool
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "cache_service.py"
 

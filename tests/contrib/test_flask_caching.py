@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 from flask_caching import Cache as FlaskCache
+
 from zspool.contrib.cachelib import ZspoolCache
 
 

@@ -8,6 +8,7 @@ every test of ``BaseCacheTests`` (the suite each built-in backend runs) and the
 
 from django.core.cache import cache, caches
 from django.test import TestCase, override_settings
+
 from zspool.contrib.django import _EXPIRY
 
 from .tests import BaseCacheTests, LocMemCacheTests, caches_setting_for_tests
