@@ -136,7 +136,11 @@ class ReplyStore:
             size, pos = _read_varint(raw, pos + _GENERATION.size)
             keys.append(_KEY + raw[pos : pos + size])
             pos += size
-        if keys and self.cache.get_many(keys) != generations:
+        if len(keys) == 1:  # most reads name one key: one lookup, no lists
+            unchanged = self.cache.get(keys[0]) == generations[0]
+        else:
+            unchanged = self.cache.get_many(keys) == generations
+        if not unchanged:
             self.cache.pop(command, None)  # a key it read has changed since
             return None
         size, pos = _read_varint(raw, pos)
