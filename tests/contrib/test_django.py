@@ -72,3 +72,20 @@ def test_django_cache_suite_passes() -> None:
     # Every skip is one the adapter lists with its reason; nothing else is skipped.
     from_adapter = set(re.findall(r'^    "(test_\w+)":', ADAPTER.read_text(), re.MULTILINE))
     assert {name for name, _ in skipped} == from_adapter, skipped
+
+
+def test_options_are_checked_and_shared_cache_is_refused() -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from zspool.contrib.django import ZspoolCache
+
+    with pytest.raises(ImproperlyConfigured, match="SharedCache"):
+        ZspoolCache("shared-store", {"OPTIONS": {"shared": True}})
+    with pytest.raises(ImproperlyConfigured, match=r"unknown OPTIONS \['maxsize'\]"):
+        ZspoolCache("typo-store", {"OPTIONS": {"maxsize": 1 << 20}})
+    first = ZspoolCache("options-store", {"OPTIONS": {"maxbytes": 1 << 20, "compression": "lz4"}})
+    second = ZspoolCache("options-store", {"OPTIONS": {"maxbytes": 1 << 20, "compression": "lz4"}})
+    assert first._cache is second._cache and first._cache.compression == "lz4"
+    with pytest.raises(ImproperlyConfigured, match="must ask for the same"):
+        ZspoolCache("options-store", {"OPTIONS": {"maxbytes": 2 << 20}})
+    first._cache.close()
