@@ -75,7 +75,7 @@ def test_django_cache_suite_passes() -> None:
 
 
 def test_options_are_checked_and_shared_cache_is_refused() -> None:
-    from django.core.exceptions import ImproperlyConfigured
+    from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 
     from zspool.contrib.django import ZspoolCache
 
