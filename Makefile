@@ -29,7 +29,7 @@ DIST ?= dist
 dist:
 	$(PIP) install --quiet 'maturin>=1.9.4,<2' ziglang auditwheel twine
 	rm -rf $(DIST)
-	maturin build --release --locked --strip --zig --compatibility manylinux2014 --out $(DIST)
+	maturin build --release --locked --zig --compatibility manylinux2014 --out $(DIST)
 	maturin sdist --out $(DIST)
 	auditwheel show $(DIST)/zspool-*.whl | tee $(DIST)/auditwheel.txt
 	grep -q 'manylinux_2_17_x86_64' $(DIST)/auditwheel.txt
