@@ -17,9 +17,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import django  # type: ignore[import-untyped]
 import pytest
-
-django = pytest.importorskip("django")
 
 REPO = Path(__file__).resolve().parents[2]
 ADAPTER = Path(__file__).with_name("django_suite") / "zspool_tests.py"
