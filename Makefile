@@ -9,7 +9,7 @@ PIP := $(PYTHON) -m pip
 export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
-.PHONY: demo test check install-dev dev-build rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long \
+.PHONY: demo test check dist contrib-deps install-dev dev-build rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long \
 	py-lint py-test stubtest asv-smoke
 
 demo:
@@ -27,12 +27,30 @@ check: dev-build rust-lint py-lint
 	$(PYTHON) -m pytest -q
 	$(PYTHON) -m mypy.stubtest zspool._core
 
-install-dev:
+install-dev: contrib-deps
 	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
 
 # What install-dev installs, with the extension built by the dev profile (debug, incremental).
 dev-build:
 	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
+
+# --- issue 15: integrations (zspool.contrib) and release artifacts ---
+# The near-cache tests start a real valkey-server (8.0, bookworm-backports; idempotent).
+contrib-deps:
+	bash tests/contrib/install-valkey.sh
+
+# What an index accepts: a manylinux2014 (glibc 2.17) abi3 wheel for CPython >= 3.11, linked
+# with zig, and the sdist; auditwheel must report the manylinux tag and twine the metadata OK.
+DIST ?= dist
+dist:
+	$(PIP) install --quiet 'maturin>=1.9.4,<2' ziglang auditwheel twine
+	rm -rf $(DIST)
+	maturin build --release --locked --zig --compatibility manylinux2014 --out $(DIST)
+	maturin sdist --out $(DIST)
+	auditwheel show $(DIST)/zspool-*.whl | tee $(DIST)/auditwheel.txt
+	grep -q 'manylinux_2_17_x86_64' $(DIST)/auditwheel.txt
+	$(PYTHON) -m twine check --strict $(DIST)/*.whl $(DIST)/*.tar.gz
+# --- end issue 15 ---
 
 rust-lint:
 	cargo fmt --all --check

@@ -1,4 +1,4 @@
-"""A small threaded HTTP cache in front of an upstream, on zspool.Cache (standard library only).
+"""A small threaded HTTP cache in front of an upstream, on zspool.Cache (and prometheus_client).
 
     python examples/cache_service.py --upstream http://127.0.0.1:9000 --port 8080 --maxbytes 64MiB
 
@@ -8,7 +8,8 @@ Routes:
   (header ``X-Cache: HIT``) or fetched and cached (``X-Cache: MISS``). Only 200 responses
   are cached, for ``--ttl`` seconds.
 - ``GET /_stats``: ``cache.stats()`` as JSON.
-- ``GET /_metrics``: the same numbers in the Prometheus text format.
+- ``GET /metrics``: the cache's, its pool's and its reclaimer's metrics in the Prometheus
+  text format (:class:`zspool.contrib.prometheus.ZspoolCollector`).
 
 The response body and its content type are cached together as one ``bytes`` value; the
 cache compacts itself with the ``idle-only`` policy (a reclaimer thread).
@@ -23,7 +24,10 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 import zspool
+from zspool.contrib.prometheus import ZspoolCollector
 
 UPSTREAM_TIMEOUT_S = 10.0
 
@@ -37,44 +41,16 @@ def unpack(value: bytes) -> tuple[str, bytes]:
     return content_type.decode(), body
 
 
-def prometheus(stats: zspool.CacheStats) -> str:
-    """The cache's stats in the Prometheus text exposition format."""
-    counters = {
-        "hits": "Lookups that found an entry",
-        "misses": "Lookups that found none",
-        "evictions": "Entries evicted to stay within the budget",
-        "expirations": "Entries dropped because their TTL passed",
-    }
-    gauges = {
-        "entries": ("Live entries", stats.entries),
-        "payload_bytes": ("Key and value bytes before compression", stats.payload_bytes),
-        "stored_bytes": ("Bytes of stored entries (the budgeted size)", stats.stored_bytes),
-        "maxsize_bytes": ("The byte budget", stats.maxsize),
-        "compression_ratio": ("payload_bytes / stored_bytes", stats.compression_ratio),
-        "index_bytes": ("Heap bytes of the Rust index", stats.index_bytes),
-        "pool_mem_used_bytes": ("Bytes of pages the pool holds", stats.pool.mem_used_bytes),
-        "pool_pages_compacted": ("Pages freed by compaction", stats.pool.pages_compacted),
-    }
-    lines = []
-    for name, help_text in counters.items():
-        lines += [
-            f"# HELP zspool_cache_{name}_total {help_text}.",
-            f"# TYPE zspool_cache_{name}_total counter",
-            f"zspool_cache_{name}_total {getattr(stats, name)}",
-        ]
-    for name, (help_text, value) in gauges.items():
-        lines += [f"# HELP zspool_cache_{name} {help_text}.", f"# TYPE zspool_cache_{name} gauge", f"zspool_cache_{name} {value}"]
-    return "\n".join(lines) + "\n"
-
-
 def make_server(cache: zspool.Cache, upstream: str, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     """A server (not yet serving) that caches ``upstream``'s responses in ``cache``."""
     upstream = upstream.rstrip("/")
+    metrics = CollectorRegistry()
+    metrics.register(ZspoolCollector(cache))
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def reply(self, status: int, content_type: str, body: bytes, cache_state: str | None = None) -> None:
@@ -89,8 +65,8 @@ def make_server(cache: zspool.Cache, upstream: str, host: str = "127.0.0.1", por
         def do_GET(self) -> None:  # the stdlib's name
             if self.path == "/_stats":
                 self.reply(200, "application/json", json.dumps(cache.stats().as_dict()).encode())
-            elif self.path == "/_metrics":
-                self.reply(200, "text/plain; version=0.0.4", prometheus(cache.stats()).encode())
+            elif self.path == "/metrics":
+                self.reply(200, CONTENT_TYPE_LATEST, generate_latest(metrics))
             else:
                 self.proxy()
 
@@ -141,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     cache = zspool.Cache(args.maxbytes, ttl=args.ttl, compression=args.compression, policy="idle-only", name="http")
     server = make_server(cache, args.upstream, args.host, args.port)
-    print(f"caching {args.upstream} on http://{args.host}:{server.server_address[1]}/ (stats: /_stats, /_metrics)")
+    print(f"caching {args.upstream} on http://{args.host}:{server.server_address[1]}/ (stats: /_stats, /metrics)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import zspool
 
@@ -30,7 +31,7 @@ def load_example() -> ModuleType:
 class Upstream(BaseHTTPRequestHandler):
     requests: list[str] = []
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def do_GET(self) -> None:
@@ -100,13 +101,18 @@ def test_hits_misses_and_stats(service: tuple[str, zspool.Cache]) -> None:
     assert stats["compression_ratio"] > 1.0, "the JSON bodies compress"
     assert stats["pool"]["objects"] == 2
 
-    status, headers, body = get(base + "/_metrics")
-    text = body.decode()
+    status, headers, body = get(base + "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert "# TYPE zspool_cache_hits_total counter" in text
-    assert "zspool_cache_hits_total 3\n" in text
-    assert "zspool_cache_misses_total 3\n" in text
-    assert "zspool_cache_entries 2\n" in text
+    samples = {
+        (sample.name, tuple(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+    http = (("cache", "http"),)
+    assert samples[("zspool_cache_hits_total", http)] == 3
+    assert samples[("zspool_cache_misses_total", http)] == 3
+    assert samples[("zspool_cache_entries", http)] == 2
+    assert samples[("zspool_pool_objects", (("pool", cache.pool.name),))] == 2
     assert cache.stats().hits == 3
 
 

@@ -341,6 +341,8 @@ class Cache:
         """(key, stored bytes, serialized, seconds left or None) of every entry, oldest first."""
     def _restore(self, entries: Iterable[tuple[str | bytes, bytes, bool, float | None]]) -> None:
         """Store entries as ``_entries()`` gives them."""
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Delete the keys present (absent ones are skipped): one call into Rust; returns how many."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
     def close(self) -> None:

@@ -557,6 +557,24 @@ impl Cache {
         PyList::new(py, out)
     }
 
+    /// Delete every key of `keys` present (absent ones are skipped) in one call into Rust;
+    /// returns how many were deleted. Chunks of [`BATCH_CHUNK`] keys under one mutex
+    /// acquisition each (rule 4); no Python runs under the guard.
+    fn delete_many(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let objects: Vec<Bound<'_, PyAny>> = keys.try_iter()?.collect::<PyResult<_>>()?;
+        let ks = objects.iter().map(key_arg).collect::<PyResult<Vec<Key<'_>>>>()?;
+        let mut deleted = 0;
+        for chunk in ks.chunks(BATCH_CHUNK) {
+            // The error becomes a Python exception after the guard is dropped (rule 2).
+            let done = {
+                let mut g = self.guard(py);
+                chunk.iter().try_fold(0, |n, &k| g.remove(k).map(|removed| n + usize::from(removed)))
+            };
+            deleted += done.or_raise(py)?;
+        }
+        Ok(deleted)
+    }
+
     /// Store every (key, value) of `items` (a mapping or an iterable of pairs) in one call
     /// into Rust. Every item is checked (and encoded) before any is stored; the stores run
     /// detached, in chunks of [`BATCH_CHUNK`] under one mutex acquisition each (rule 4).
