@@ -50,7 +50,7 @@ def make_server(cache: zspool.Cache, upstream: str, host: str = "127.0.0.1", por
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's parameter name)
             pass
 
         def reply(self, status: int, content_type: str, body: bytes, cache_state: str | None = None) -> None:

@@ -31,7 +31,7 @@ def load_example() -> ModuleType:
 class Upstream(BaseHTTPRequestHandler):
     requests: list[str] = []
 
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's parameter name)
         pass
 
     def do_GET(self) -> None:

@@ -19,7 +19,7 @@ def snippets() -> list[str]:
 
 def run(snippet: str) -> dict[str, Any]:
     scope: dict[str, Any] = {"__name__": "integrations_doc"}
-    exec(compile(snippet, str(DOC), "exec"), scope)  # noqa: S102 - our own documentation
+    exec(compile(snippet, str(DOC), "exec"), scope)
     return scope
 
 

@@ -229,4 +229,4 @@ def test_threads_share_one_cache_and_read_only_whole_values(
     assert not errors, errors[:5]
     final = make_reader()
     for i, key in enumerate(keys):
-        assert eventually(lambda: final.get(key), _checksummed(i, versions))  # noqa: B023
+        assert eventually(lambda: final.get(key), _checksummed(i, versions))

@@ -105,8 +105,8 @@ class ReplyStore:
     """Replies of read commands and the generations of the keys they read, in one zspool.Cache.
 
     ``maxbytes`` budgets the serialized replies, commands, keys and generations together;
-    ``cache_options`` are :class:`zspool.Cache`'s (not ``serializer``: replies are bytes). ``put``/``get``/``invalidate`` take the
-    already encoded :func:`command_key` and :func:`key_bytes`.
+    ``cache_options`` are :class:`zspool.Cache`'s (not ``serializer``: replies are bytes).
+    ``put``/``get``/``invalidate`` take the already encoded :func:`command_key` and :func:`key_bytes`.
     """
 
     def __init__(self, maxbytes: int, **cache_options: Any) -> None:

@@ -98,9 +98,7 @@ class ZspoolCache(BaseCache):
             self._cache.set(key, value, ttl=ttl)
         return True
 
-    def set_many(
-        self, mapping: dict[str, Any], timeout: int | dt.timedelta | None = None
-    ) -> list[Any]:
+    def set_many(self, mapping: dict[str, Any], timeout: int | dt.timedelta | None = None) -> list[Any]:
         """Store every item: one call into Rust. Returns the keys set (all of them)."""
         ttl = self._ttl(timeout)
         if ttl is None:

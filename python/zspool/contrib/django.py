@@ -43,11 +43,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.core.cache.backends.base import (  # type: ignore[import-untyped]
+from django.core.cache.backends.base import (
     DEFAULT_TIMEOUT,
     BaseCache,
 )
-from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+from django.core.exceptions import ImproperlyConfigured
 
 from zspool.cache import Cache
 
@@ -56,9 +56,7 @@ __all__ = ["ZspoolCache"]
 DEFAULT_MAXBYTES = 64 * 2**20
 # The OPTIONS this backend reads (each a zspool.Cache argument), and the ones Django's
 # base class reads for count-budgeted backends, accepted and ignored here.
-_STORE_OPTIONS = frozenset(
-    {"maxbytes", "compression", "compression_level", "eviction", "policy", "policy_options"}
-)
+_STORE_OPTIONS = frozenset({"maxbytes", "compression", "compression_level", "eviction", "policy", "policy_options"})
 _IGNORED_OPTIONS = frozenset({"MAX_ENTRIES", "CULL_FREQUENCY"})
 
 # An entry's value: the absolute expiry (time.time() seconds, 0.0 for never) and the
@@ -165,9 +163,7 @@ class ZspoolCache(BaseCache):
         self._cache.set(key, raw, ttl=ttl)
         return True
 
-    def add(
-        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> bool:
+    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         key = self.make_and_validate_key(key, version=version)
         expiry = _expiry(self.get_backend_timeout(timeout))
         raw = _pack(value, expiry)
@@ -182,9 +178,7 @@ class ZspoolCache(BaseCache):
         raw = self._cache.get(key, _MISSING)
         return default if raw is _MISSING else _unpack(raw)[0]
 
-    def set(
-        self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
-    ) -> None:
+    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> None:
         key = self.make_and_validate_key(key, version=version)
         expiry = _expiry(self.get_backend_timeout(timeout))
         raw = _pack(value, expiry)
@@ -233,17 +227,14 @@ class ZspoolCache(BaseCache):
         """The found keys' values: one call into Rust for all of them."""
         asked = {self.make_and_validate_key(key, version=version): key for key in keys}
         raws = self._cache.get_many(list(asked), _MISSING)
-        return {asked[k]: _unpack(raw)[0] for k, raw in zip(asked, raws) if raw is not _MISSING}
+        return {asked[k]: _unpack(raw)[0] for k, raw in zip(asked, raws, strict=True) if raw is not _MISSING}
 
     def set_many(
         self, data: Mapping[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> list[Any]:
         """Store every item with one timeout: one call into Rust. Returns the keys that failed (none)."""
         expiry = _expiry(self.get_backend_timeout(timeout))
-        items = {
-            self.make_and_validate_key(k, version=version): _pack(v, expiry)
-            for k, v in data.items()
-        }
+        items = {self.make_and_validate_key(k, version=version): _pack(v, expiry) for k, v in data.items()}
         ttl = _ttl(expiry)
         with self._lock:
             if ttl <= 0:

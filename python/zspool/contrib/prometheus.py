@@ -119,14 +119,12 @@ _Table = list[tuple[str, str, str]]
 class _Families:
     """One metric family per (name) in a table, filled with a labelled sample per object."""
 
-    def __init__(
-        self, table: _Table, kind: type[GaugeMetricFamily | CounterMetricFamily], labels: list[str]
-    ) -> None:
+    def __init__(self, table: _Table, kind: type[GaugeMetricFamily | CounterMetricFamily], labels: list[str]) -> None:
         self.table = table
         self.families = [kind(name, help_text, labels=labels) for name, help_text, _ in table]
 
     def add(self, labels: list[str], stats: Any) -> None:
-        for family, (_, _, field) in zip(self.families, self.table):
+        for family, (_, _, field) in zip(self.families, self.table, strict=True):
             family.add_metric(labels, getattr(stats, field))
 
 
@@ -144,9 +142,7 @@ class ZspoolCollector(Collector):
 
     def add(self, obj: Pool | Cache | Reclaimer) -> None:
         if not isinstance(obj, Pool | Cache | Reclaimer):
-            raise TypeError(
-                f"ZspoolCollector takes zspool Pool, Cache or Reclaimer objects, not {type(obj).__name__}"
-            )
+            raise TypeError(f"ZspoolCollector takes zspool Pool, Cache or Reclaimer objects, not {type(obj).__name__}")
         self._objects.append(obj)
 
     def _members(self) -> tuple[list[Pool], list[Cache], list[Reclaimer]]:

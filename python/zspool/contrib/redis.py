@@ -182,9 +182,7 @@ class ClientCache(CacheInterface):
                 self._in_progress[key] = entry
             return True
         number = self._connections.number(entry.connection_ref)
-        self._store.put(
-            _entry_key(key), [key_bytes(k) for k in key.redis_keys], entry.cache_value, number
-        )
+        self._store.put(_entry_key(key), [key_bytes(k) for k in key.redis_keys], entry.cache_value, number)
         with self._lock:
             self._in_progress.pop(key, None)
         self._bump()
@@ -195,16 +193,14 @@ class ClientCache(CacheInterface):
             pending = [self._in_progress.pop(k, None) is not None for k in cache_keys]
         stored = [self._store.delete(_entry_key(k)) for k in cache_keys]
         self._bump()
-        return [p or s for p, s in zip(pending, stored)]
+        return [p or s for p, s in zip(pending, stored, strict=True)]
 
     def delete_by_redis_keys(self, redis_keys: list[bytes] | list[str]) -> list[bool]:
         """Drop every reply that read one of ``redis_keys``; one True per key that was tracked."""
         keys = [key_bytes(k) for k in redis_keys]
         wanted = set(keys)
         with self._lock:
-            for cache_key in [
-                k for k in self._in_progress if wanted.intersection(map(key_bytes, k.redis_keys))
-            ]:
+            for cache_key in [k for k in self._in_progress if wanted.intersection(map(key_bytes, k.redis_keys))]:
                 del self._in_progress[cache_key]
         tracked = self._store.invalidate(keys)
         self._bump()
