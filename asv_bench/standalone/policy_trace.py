@@ -131,9 +131,9 @@ def replay(policy: str, objects: int, busy_s: float, idle_s: float, psi_file: Pa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="10,000 values, short phases (make test)")
     args = parser.parse_args()
-    objects, busy_s, idle_s = (30_000, 0.4, 0.8) if args.quick else (200_000, 2.0, 1.5)
+    objects, busy_s, idle_s = (10_000, 0.2, 0.4) if args.quick else (200_000, 2.0, 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         results = [replay(p, objects, busy_s, idle_s, Path(tmp) / "memory.pressure") for p in POLICIES]
     none, always = results[0], results[1]

@@ -109,17 +109,23 @@ fn check_quiescent(pool: &Pool, live: &[(u64, Vec<u8>)]) {
     }
 }
 
-/// Explore `f` under loom (bounds from the `LOOM_*` environment) and report how many
-/// interleavings that took.
+/// Explore `f` under loom (bounds from the `LOOM_*` environment), report how many
+/// interleavings that took, and fail if it was one: then loom explored nothing (the core's
+/// `sync` shim fell back to std, or the preemption bound is 0) and the model proved nothing.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    assert!(cfg!(loom), "built without --cfg loom");
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // This model's own counter (std's atomic, invisible to loom): the tests run in parallel.
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = std::sync::Arc::clone(&counter);
     builder.check(move || {
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f();
     });
-    eprintln!("loom explored {} interleavings", RUNS.swap(0, std::sync::atomic::Ordering::Relaxed));
+    let runs = counter.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("loom explored {runs} interleavings");
+    assert!(runs > 1, "loom ran the model under {runs} interleaving(s): nothing was explored");
 }
 
 #[test]
