@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -255,6 +256,7 @@ def main() -> None:
     per_key = spread([r["zspool"]["get_1k"] / r["zspool"]["get"] for r in runs])
     print(f"\nzspool get_many in calls of 1,000 / one get per key (time per key): {per_key}")
     print(f"zspool, all keys one `get` call each, results kept: {ns('zspool', 'get_all_single')} ns per item")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import argparse
 import array
 import gc
 import json
+import os
 import random
 import subprocess
 import sys
@@ -163,6 +164,7 @@ def main() -> int:
         f"{pool['metadata_per_object_after_reclaim']:.1f} B per live object after compaction"
     )
     print(f"\ncompaction: {pool['pages_freed']:,} pages freed in {pool['compact_s'] * 1000:.0f} ms")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
     return 0
 
 
