@@ -212,7 +212,7 @@ fn get_many_matches_one_get_per_key() {
     let c = Cache::with_clock(pool, CacheConfig::new(1 << 24), clock).unwrap();
     let keys: Vec<String> = (0..600).map(|i| format!("k{i}")).collect();
     // Sizes across many classes, and a few large objects (> a page).
-    let value_of = |i: usize| vec![i as u8; if i % 97 == 0 { 5000 } else { i * 7 % 3000 }];
+    let value_of = |i: usize| vec![i as u8; if i.is_multiple_of(97) { 5000 } else { i * 7 % 3000 }];
     for (i, key) in keys.iter().enumerate() {
         let value = value_of(i);
         let ttl = if i % 50 == 0 { Ttl::For(Duration::from_secs(1)) } else { Ttl::Default };
@@ -227,7 +227,7 @@ fn get_many_matches_one_get_per_key() {
     c.lock().get_many_with(&asked, |i, v| got[i] = Some(v.to_vec())).unwrap();
     // Expected values from the model (what was stored, less what expired), not from the cache.
     let mut expected: Vec<Option<Vec<u8>>> =
-        (0..keys.len()).map(|i| if i % 50 == 0 { None } else { Some(value_of(i)) }).collect();
+        (0..keys.len()).map(|i| if i.is_multiple_of(50) { None } else { Some(value_of(i)) }).collect();
     expected.extend([None, None, Some(value_of(3))]);
     assert_eq!(got.len(), expected.len());
     for (i, (got, expected)) in got.iter().zip(&expected).enumerate() {
