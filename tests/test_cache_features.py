@@ -134,8 +134,9 @@ def test_threads_with_checksums() -> None:
         body = (key.encode() + b"|" + n.to_bytes(4, "little")) * (1 + n % 40)
         return hashlib.blake2b(body, digest_size=8).digest() + body
 
-    def check(key: str, v: bytes | None) -> None:
+    def check(key: str | bytes, v: bytes | None) -> None:
         """A value read under ``key`` is whole and is one that was stored under ``key``."""
+        key = key.decode() if isinstance(key, bytes) else key
         if v is None:
             return
         if hashlib.blake2b(v[8:], digest_size=8).digest() != v[:8]:
