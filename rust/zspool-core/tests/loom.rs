@@ -24,7 +24,9 @@
 //! - `close()` racing compaction is *not* modelled here: close locks every class and shard
 //!   and republishes every class's counters, which compaction's lock-free `can_compact` scans
 //!   read, so the state space did not finish in 3 minutes even with one preemption. It is
-//!   exercised by `tests/stress.rs` (`close_while_busy`) instead;
+//!   exercised by `tests/stress.rs` instead (`close_while_busy`, and
+//!   `close_in_the_middle_of_a_compaction_stops_it_with_closed`, which closes deterministically
+//!   mid-run);
 //! - `slice` is set to an hour, so slices end by object count only and the explored
 //!   schedules do not depend on the wall clock (`Instant::now()` is still called).
 #![cfg(loom)]
