@@ -58,10 +58,14 @@ class Result:
 
 
 def write_psi(path: Path, avg10: float) -> None:
-    path.write_text(
+    # Written aside and renamed over: the reclaimer thread reads the file meanwhile, and a
+    # write in place can show it an empty file (a parse error, not the pressure we mean).
+    staged = path.with_suffix(".new")
+    staged.write_text(
         f"some avg10={avg10:.2f} avg60={avg10 / 2:.2f} avg300={avg10 / 4:.2f} total={int(avg10 * 1e6)}\n"
         f"full avg10={avg10 / 3:.2f} avg60=0.00 avg300=0.00 total=0\n"
     )
+    staged.replace(path)
 
 
 def busy(pool: Pool, seconds: float, rng: random.Random, source: PayloadSource, live: list[int], lat: list[int]) -> int:
