@@ -10,13 +10,16 @@ export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
 .PHONY: demo test check dist contrib-deps install-dev dev-build rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long \
-	py-lint py-test stubtest asv-smoke
+	py-lint py-test stubtest asv-smoke figures-smoke
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
-test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke
+test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke figures-smoke
+# The project's machines have every live kernel interface the tests use (PSI, PSI triggers,
+# a memory cgroup): under `make test` a test that finds one missing fails instead of skipping.
+test: export ZSPOOL_REQUIRE_LIVE := 1
 
 # The quick loop: no loom, valgrind, fuzzing or benchmarks, the Rust unit tests only, and the
 # extension built with the dev profile (seconds to rebuild, where the release profile's fat LTO
@@ -60,10 +63,13 @@ rust-test:
 	cargo test --workspace
 
 # The lock protocol, model-checked: every interleaving of compaction against a concurrent
-# free, read and write of the same object (rust/zspool-core/tests/loom.rs).
+# free, read and write of the same object (rust/zspool-core/tests/loom.rs). Each model fails
+# if loom explored a single interleaving; this step fails if no test ran (the file is
+# `#![cfg(loom)]`, so a lost `--cfg loom` compiles it to nothing).
 loom:
-	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
-		cargo test -p zspool-core --test loom --release
+	mkdir -p target && set -o pipefail && RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
+		cargo test -p zspool-core --test loom --release 2>&1 | tee target/loom.log
+	grep -Eq "test result: ok\. [1-9][0-9]* passed" target/loom.log || (echo "loom: no test ran"; exit 1)
 
 # The core's unit and integration tests under valgrind memcheck (the cargo runner trick):
 # any invalid access, uninitialised read or definite leak fails the build. Proptest cases
@@ -81,7 +87,9 @@ valgrind:
 # scratch directory; the committed seed corpus is only read.
 FUZZ_TARGET_DIR ?= $(CURDIR)/target/fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_RUN = cd rust/zspool-core && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo fuzz run --sanitizer none -O pool_ops
+# No -O: cargo-fuzz's default build is optimised with debug assertions and overflow checks
+# on, so they can fail a run (-O turns them off).
+FUZZ_RUN = cd rust/zspool-core && CARGO_TARGET_DIR=$(FUZZ_TARGET_DIR) cargo fuzz run --sanitizer none pool_ops
 fuzz-install:
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 fuzz-smoke: fuzz-install
@@ -104,6 +112,16 @@ py-lint:
 
 py-test:
 	$(PYTHON) -m pytest
+
+# Every standalone figure script, the compaction-latency benchmark and the peers harness
+# once at a small N: a broken script fails the build (the figures mean nothing at this
+# size; the full runs are the commands under the README's tables).
+figures-smoke:
+	cargo test -q -p zspool-core --bench compaction_latency > /dev/null
+	for script in pool_vs_dict cache_vs_dict cache_eviction policy_trace soak; do \
+		$(PYTHON) asv_bench/standalone/$$script.py --quick > /dev/null || exit 1; done
+	out=$$(mktemp -d) && $(PYTHON) asv_bench/peers/run.py --quick --out $$out > /dev/null; \
+		status=$$?; rm -rf $$out; exit $$status
 
 stubtest:
 	$(PYTHON) -m mypy.stubtest zspool._core

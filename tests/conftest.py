@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -22,6 +23,24 @@ settings.register_profile(
 )
 settings.register_profile("thorough", max_examples=500, stateful_step_count=100, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+REQUIRE_LIVE = os.environ.get("ZSPOOL_REQUIRE_LIVE") == "1"
+
+
+def live_unavailable(reason: str) -> NoReturn:
+    """A live kernel interface (PSI, a PSI trigger, cgroup memory) is not there: skip, or,
+    with ``ZSPOOL_REQUIRE_LIVE=1`` (set by ``make test`` and so by CI, whose machines have
+    them all), fail, so a broken reader cannot pass as a skip."""
+    if REQUIRE_LIVE:
+        pytest.fail(f"ZSPOOL_REQUIRE_LIVE=1 but a live kernel interface is unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(name="live_unavailable")
+def live_unavailable_fixture() -> Callable[[str], NoReturn]:
+    """The :func:`live_unavailable` helper, as a fixture (test modules do not import conftest)."""
+    return live_unavailable
 
 
 @pytest.fixture

@@ -137,8 +137,9 @@ def test_time_budget() -> None:
         freeable = pool.can_compact()
         report = pool.compact(time_budget=0.002)
         assert report.stop_reason == "budget_reached"
-        assert report.pages_freed < freeable
-        assert report.duration_s < 0.002 + 0.05, report
+        # Stopped early (what the budget is for); how long past 2 ms it ran is left to the
+        # Rust tests, which use a manual clock: wall time here depends on the machine's load.
+        assert 0 < report.pages_freed < freeable, report
         assert pool.can_compact() == freeable - report.pages_freed
         rest = pool.compact(time_budget=60.0)
         assert rest.stop_reason == "done"
@@ -166,23 +167,31 @@ def compact_in_background(pool: Pool) -> tuple[threading.Thread, list[Compaction
 
 
 def test_second_concurrent_compact_returns_already_running() -> None:
-    pool, survivors = fragmented_pool(300_000, seed=11)
-    try:
-        freeable = pool.can_compact()
-        t, reports = compact_in_background(pool)
-        time.sleep(0.002)
-        second = pool.compact()
-        t.join()
-        first = reports[0]
-        assert first.duration_s > 0.01, f"compaction too short ({first}) to test concurrency"
-        assert second.stop_reason == "already_running", (first, second)
-        assert (second.pages_freed, second.objects_migrated) == (0, 0)
-        assert first.stop_reason == "done" and first.pages_freed == freeable
-        # The flag is cleared once the first run ends.
-        assert pool.compact().stop_reason == "nothing_freeable"
-        assert len(pool) == len(survivors)
-    finally:
-        pool.close()
+    # The second call must come while the first runs: spin until the first has freed pages
+    # (the published can_compact() dropped), then call at once. Should the first still end
+    # before (this thread descheduled), the scenario is repeated.
+    for _attempt in range(5):
+        pool, survivors = fragmented_pool(300_000, seed=11)
+        try:
+            freeable = pool.can_compact()
+            t, reports = compact_in_background(pool)
+            while pool.can_compact() == freeable and not reports:
+                pass
+            second = pool.compact()
+            t.join()
+            first = reports[0]
+            assert first.stop_reason == "done" and first.pages_freed == freeable
+            if second.stop_reason == "nothing_freeable":
+                continue  # the first run had ended
+            assert second.stop_reason == "already_running", (first, second)
+            assert (second.pages_freed, second.objects_migrated) == (0, 0)
+            # The flag is cleared once the first run ends.
+            assert pool.compact().stop_reason == "nothing_freeable"
+            assert all(pool.load(h) == data for h, data in survivors.items())
+            return
+        finally:
+            pool.close()
+    pytest.fail("in five tries the first compaction always ended before the second call")
 
 
 def test_compaction_releases_the_gil() -> None:
@@ -209,14 +218,26 @@ def test_compaction_releases_the_gil() -> None:
 def test_compact_on_closed_pool_raises_and_close_during_compaction() -> None:
     from zspool import PoolClosedError
 
-    pool, _ = fragmented_pool(200_000, seed=9)
-    t, reports = compact_in_background(pool)
-    time.sleep(0.005)
-    pool.close()
-    t.join()
-    assert reports[0].stop_reason in {"closed", "done"}
-    with pytest.raises(PoolClosedError):
-        pool.compact()
+    # The close must come in the middle of the run: spin until the compaction has freed pages
+    # (the published can_compact() dropped), then close at once. Should the run still end
+    # first (this thread descheduled on a loaded machine), the scenario is repeated; a close
+    # that never stops a running compaction fails.
+    for _attempt in range(5):
+        pool, _ = fragmented_pool(200_000, seed=9)
+        freeable = pool.can_compact()
+        t, reports = compact_in_background(pool)
+        while pool.can_compact() == freeable and not reports:
+            pass
+        pool.close()
+        t.join()
+        if reports[0].stop_reason == "done":
+            continue
+        assert reports[0].stop_reason == "closed", reports[0]
+        assert 0 < reports[0].pages_freed < freeable, (reports[0], freeable)
+        with pytest.raises(PoolClosedError):
+            pool.compact()
+        return
+    pytest.fail("in five tries the compaction always finished before the close: never stopped")
 
 
 def test_slice_settings_shape_the_lock_yields() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import NoReturn
 
 import pytest
 
@@ -59,11 +61,13 @@ def test_stop_is_prompt_and_idempotent() -> None:
         assert time.monotonic() - started < 1.0
 
 
-def test_a_psi_trigger_is_registered_where_the_kernel_allows_it() -> None:
+def test_a_psi_trigger_is_registered_where_the_kernel_allows_it(
+    live_unavailable: Callable[[str], NoReturn],
+) -> None:
     with Pool() as pool, Reclaimer(pool, interval_s=0.05) as reclaimer:
         if reclaimer.trigger is None:
             assert reclaimer.trigger_unavailable, "no trigger must come with a reason"
-            pytest.skip(f"PSI trigger not available here: {reclaimer.trigger_unavailable}")
+            live_unavailable(f"PSI trigger not available here: {reclaimer.trigger_unavailable}")
         assert isinstance(reclaimer.trigger, PsiTrigger)
         assert wait_for(lambda: reclaimer.stats.ticks >= 1)
     assert reclaimer.trigger is None
@@ -112,11 +116,15 @@ def test_direct_reclaim_frees_pages_and_the_allocation_succeeds() -> None:
         assert pool.can_compact() > 0
         policy = Always()
         pool.register_shrinker(policy)
-        pages_before = pool.stats().pages_used
+        before = pool.stats()
         h = pool.store(b"y" * 20_000)  # five fresh pages: only direct reclaim makes room
         assert pool.load(h) == b"y" * 20_000
         assert ShrinkReason.MEM_LIMIT in policy.reasons
-        assert pool.stats().pages_compacted > 0 and pool.stats().pages_used <= pages_before
+        after = pool.stats()
+        # The shrinker ran and compaction freed at least the five pages the store took.
+        assert after.compactions > before.compactions
+        assert after.pages_compacted - before.pages_compacted >= 5, (before, after)
+        assert after.pages_used <= before.pages_used
         assert all(pool.load(h) == data for h, data in survivors.items())
 
 

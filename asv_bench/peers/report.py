@@ -95,7 +95,8 @@ def write_report(meta: dict[str, Any], results: list[dict[str, Any]], md_path: P
         "",
         "RSS figures are the process's resident memory growth over its start (R0), per payload byte; "
         "for servers, the server process. zspool's process RSS includes its handle-table metadata and "
-        "the harness's key index (`array('Q')`, 8 bytes per key); pool pages alone are shown too.",
+        "the harness's key index (`array('Q')`, 8 bytes per key, grown by the fill inside the measured "
+        "window as a dict's keys are); pool pages alone are shown too.",
         "",
         "| system | fill: RSS / payload B | after delete: RSS / live B | stranded MB | after reclaim: RSS / live B "
         "| recovered | reclaim time | CPU s / MB recovered | read p99 idle -> reclaim (us) | p99 inflation "
@@ -129,7 +130,9 @@ def write_report(meta: dict[str, Any], results: list[dict[str, Any]], md_path: P
             after_delete = r["extras"]["P2' delete+decay"]
             lines += ["", f"Redis `INFO` after delete: {after_delete}; after `MEMORY PURGE`: "
                           f"{r['extras']['P3 reclaim']}."]
-    lines += ["", f"Total run time {meta['total_s'] / 60:.1f} min. Chart: `{png_path.name}`."]
+    lines += ["", f"Total run time {meta['total_s'] / 60:.1f} min (`python asv_bench/peers/run.py"
+                  + {"full": "", "smoke": " --smoke", "quick": " --quick"}.get(meta["label"], "") + "`). "
+                  f"Chart: `{png_path.name}`."]
     md = "\n".join(lines) + "\n"
     md_path.write_text(md)
     _chart(meta, ran, png_path)

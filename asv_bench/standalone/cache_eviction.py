@@ -8,11 +8,13 @@ Every value is 100 bytes, so every cache holds the same number of entries: the b
 10 % of the Zipf key space (2,000 entries; `maxbytes` is 2,000 stored entries). A miss
 inserts the key (demand fill). Prints a Markdown table of hit ratios.
 
-    python asv_bench/standalone/cache_eviction.py
+    python asv_bench/standalone/cache_eviction.py            # about 5 s
+    python asv_bench/standalone/cache_eviction.py --quick    # 20,000 requests (make test)
 """
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import random
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ CAPACITY = 2_000
 VALUE = b"v" * 100
 
 
-def zipf_trace(seed: int = 0, alpha: float = 0.9) -> list[str]:
+def zipf_trace(seed: int = 0, alpha: float = 0.9, requests: int = REQUESTS) -> list[str]:
     rng = random.Random(seed)
     weights = [1.0 / (rank**alpha) for rank in range(1, KEYS + 1)]
     cdf, total = [], 0.0
@@ -36,7 +38,7 @@ def zipf_trace(seed: int = 0, alpha: float = 0.9) -> list[str]:
         cdf.append(total)
     ids = list(range(KEYS))
     rng.shuffle(ids)  # popularity is not key order
-    return [f"z{ids[bisect.bisect_left(cdf, rng.random() * total)]:06d}" for _ in range(REQUESTS)]
+    return [f"z{ids[bisect.bisect_left(cdf, rng.random() * total)]:06d}" for _ in range(requests)]
 
 
 def scan_mixed(trace: list[str], every: int = 10_000, scan: int = 2_000) -> Iterator[str]:
@@ -69,9 +71,12 @@ def run_cachetools(trace: list[str]) -> float:
 
 
 def main() -> None:
-    zipf = zipf_trace()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20,000 requests, for a smoke run")
+    requests = 20_000 if parser.parse_args().quick else REQUESTS
+    zipf = zipf_trace(requests=requests)
     traces = {"zipf": zipf, "scan-mixed": list(scan_mixed(zipf))}
-    print(f"{KEYS} keys, {REQUESTS} Zipf(0.9) requests, capacity {CAPACITY} entries\n")
+    print(f"{KEYS} keys, {requests} Zipf(0.9) requests, capacity {CAPACITY} entries\n")
     print("| trace | requests | zspool SIEVE | zspool LRU | cachetools.LRUCache |")
     print("|---|---:|---:|---:|---:|")
     for name, trace in traces.items():

@@ -3,14 +3,16 @@
 Memory (one child process per structure, so one structure's freed heap cannot hide another's
 growth; every child builds the same seeded data): N values with memcached ETC sizes
 (32..4096 bytes, random bytes), 11-byte keys b"k%010d". RSS and pool growth per entry beyond
-the payload (key + value bytes), then the RSS after deleting 70 % at random (zspool: and
-compacting).
+the payload (key + value bytes), then the RSS after deleting 70 % at random and each
+structure's reclaim lever (zspool: ``compact()``; dict and cachetools: ``gc.collect()`` +
+``malloc_trim(0)``). cachetools counts its budget in entries (no ``getsizeof``).
 
 Throughput (one process, the same data for all three): single set / get / delete per item,
 and batches spelled the same way for each structure (zspool's get_many / set_many, a dict's
 list comprehension of get() and update()), all keys at once and in calls of 1,000. Best of 3.
 
-    python asv_bench/standalone/cache_vs_dict.py [--n 1000000] [--ops 200000]
+    python asv_bench/standalone/cache_vs_dict.py [--n 1000000] [--ops 200000] [--repeat 4]
+    python asv_bench/standalone/cache_vs_dict.py --quick    # small N, one run (make test)
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -28,7 +32,7 @@ from typing import Any
 import cachetools
 
 import zspool
-from zspool.workload import PayloadSource, etc_sizes, rss_bytes
+from zspool.workload import PayloadSource, etc_sizes, reclaim_python_heap, rss_bytes
 
 BIG = 1 << 40
 
@@ -41,7 +45,9 @@ def make(kind: str) -> Any:
     if kind == "zspool":
         return zspool.Cache(BIG)
     if kind == "cachetools":
-        return cachetools.LRUCache(maxsize=BIG, getsizeof=len)
+        # Counted in entries (the default getsizeof): a byte budget (getsizeof=len) would make
+        # cachetools keep a second dict of sizes, a cost its users choose, not the structure's.
+        return cachetools.LRUCache(maxsize=BIG)
     return {}
 
 
@@ -73,9 +79,12 @@ def memory_child(kind: str, n: int) -> dict[str, Any]:
     kept_payload = payload - sum(11 + sizes[i] for i in victims)
     for i in victims:
         del m[b"k%010d" % i]
-    gc.collect()
+    # Each structure's reclaim lever: zspool compacts; the Python heap's is gc + malloc_trim.
     if kind == "zspool":
+        gc.collect()
         m.compact()
+    else:
+        reclaim_python_heap()
     after = rss_bytes() - base
     out["rss_after_delete_per_live_byte"] = after / kept_payload
     out["full_rss_per_payload_byte"] = full / payload
@@ -170,54 +179,85 @@ def throughput(ops: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """A figure over several runs: the median, and min-max when there is more than one run."""
+    values = sorted(values)
+    median = fmt.format(statistics.median(values))
+    return median if len(values) == 1 else f"{median} ({fmt.format(values[0])}-{fmt.format(values[-1])})"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--n", type=int, default=1_000_000)
-    parser.add_argument("--ops", type=int, default=200_000)
-    parser.add_argument("--child", default=None)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="entries in the memory runs")
+    parser.add_argument("--ops", type=int, default=200_000, help="entries in the throughput runs")
+    parser.add_argument("--repeat", type=int, default=4, help="throughput runs (each best of 3) to aggregate")
+    parser.add_argument("--quick", action="store_true", help="--n 20000 --ops 5000 --repeat 1 (make test)")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.ops, args.repeat = 20_000, 5_000, 1
     if args.child:
         print(json.dumps(memory_child(args.child, args.n)))
         return
     mem = {}
     for kind in ("zspool", "dict", "cachetools"):
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, "--n", str(args.n)], capture_output=True, text=True, check=True)
-        mem[kind] = json.loads(proc.stdout)
+        argv = [sys.executable, __file__, "--child", kind, "--n", str(args.n)]
+        mem[kind] = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
     z = mem["zspool"]
     print(f"## Memory: {args.n:,} ETC values, {z['payload'] / 2**20:.0f} MiB of key + value payload\n")
     print("| | zspool.Cache | dict | cachetools.LRUCache |")
     print("|---|---:|---:|---:|")
-    row = lambda label, f: print(f"| {label} | " + " | ".join(f(mem[k]) for k in ("zspool", "dict", "cachetools")) + " |")  # noqa: E731
+
+    def row(label: str, f: Callable[[dict[str, Any]], str]) -> None:
+        print(f"| {label} | " + " | ".join(f(mem[k]) for k in ("zspool", "dict", "cachetools")) + " |")
+
     row("RSS per entry beyond the payload, bytes", lambda r: f"{r['rss_overhead']:.1f}")
     print(f"| pool pages + index + pool metadata beyond the payload, bytes | {z['pool_overhead']:.1f} | - | - |")
     print(f"| of which the cache's index, bytes | {z['index_per_entry']:.1f} | - | - |")
     print(f"| of which the pool's metadata (handle tables, zspages), bytes | {z['pool_metadata_per_entry']:.1f} | - | - |")
     row("RSS per payload byte, full", lambda r: f"{r['full_rss_per_payload_byte']:.3f}")
-    row("RSS per live payload byte after deleting 70 % (zspool: + compact)", lambda r: f"{r['rss_after_delete_per_live_byte']:.3f}")
+    row(
+        "RSS per live payload byte after deleting 70 % and reclaiming (zspool: compact; "
+        "dict, cachetools: gc.collect + malloc_trim)",
+        lambda r: f"{r['rss_after_delete_per_live_byte']:.3f}",
+    )
     print("\nWhere zspool.Cache's RSS beyond the payload goes, bytes per entry:\n")
     print("| part | bytes |\n|---|---:|")
     for part, b in z["breakdown"].items():
         print(f"| {part} | {b:.1f} |")
-    tp = throughput(args.ops)
-    print(f"\n## Throughput: {args.ops:,} ETC values, ns per item (best of 3) and ratio to cachetools / dict\n")
+
+    runs = [throughput(args.ops) for _ in range(args.repeat)]
+    runs_note = "one run" if args.repeat == 1 else f"median of {args.repeat} runs, (min-max) over them"
+    print(f"\n## Throughput: {args.ops:,} ETC values, ns per item (each run best of 3; {runs_note})\n")
+    print("Ratios are times (zspool's ns / the baseline's ns, each pair from the same run): < 1 is faster.\n")
     print("| operation | dict | cachetools.LRUCache | zspool.Cache | zspool / cachetools | zspool / dict |")
     print("|---|---:|---:|---:|---:|---:|")
+
+    def ns(kind: str, op: str) -> str:
+        return spread([r[kind][op] for r in runs], "{:.0f}")
+
+    def ratio(op: str, base: str) -> str:
+        return spread([r["zspool"][op] / r[base][op] for r in runs])
+
     for op in ("set", "get", "delete"):
-        d, c, zs = tp["dict"][op], tp["cachetools"][op], tp["zspool"][op]
-        print(f"| {op} | {d:.0f} | {c:.0f} | {zs:.0f} | {zs / c:.2f} | {zs / d:.2f} |")
-    dt, ct, zt = tp["dict"], tp["cachetools"], tp["zspool"]
+        print(f"| {op} | {ns('dict', op)} | {ns('cachetools', op)} | {ns('zspool', op)} "
+              f"| {ratio(op, 'cachetools')} | {ratio(op, 'dict')} |")
     print("\nBatches: zspool's get_many / set_many next to the same batch spelled for a dict")
     print("(`[d.get(k) for k in keys]`, `d.update(items)`) and for cachetools, ns per item:\n")
     print("| batch | dict | cachetools.LRUCache | zspool.Cache | zspool / dict |")
     print("|---|---:|---:|---:|---:|")
     for op, label in (
-        ("get_all", f"get, all {args.ops:,} keys in one call (results kept)"),
-        ("get_1k", "get, calls of 1,000 keys (each result list dropped)"),
-        ("set_all", "set, all items in one call"),
+        ("get_1k", "get, calls of 1,000 keys, each result list dropped (a multiget)"),
+        ("get_all", f"get, all {args.ops:,} keys in one call, results kept"),
         ("set_1k", "set, calls of 1,000 items"),
+        ("set_all", "set, all items in one call"),
     ):
-        print(f"| {label} | {dt[op]:.0f} | {ct[op]:.0f} | {zt[op]:.0f} | {zt[op] / dt[op]:.2f} |")
-    print(f"\nzspool, all keys one `get` call each, results kept: {zt['get_all_single']:.0f} ns per item")
+        print(f"| {label} | {ns('dict', op)} | {ns('cachetools', op)} | {ns('zspool', op)} | {ratio(op, 'dict')} |")
+    per_key = spread([r["zspool"]["get_1k"] / r["zspool"]["get"] for r in runs])
+    print(f"\nzspool get_many in calls of 1,000 / one get per key (time per key): {per_key}")
+    print(f"zspool, all keys one `get` call each, results kept: {ns('zspool', 'get_all_single')} ns per item")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
+
 
 if __name__ == "__main__":
     main()

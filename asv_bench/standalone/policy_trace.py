@@ -58,10 +58,14 @@ class Result:
 
 
 def write_psi(path: Path, avg10: float) -> None:
-    path.write_text(
+    # Written aside and renamed over: the reclaimer thread reads the file meanwhile, and a
+    # write in place can show it an empty file (a parse error, not the pressure we mean).
+    staged = path.with_suffix(".new")
+    staged.write_text(
         f"some avg10={avg10:.2f} avg60={avg10 / 2:.2f} avg300={avg10 / 4:.2f} total={int(avg10 * 1e6)}\n"
         f"full avg10={avg10 / 3:.2f} avg60=0.00 avg300=0.00 total=0\n"
     )
+    staged.replace(path)
 
 
 def busy(pool: Pool, seconds: float, rng: random.Random, source: PayloadSource, live: list[int], lat: list[int]) -> int:
@@ -131,9 +135,9 @@ def replay(policy: str, objects: int, busy_s: float, idle_s: float, psi_file: Pa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="10,000 values, short phases (make test)")
     args = parser.parse_args()
-    objects, busy_s, idle_s = (30_000, 0.4, 0.8) if args.quick else (200_000, 2.0, 1.5)
+    objects, busy_s, idle_s = (10_000, 0.2, 0.4) if args.quick else (200_000, 2.0, 1.5)
     with tempfile.TemporaryDirectory() as tmp:
         results = [replay(p, objects, busy_s, idle_s, Path(tmp) / "memory.pressure") for p in POLICIES]
     none, always = results[0], results[1]

@@ -20,7 +20,7 @@ stats disagreement is counted as corruption and makes the exit status 1.
 
 Run (the numbers in docs/HARDENING.md): ``nice -n 19 python asv_bench/standalone/soak.py``
 (30 minutes: 10 per policy). ``--minutes 1.5`` for a quick look; ``--json out.json`` to
-keep the samples. Not part of CI.
+keep the samples. The full soak is not part of CI; ``--quick`` (6 s) is, through ``make test``.
 """
 
 from __future__ import annotations
@@ -257,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="*", default=list(POLICIES))
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write every result and sample here")
+    parser.add_argument("--quick", action="store_true", help="6 s in all, 2,000 objects per worker (make test)")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.minutes, args.high, args.sample_s = 0.1, 2_000, 0.5
     seconds = args.minutes * 60 / len(args.policies)
     print(f"soak: {args.minutes} min, {args.threads} threads, policies {args.policies}", flush=True)
     results = [

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -10,31 +11,43 @@ from zspool.workload import fragment
 from zspool_policy_idle_only import IdleOnlyPolicy
 
 
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.005)
+
+
 def test_never_while_busy_then_compacts_when_idle() -> None:
     with Pool(name="idle") as pool:
         survivors = fragment(pool, 30_000, seed=31)
-        pool.register_shrinker("idle-only", idle_s=0.2)
+        # While the writer runs, "idle" means 2 s without an operation: the writer stores
+        # every millisecond, so only a 2 s stall of this process could look idle.
+        policy = IdleOnlyPolicy(idle_s=2.0)
+        pool.register_shrinker(policy)
         stop = threading.Event()
+        writes = 0
 
         def writer() -> None:
+            nonlocal writes
             while not stop.is_set():
                 h = pool.store(b"w" * 200)
                 pool.free(h)
+                writes += 1
                 time.sleep(0.001)
 
         thread = threading.Thread(target=writer)
         thread.start()
         try:
             with Reclaimer(pool, interval_s=0.02, monitor=None, psi_trigger=None) as reclaimer:
-                time.sleep(0.8)
-                assert reclaimer.stats.ticks >= 10, "the reclaimer kept asking"
+                # Counted, not timed: ten reclaimer rounds, each asking while the writer writes.
+                wait_until(lambda: reclaimer.stats.ticks >= 10 and writes >= 10, "10 ticks and 10 writes")
                 assert pool.stats().pages_compacted == 0, "compacted while the writer was active"
                 stop.set()
                 thread.join()
-                deadline = time.monotonic() + 5
-                while pool.can_compact() and time.monotonic() < deadline:
-                    time.sleep(0.02)
-            assert pool.can_compact() == 0 and pool.stats().pages_compacted > 0
+                policy.idle_s = 0.05
+                wait_until(lambda: pool.can_compact() == 0, "the idle pool is compacted")
+            assert pool.stats().pages_compacted > 0
         finally:
             stop.set()
             thread.join()

@@ -505,24 +505,59 @@ mod tests {
         pool.close();
     }
 
+    /// Store `count` objects of `size` bytes and free two in three; returns the survivors and
+    /// the pages a compaction of their class would free.
+    fn fragmented_class(pool: &Pool, size: usize, count: usize) -> (Vec<u64>, usize) {
+        let before = pool.can_compact();
+        let handles: Vec<u64> = (0..count).map(|i| pool.store(&vec![i as u8; size]).unwrap()).collect();
+        let mut survivors = Vec::new();
+        for (i, &h) in handles.iter().enumerate() {
+            if i % 3 == 2 { survivors.push(h) } else { pool.free(h).unwrap() }
+        }
+        (survivors, pool.can_compact() - before)
+    }
+
+    fn spin_until(what: &str, condition: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !condition() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn a_compaction_in_another_thread_is_interrupted_and_the_fork_waits_for_it() {
+        // Deterministic: this thread holds the small class's lock (inside `read_with`), so the
+        // compactor drains the big class (compaction goes largest class first) and then must
+        // wait for the small one; the fork is prepared while it waits, mid-run.
         let pool = Pool::new(PoolConfig::default()).unwrap();
-        let handles: Vec<u64> = (0..60_000).map(|i| pool.store(&[i as u8; 200]).unwrap()).collect();
-        for h in handles.iter().step_by(3).chain(handles.iter().skip(1).step_by(3)) {
-            pool.free(*h).unwrap();
-        }
+        let (big, big_freeable) = fragmented_class(&pool, 1000, 9_000);
+        let (small, small_freeable) = fragmented_class(&pool, 200, 9_000);
+        assert!(big_freeable > 0 && small_freeable > 0);
         std::thread::scope(|s| {
-            let compactor = s.spawn(|| pool.compact(&Default::default()));
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            assert!(pool.fork_prepare());
+            let (compactor, preparer) = pool
+                .read_with(small[0], |_| {
+                    let compactor = s.spawn(|| pool.compact(&Default::default()));
+                    spin_until("the big class is compacted", || pool.can_compact() == small_freeable);
+                    let preparer = s.spawn(|| pool.fork_prepare());
+                    spin_until("the fork is pending", || pool.fork.gate.is_pending());
+                    (compactor, preparer)
+                })
+                .unwrap();
+            assert!(preparer.join().unwrap(), "the fork waited until the pool was quiescent");
             assert!(!pool.compaction.is_running());
             pool.fork_parent();
             let report = compactor.join().unwrap();
-            assert!(["interrupted", "done"].contains(&report.stop_reason.as_str()));
+            assert_eq!(report.stop_reason.as_str(), "interrupted", "{report:?}");
+            assert_eq!(report.pages_freed, big_freeable, "stopped after the big class, before the small");
+            assert!(report.objects_migrated > 0);
         });
-        for h in handles.iter().skip(2).step_by(3) {
-            assert_eq!(pool.load(*h).unwrap().len(), 200);
+        assert_eq!(pool.can_compact(), small_freeable, "the small class was left for the next run");
+        for (i, &h) in big.iter().enumerate() {
+            assert_eq!(pool.load(h).unwrap(), vec![(3 * i + 2) as u8; 1000]);
+        }
+        for (i, &h) in small.iter().enumerate() {
+            assert_eq!(pool.load(h).unwrap(), vec![(3 * i + 2) as u8; 200]);
         }
         pool.close();
     }

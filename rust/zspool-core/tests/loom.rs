@@ -24,7 +24,9 @@
 //! - `close()` racing compaction is *not* modelled here: close locks every class and shard
 //!   and republishes every class's counters, which compaction's lock-free `can_compact` scans
 //!   read, so the state space did not finish in 3 minutes even with one preemption. It is
-//!   exercised by `tests/stress.rs` (`close_while_busy`) instead;
+//!   exercised by `tests/stress.rs` instead (`close_while_busy`, and
+//!   `close_in_the_middle_of_a_compaction_stops_it_with_closed`, which closes deterministically
+//!   mid-run);
 //! - `slice` is set to an hour, so slices end by object count only and the explored
 //!   schedules do not depend on the wall clock (`Instant::now()` is still called).
 #![cfg(loom)]
@@ -109,17 +111,23 @@ fn check_quiescent(pool: &Pool, live: &[(u64, Vec<u8>)]) {
     }
 }
 
-/// Explore `f` under loom (bounds from the `LOOM_*` environment) and report how many
-/// interleavings that took.
+/// Explore `f` under loom (bounds from the `LOOM_*` environment), report how many
+/// interleavings that took, and fail if it was one: then loom explored nothing (the core's
+/// `sync` shim fell back to std, or the preemption bound is 0) and the model proved nothing.
 fn model(f: impl Fn() + Sync + Send + 'static) {
+    assert!(cfg!(loom), "built without --cfg loom");
     let mut builder = loom::model::Builder::new();
     builder.max_branches = 100_000;
-    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // This model's own counter (std's atomic, invisible to loom): the tests run in parallel.
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runs = std::sync::Arc::clone(&counter);
     builder.check(move || {
-        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f();
     });
-    eprintln!("loom explored {} interleavings", RUNS.swap(0, std::sync::atomic::Ordering::Relaxed));
+    let runs = counter.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("loom explored {runs} interleavings");
+    assert!(runs > 1, "loom ran the model under {runs} interleaving(s): nothing was explored");
 }
 
 #[test]
