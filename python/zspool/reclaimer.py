@@ -1,34 +1,42 @@
 """``zspool.Reclaimer``: zspool's kswapd, a background thread that runs the pools' shrinkers.
 
-It wakes up
+It waits in one ``poll()`` over every wake-up it has:
 
-- when memory pressure rises: a PSI trigger on ``/proc/pressure/memory`` (the kernel's own
-  notification: ``poll()`` returns when tasks stalled ``stall_us`` in a ``window_us``), where
-  the kernel lets this process register one; and
-- on a periodic tick (``interval_s``), always: policies such as ``idle-only`` need to be
+- the kernel's memory-pressure notifications for this process's memory cgroup
+  (:mod:`zspool.notify`): on cgroup v1, vmpressure levels (``memory.pressure_level``) and
+  usage thresholds (``memory.usage_in_bytes``), both eventfds registered through
+  ``cgroup.event_control``; on cgroup v2, ``memory.events`` (inotify) and a PSI trigger on
+  the cgroup's ``memory.pressure``;
+- a PSI trigger on ``/proc/pressure/memory`` (system-wide stalls), where the kernel lets
+  this process register one; and
+- a periodic tick (``interval_s``), always: policies such as ``idle-only`` need to be
   asked even when nothing is under pressure.
 
 Each wake-up reads the pressure monitor once and runs every registered shrinker of every
-pool, as the kernel's ``shrink_slab`` does (:func:`zspool.shrinker.shrink_pool`). Policy
-errors are isolated by the shrinkers; the thread itself survives anything short of
-interpreter shutdown and records what it did in :attr:`Reclaimer.events`.
+pool, as the kernel's ``shrink_slab`` does (:func:`zspool.shrinker.shrink_pool`); a policy
+sees which notification fired (and how severe) in ``ShrinkControl.wakeup``. Policy errors
+are isolated by the shrinkers; the thread itself survives anything short of interpreter
+shutdown and records what it did in :attr:`Reclaimer.events` and :attr:`Reclaimer.wakeups`.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import math
 import os
 import select
 import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
+from zspool.notify import Notifier, PsiNotifier, Wakeup, cgroup_notifiers
 from zspool.pool import Pool
 from zspool.pressure import PROC_PRESSURE_MEMORY, PressureMonitor, PressureReading, PsiTrigger, PsiTriggerSpec
-from zspool.pressure import StrPath, register_psi_trigger
+from zspool.pressure import CgroupMemorySource, StrPath, Unavailable, register_psi_trigger
 from zspool.shrinker import ShrinkReason, shrink_pool
 
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
@@ -49,7 +57,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 @dataclass(frozen=True)
 class ReclaimEvent:
-    """One round that freed pages: when (``time.monotonic()`` seconds), why, how much."""
+    """One round that freed pages: when it ended (``time.monotonic()`` seconds), why, how
+    much, and the kernel notification that started it (None for a tick)."""
 
     at: float
     reason: str
@@ -57,6 +66,7 @@ class ReclaimEvent:
     pages_freed: int
     pressure_level: float | None
     pressure_reason: str | None
+    wakeup: Wakeup | None = None
 
 
 @dataclass
@@ -95,6 +105,7 @@ class Reclaimer:
         monitor: PressureMonitor | None | str = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
+        notifiers: Sequence[Notifier] | Literal["auto"] | None = "auto",
         name: str = "zspool-reclaimer",
         restart_after_fork: bool = False,
     ) -> None:
@@ -111,6 +122,13 @@ class Reclaimer:
         self.trigger: PsiTrigger | None = None
         #: Why there is no PSI trigger (None when there is one, or none was asked for).
         self.trigger_unavailable: str | None = None
+        self._notifiers_wanted = notifiers
+        #: The cgroup notifications being waited on (registered by :meth:`start`).
+        self.notifiers: tuple[Notifier, ...] = ()
+        #: The cgroup notifications "auto" could not register here, and why.
+        self.notifiers_unavailable: tuple[Unavailable, ...] = ()
+        #: Every kernel notification that woke the thread, oldest first (the last 1000).
+        self.wakeups: collections.deque[Wakeup] = collections.deque(maxlen=1000)
         self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = -1, -1
         self._stopping = threading.Event()
@@ -155,6 +173,7 @@ class Reclaimer:
                     else:
                         self.trigger_unavailable = str(trigger)
                         log.info("no PSI trigger, waking on ticks only: %s", trigger)
+                self._register_notifiers()
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
             except BaseException:
@@ -184,6 +203,21 @@ class Reclaimer:
             self._thread = None
         self._close_fds()
 
+    def _register_notifiers(self) -> None:
+        wanted = self._notifiers_wanted
+        if wanted != "auto":
+            self.notifiers = tuple(wanted or ())
+            return
+        source = self.monitor.cgroup if isinstance(self.monitor, PressureMonitor) else None
+        cgroup = (source or CgroupMemorySource()).locate()
+        if isinstance(cgroup, Unavailable):
+            self.notifiers, self.notifiers_unavailable = (), (cgroup,)
+        else:
+            found, missing = cgroup_notifiers(cgroup)
+            self.notifiers, self.notifiers_unavailable = tuple(found), tuple(missing)
+        for why in self.notifiers_unavailable:
+            log.info("no cgroup notification: %s", why)
+
     def _close_fds(self) -> None:
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
@@ -192,6 +226,10 @@ class Reclaimer:
         if self.trigger is not None:
             self.trigger.close()
             self.trigger = None
+        if self._notifiers_wanted == "auto":
+            for notifier in self.notifiers:
+                notifier.close()
+        self.notifiers = ()
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: the thread is gone, and the locks, pipe and PSI trigger are
@@ -213,6 +251,13 @@ class Reclaimer:
             except OSError:
                 pass
             self.trigger = None
+        if self._notifiers_wanted == "auto":
+            for notifier in self.notifiers:
+                try:
+                    notifier.close()  # the child's copies; the parent's registrations stay
+                except OSError:
+                    pass
+        self.notifiers = ()
         if was_running and self.restart_after_fork:
             self.start()
 
@@ -224,14 +269,15 @@ class Reclaimer:
 
     # -- the work --------------------------------------------------------------
 
-    def run_once(self, reason: ShrinkReason = ShrinkReason.MANUAL) -> int:
-        """Read pressure once and run every pool's shrinkers; returns pages freed."""
+    def run_once(self, reason: ShrinkReason = ShrinkReason.MANUAL, wakeup: Wakeup | None = None) -> int:
+        """Read pressure once and run every pool's shrinkers; returns pages freed.
+        ``wakeup`` is the notification that asked for this round, passed to the policies."""
         reading = self._read_pressure()
         freed = 0
         for pool in self._pools:
             if pool.closed or not pool.shrinkers:
                 continue
-            pages = shrink_pool(pool, reason, pressure=reading)
+            pages = shrink_pool(pool, reason, pressure=reading, wakeup=wakeup)
             freed += pages
             if pages:
                 self.events.append(
@@ -242,6 +288,7 @@ class Reclaimer:
                         pages_freed=pages,
                         pressure_level=None if reading is None else reading.level,
                         pressure_reason=None if reading is None else reading.reason,
+                        wakeup=wakeup,
                     )
                 )
         self.stats.rounds += 1
@@ -258,41 +305,58 @@ class Reclaimer:
             log.warning("pressure monitor failed: %s", exc)
             return None
 
-    def _wait(self) -> ShrinkReason | None:
-        """Sleep until a tick, a pressure event or stop; None means stop."""
+    def _wait(self) -> tuple[ShrinkReason, Wakeup | None] | None:
+        """Sleep until a tick, a pressure notification or stop; None means stop. A
+        notification that turns out not to be a rise in pressure (a usage threshold crossed
+        downwards) does not end the wait."""
+        sources: dict[int, Notifier] = {n.fileno(): n for n in self.notifiers}
+        if self.trigger is not None:
+            sources[self.trigger.fileno()] = PsiNotifier(self.trigger, "psi")
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
-        if self.trigger is not None:
-            poller.register(self.trigger.fileno(), select.POLLPRI)
+        for fd, notifier in sources.items():
+            poller.register(fd, notifier.poll_events)
         deadline = time.monotonic() + self.interval_s
         while not self._stopping.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ShrinkReason.TICK
-            for fd, events in poller.poll(max(1, int(remaining * 1000))):
+                return ShrinkReason.TICK, None
+            woke: list[Wakeup] = []
+            for fd, events in poller.poll(max(1, math.ceil(remaining * 1000))):
                 if fd == self._wake_r:
                     return None
-                if events & select.POLLPRI:
-                    return ShrinkReason.PRESSURE
-                # POLLERR on the trigger: its source went away; fall back to ticks.
-                log.warning("PSI trigger on %s failed (events %#x); waking on ticks only", self.psi_path, events)
+                notifier = sources[fd]
+                if events & notifier.poll_events:
+                    wakeup = notifier.consume(time.monotonic())
+                    if wakeup is not None:
+                        woke.append(wakeup)
+                    continue
+                # POLLERR/POLLHUP: the notification's source went away (a removed cgroup).
+                log.warning("%r failed (poll events %#x); no longer waiting on it", notifier, events)
                 poller.unregister(fd)
-                if self.trigger is not None:
+                if self.trigger is not None and fd == self.trigger.fileno():
                     self.trigger.close()
                     self.trigger = None
+                else:
+                    self.notifiers = tuple(n for n in self.notifiers if n is not notifier)
+                del sources[fd]
+            if woke:
+                self.wakeups.extend(woke)
+                return ShrinkReason.PRESSURE, max(woke)
         return None
 
     def _run(self) -> None:
         while True:
-            reason = self._wait()
-            if reason is None:
+            woke = self._wait()
+            if woke is None:
                 return
+            reason, wakeup = woke
             if reason is ShrinkReason.TICK:
                 self.stats.ticks += 1
             else:
                 self.stats.pressure_events += 1
             try:
-                self.run_once(reason)
+                self.run_once(reason, wakeup)
             except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
                 self.stats.errors += 1
                 log.exception("reclaim round failed")

@@ -41,6 +41,7 @@ from zspool.policies import available_policies, load_policy, register_policy
 if TYPE_CHECKING:
     from zspool._core import PoolActivity
     from zspool.pool import Pool
+    from zspool.notify import Wakeup
     from zspool.pressure import PressureReading
 
 __all__ = [
@@ -70,7 +71,7 @@ class ShrinkReason(enum.Enum):
     """Why the shrinkers are being run."""
 
     TICK = "tick"  #: the reclaimer's periodic wake-up
-    PRESSURE = "pressure"  #: a memory-pressure event (a PSI trigger fired)
+    PRESSURE = "pressure"  #: a kernel memory-pressure notification (see ``ShrinkControl.wakeup``)
     MEM_LIMIT = "mem_limit"  #: an allocation would pass the pool's mem_limit (direct reclaim)
     MANUAL = "manual"  #: called by hand
 
@@ -82,6 +83,13 @@ class ShrinkControl:
     ``nr_to_scan`` is in pages. ``pressure`` is the latest reading, or ``None`` when the
     caller has no monitor. ``activity`` is the pool's activity when the round started.
     ``freeable`` is ``pool.can_compact()`` at that moment, in pages.
+
+    ``wakeup`` is the kernel notification that started the round (reason ``PRESSURE``):
+    which source fired (``vmpressure``, ``usage_threshold``, ``memory_events``, ``psi``,
+    ``cgroup_psi``) and how severe (``low``/``medium``/``critical``); None otherwise.
+    ``cgroup_usage_fraction`` (usage over the lower of ``memory.high`` and the limit) and
+    ``cgroup_headroom_bytes`` (that limit minus usage, bytes) say how close the process's
+    memory cgroup is to its limit; None without a monitor, a cgroup or a limit.
     """
 
     reason: ShrinkReason
@@ -91,6 +99,16 @@ class ShrinkControl:
     pressure: PressureReading | None = None
     #: Pages the caller needs (direct reclaim); 0 when it just wants memory back.
     pages_wanted: int = 0
+    wakeup: Wakeup | None = None
+    cgroup_usage_fraction: float | None = None
+    cgroup_headroom_bytes: int | None = None
+
+    @property
+    def critical(self) -> bool:
+        """True under critical pressure: the notification was ``critical`` (vmpressure
+        critical, the cgroup's usage past its last threshold, v2 ``max``/``oom`` events).
+        Every shipped policy compacts everything then, busy or not."""
+        return self.wakeup is not None and self.wakeup.critical
 
 
 @runtime_checkable
@@ -213,6 +231,7 @@ def shrink_pool(
     *,
     pressure: PressureReading | None = None,
     pages_wanted: int = 0,
+    wakeup: Wakeup | None = None,
 ) -> int:
     """Run every enabled shrinker of ``pool`` once, as the kernel's ``shrink_slab`` does,
     and return the pages freed. Never raises because of a policy."""
@@ -220,15 +239,23 @@ def shrink_pool(
     for shrinker in pool.shrinkers:
         if not shrinker.enabled or pool.closed:
             continue
-        freed += _do_shrink(pool, shrinker, reason, pressure, pages_wanted)
+        freed += _do_shrink(pool, shrinker, reason, pressure, pages_wanted, wakeup)
         if pages_wanted and freed >= pages_wanted:
             break
     return freed
 
 
 def _do_shrink(
-    pool: Pool, shrinker: Shrinker, reason: ShrinkReason, pressure: PressureReading | None, pages_wanted: int
+    pool: Pool,
+    shrinker: Shrinker,
+    reason: ShrinkReason,
+    pressure: PressureReading | None,
+    pages_wanted: int,
+    wakeup: Wakeup | None,
 ) -> int:
+    cgroup = None if pressure is None else pressure.cgroup
+    limit = None if cgroup is None else cgroup.effective_limit_bytes
+
     def control(nr_to_scan: int) -> ShrinkControl:
         return ShrinkControl(
             reason=reason,
@@ -237,6 +264,9 @@ def _do_shrink(
             activity=pool.activity(),
             pressure=pressure,
             pages_wanted=pages_wanted,
+            wakeup=wakeup,
+            cgroup_usage_fraction=None if cgroup is None else cgroup.usage_fraction,
+            cgroup_headroom_bytes=None if cgroup is None or limit is None else limit - cgroup.usage_bytes,
         )
 
     # The kernel caps a shrinker's count at twice what is freeable; pages are exact here, so
