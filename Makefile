@@ -1,22 +1,40 @@
 # The two commands the README gives, and the pieces they are made of.
 #   make demo   install zspool (release build) and run `zspool demo`
 #   make test   install everything the tests need, then run every test, Rust and Python
+# and the quick loop while changing things (a few minutes; `make test` is the gate):
+#   make check  formatting, lints, type checks, Rust unit tests, Python tests on a debug build
 SHELL := /bin/bash
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
-.PHONY: demo test install-dev rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long py-test stubtest wheel-test asv-smoke
+.PHONY: demo test check install-dev dev-build rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long \
+	py-lint py-test stubtest asv-smoke
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
-test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-test stubtest asv-smoke
+test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke
+
+# The quick loop: no loom, valgrind, fuzzing or benchmarks, the Rust unit tests only, and the
+# extension built with the dev profile (seconds to rebuild, where the release profile's fat LTO
+# takes minutes). Run `make install-dev` afterwards before benchmarking: this leaves the
+# debug build installed.
+check: rust-lint py-lint
+	cargo test --workspace --lib
+	$(MAKE) dev-build
+	$(PYTHON) -m pytest -q
+	$(PYTHON) -m mypy.stubtest zspool._core
 
 install-dev:
 	$(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
+
+# The package, editable, with the extension built by the dev profile (debug, incremental).
+# Its dependencies and the plugins come from `make install-dev`, run once before.
+dev-build:
+	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install --quiet --no-deps -e .
 
 rust-lint:
 	cargo fmt --all --check
@@ -60,6 +78,13 @@ fuzz-long: fuzz-install
 	mkdir -p $(CURDIR)/target/fuzz-corpus
 	$(FUZZ_RUN) $(CURDIR)/target/fuzz-corpus fuzz/corpus/pool_ops -- \
 		-max_total_time=$${FUZZ_LONG_SECONDS:-3600} -rss_limit_mb=2048 -print_final_stats=1
+
+# ruff (lint and format) and mypy, configured in pyproject.toml, over the Python package and
+# the plugins. About 10 s.
+py-lint:
+	$(PYTHON) -m ruff check
+	$(PYTHON) -m ruff format --check
+	$(PYTHON) -m mypy
 
 py-test:
 	$(PYTHON) -m pytest

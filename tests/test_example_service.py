@@ -33,7 +33,7 @@ class Upstream(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         Upstream.requests.append(self.path)
         if self.path.startswith("/missing"):
             self.send_response(404)

@@ -1,4 +1,4 @@
-"""zspool.notify: the kernel's memory-pressure notifications, and the reclaimer waking on them.
+"""zspool.pressure.notify: the kernel's memory-pressure notifications, and the reclaimer waking on them.
 
 cgroup v1 runs live: each test creates its own memory cgroup (zspool.memcg, removed
 afterwards) and a child process that fills it. cgroup v2 ``memory.events`` runs on a copy
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from zspool import Pool, Reclaimer
 from zspool.memcg import MemoryCgroup
-from zspool.notify import (
+from zspool.pressure.notify import (
     LEVELS,
     MemoryEventsNotifier,
     Notifier,

@@ -39,6 +39,10 @@ from ._core import (
     PoolStats,
     __version__,
 )
+
+# The cache: entries in a pool, a Rust index, SIEVE eviction; and its memoizing decorator.
+from .cache import Cache
+from .cached import cached
 from .errors import (
     ConfigError,
     InvalidHandleError,
@@ -53,10 +57,6 @@ from .errors import (
 # registered with it; and the background thread that runs them.
 from .pool import Pool
 from .reclaimer import Reclaimer
-
-# The cache: entries in a pool, a Rust index, SIEVE eviction; and its memoizing decorator.
-from .cache import Cache
-from .cached import cached
 
 __all__ = [
     "Pool",

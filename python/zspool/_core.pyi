@@ -6,7 +6,19 @@ from typing import Any, Final, Literal, Self, TypeAlias, final
 
 from typing_extensions import Buffer, disjoint_base  # in collections.abc / typing from 3.12 / 3.15
 
-__all__ = ["Cache", "CacheStats", "ClassStats", "CompactionReport", "MAX_CLASS_SIZE", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
+__all__ = [
+    "Cache",
+    "CacheStats",
+    "ClassStats",
+    "CompactionReport",
+    "MAX_CLASS_SIZE",
+    "MAX_OBJECT_SIZE",
+    "PAGE_SIZE",
+    "Pool",
+    "PoolActivity",
+    "PoolStats",
+    "__version__",
+]
 
 #: Bytes per OS page: the unit of ``pages_used``, ``can_compact()`` and ``pages_freed``.
 PAGE_SIZE: Final[int]
@@ -18,7 +30,9 @@ MAX_OBJECT_SIZE: Final[int]
 #: The package version.
 __version__: Final[str]
 
-_StopReason: TypeAlias = Literal["done", "nothing_freeable", "budget_reached", "already_running", "closed", "interrupted"]
+_StopReason: TypeAlias = Literal[
+    "done", "nothing_freeable", "budget_reached", "already_running", "closed", "interrupted"
+]
 
 @disjoint_base
 class Pool:
@@ -36,9 +50,7 @@ class Pool:
     except ``close()`` raises ``PoolClosedError`` after the pool was closed.
     """
 
-    def __new__(
-        cls, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None
-    ) -> Self:
+    def __new__(cls, *, max_pages_per_zspage: int = 8, mem_limit: int | None = None, name: str | None = None) -> Self:
         """Create a pool.
 
         max_pages_per_zspage: longest page chain a zspage of a class up to PAGE_SIZE may use,
@@ -121,7 +133,7 @@ class Pool:
         exc_type: type[BaseException] | None,
         exc_value: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         """Close the pool; never suppresses the exception."""
 
 @final
@@ -309,8 +321,14 @@ class Cache:
 
         Each value is copied once, straight into its new ``bytes``, so this runs with the GIL
         held; the cache lock is taken once per 256 keys and the GIL let go every 4096."""
-    def set_many(self, items: Mapping[str, Any] | Mapping[bytes, Any] | Iterable[tuple[str | bytes, Any]], ttl: float | None = None) -> None:
-        """Store every (key, value): one call into Rust, stores with the GIL released. Every item is checked before any is stored."""
+    def set_many(
+        self,
+        items: Mapping[str, Any] | Mapping[bytes, Any] | Iterable[tuple[str | bytes, Any]],
+        ttl: float | None = None,
+    ) -> None:
+        """Store every (key, value): one call into Rust, stores with the GIL released.
+
+        Every item is checked before any is stored."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
     def close(self) -> None:

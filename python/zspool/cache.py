@@ -143,7 +143,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
             reclaimer.add_pool(pool)
 
     @property
-    def pool(self) -> Pool:  # type: ignore[override]
+    def pool(self) -> Pool:
         """The :class:`zspool.Pool` holding the entries (compact it, read its stats)."""
         return super().pool  # type: ignore[return-value]
 

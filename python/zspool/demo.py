@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from zspool import ClassStats, Pool, PoolStats
 from zspool.workload import PayloadSource, etc_sizes, rss_bytes
@@ -39,7 +39,7 @@ class DemoOptions:
     plot: str | None = None
     #: Run the reclaimer with this shrinker policy instead of compacting by hand.
     policy: str | None = None
-    policy_options: tuple[tuple[str, object], ...] = ()
+    policy_options: tuple[tuple[str, Any], ...] = ()
     interval_s: float = 0.1
     busy_s: float = 1.5
     idle_s: float = 3.0
@@ -93,9 +93,10 @@ def format_class_table(rows: Sequence[ClassStats], *, only_used: bool = True) ->
         lines.append(
             f"{row.index:>5} {row.size:>5} "
             + " ".join(f"{n:>5}" for n in groups)
-            + f" {row.obj_allocated:>10} {row.obj_used:>9} {row.pages_used:>7} {row.pages_per_zspage:>5} {row.freeable:>8}"
+            + f" {row.obj_allocated:>10} {row.obj_used:>9} {row.pages_used:>7}"
+            + f" {row.pages_per_zspage:>5} {row.freeable:>8}"
         )
-        for i, n in enumerate(groups + [row.obj_allocated, row.obj_used, row.pages_used, 0, row.freeable]):
+        for i, n in enumerate([*groups, row.obj_allocated, row.obj_used, row.pages_used, 0, row.freeable]):
             totals[i] += n
     lines.append(
         f"{'Total':>5} {'':>5} "
@@ -248,14 +249,17 @@ def run_policy_demo(options: DemoOptions) -> int:
     from zspool import Reclaimer
     from zspool.pressure import PressureMonitor, RssSource
 
+    policy = options.policy
+    if policy is None:
+        raise ValueError("the policy demo needs a policy name (DemoOptions.policy)")
     out = _out(options)
     state = _fill_and_fragment(options)
     pool = state.pool
     with pool:
-        before_rows, before, rss_before = _show("Fragmented pool:", state, out)
+        before_rows, _before, rss_before = _show("Fragmented pool:", state, out)
         monitor_budget = options.rss_budget or int(rss_before * 1.05)
         monitor = PressureMonitor(rss=RssSource(monitor_budget))
-        pool.register_shrinker(options.policy, **dict(options.policy_options))
+        pool.register_shrinker(policy, **dict(options.policy_options))
         reading = monitor.read()
         out.write(
             f"policy {options.policy!r} registered; reclaimer ticks every {options.interval_s} s. "
@@ -299,7 +303,7 @@ def run_policy_demo(options: DemoOptions) -> int:
         if printed == 0:
             out.write("  (the policy never let the pool compact)\n")
         shrinker = pool.shrinkers[0]
-        after_rows, after, rss_after = _show("After the trace:", state, out)
+        after_rows, _after, rss_after = _show("After the trace:", state, out)
         out.write(
             f"policy {options.policy!r}: {shrinker.stats.pages_freed:,} pages freed in "
             f"{shrinker.stats.scan_calls} scans ({shrinker.stats.time_s * 1000:.1f} ms), "

@@ -83,9 +83,7 @@ class MemoryCgroup:
         self.path = path
 
     @classmethod
-    def create(
-        cls, limit_bytes: int, *, parent: Path | None = None, swap: bool = False
-    ) -> MemoryCgroup:
+    def create(cls, limit_bytes: int, *, parent: Path | None = None, swap: bool = False) -> MemoryCgroup:
         """Remove leftovers, then create a cgroup limited to ``limit_bytes`` of memory
         (and, unless ``swap``, of memory plus swap). Raises OSError if the kernel refuses."""
         found = writable_memory_cgroup_parent() if parent is None else parent
@@ -124,9 +122,7 @@ class MemoryCgroup:
 
     def read_keyed(self, name: str) -> dict[str, int]:
         """A ``key value`` file (``memory.oom_control``, ``memory.stat``)."""
-        pairs = (
-            line.split() for line in (self.path / name).read_text().splitlines() if line.strip()
-        )
+        pairs = (line.split() for line in (self.path / name).read_text().splitlines() if line.strip())
         return {key: int(value) for key, value in pairs}
 
     @property
@@ -175,7 +171,7 @@ class MemoryCgroup:
             os.write(fd, b"0")  # 0: the writing process itself
             os.close(fd)
 
-        return subprocess.Popen(argv, preexec_fn=join, text=True, **kwargs)  # noqa: PLW1509
+        return subprocess.Popen(argv, preexec_fn=join, text=True, **kwargs)
 
     def kill_all(self, timeout_s: float = 5.0) -> None:
         """SIGKILL every process inside and wait until the cgroup is empty."""

@@ -44,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from zspool.notify import DEFAULT_USAGE_THRESHOLDS
+from zspool.pressure.notify import DEFAULT_USAGE_THRESHOLDS
 
 __all__ = ["COTENANT", "POLICIES", "QUICK", "TrialConfig", "TrialResult", "run_trial"]
 
@@ -223,11 +223,7 @@ def run_trial(policy: str, config: TrialConfig = TrialConfig()) -> TrialResult:
             sampler.start()
             usage_ready = cgroup.usage_bytes
             busy = _expect(tenant, "busy_done", config.timeout_s)
-            target = (
-                config.limit_mib * MIB
-                - usage_ready
-                + int(config.need_fraction * ready["freeable_bytes"])
-            )
+            target = config.limit_mib * MIB - usage_ready + int(config.need_fraction * ready["freeable_bytes"])
             cgroup.reset_peak()
             cotenant_started = time.monotonic()
             cotenant = cgroup.popen(
@@ -379,9 +375,7 @@ def _tenant(policy: str, config: TrialConfig) -> None:
             lambda: bool(select.select([sys.stdin], [], [], 0)[0]),
         )
     sys.stdin.readline()
-    busy_migrated_pressure = (
-        pool.stats().objects_migrated - before if policy.endswith("-busy") else 0
-    )
+    busy_migrated_pressure = pool.stats().objects_migrated - before if policy.endswith("-busy") else 0
     reclaimer.stop()
 
     wakeups = list(reclaimer.wakeups)

@@ -22,7 +22,16 @@ from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Final
 
-__all__ = ["ENTRY_POINT_GROUP", "AUTOLOAD_ENV", "register_policy", "load_policy", "available_policies", "PolicyNotFound"]
+from zspool.shrinker_policy import ShrinkerPolicy
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "AUTOLOAD_ENV",
+    "register_policy",
+    "load_policy",
+    "available_policies",
+    "PolicyNotFound",
+]
 
 ENTRY_POINT_GROUP: Final = "zspool.shrinker_policies"
 AUTOLOAD_ENV: Final = "ZSPOOL_DISABLE_PLUGIN_AUTOLOAD"
@@ -74,19 +83,17 @@ def available_policies() -> dict[str, str]:
     distribution and object of its entry point)."""
     names = {name: f"{ep.dist.name if ep.dist else '?'}: {ep.value}" for name, ep in _entry_points().items()}
     with _lock:
-        names.update({name: "registered" for name in _registered})
+        names.update(dict.fromkeys(_registered, "registered"))
     return dict(sorted(names.items()))
 
 
-def load_policy(name: str, **options: Any) -> Any:
+def load_policy(name: str, **options: Any) -> ShrinkerPolicy:
     """Build the policy called ``name`` with ``options``.
 
     Raises :class:`PolicyNotFound` (naming the installed policies) when there is none, and
     ``ImportError`` (naming the distribution) when its entry point fails to import. The
-    result is checked against :class:`zspool.shrinker.ShrinkerPolicy`.
+    result is checked against :class:`zspool.shrinker_policy.ShrinkerPolicy`.
     """
-    from zspool.shrinker import ShrinkerPolicy
-
     with _lock:
         factory = _registered.get(name)
     if factory is None:
@@ -105,7 +112,5 @@ def load_policy(name: str, **options: Any) -> Any:
             raise ImportError(f"shrinker policy {name!r} from {dist} ({ep.value}) failed to import: {exc}") from exc
     policy = factory(**options)
     if not isinstance(policy, ShrinkerPolicy):
-        raise TypeError(
-            f"policy {name!r} built a {type(policy).__name__}, which lacks count_objects/scan_objects"
-        )
+        raise TypeError(f"policy {name!r} built a {type(policy).__name__}, which lacks count_objects/scan_objects")
     return policy

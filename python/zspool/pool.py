@@ -16,11 +16,13 @@ import weakref
 from typing import Any
 
 from zspool import _core
-from zspool.shrinker import Shrinker, ShrinkerPolicy, ShrinkReason, load_policy, shrink_pool
+from zspool.policies import load_policy
+from zspool.shrinker import Shrinker, shrink_pool
+from zspool.shrinker_policy import ShrinkerPolicy, ShrinkReason
 
 __all__ = ["Pool"]
 
-log = logging.getLogger("zspool.shrinker")
+log = logging.getLogger(__name__)
 
 #: Every live :class:`Pool`, for the fork hooks below.
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
@@ -138,7 +140,7 @@ class Pool(_core.Pool):
         before = self.stats().pages_used
         try:
             freed = shrink_pool(self, ShrinkReason.MEM_LIMIT, pages_wanted=wanted)
-        except Exception:  # noqa: BLE001 - a reclaim failure must surface as PoolFullError, not this
+        except Exception:
             log.exception("direct reclaim failed")
             return False
         # Pages may also have come back from a compaction already running in another thread

@@ -3,7 +3,7 @@
 It waits in one ``poll()`` over every wake-up it has:
 
 - the kernel's memory-pressure notifications for this process's memory cgroup
-  (:mod:`zspool.notify`): on cgroup v1, vmpressure levels (``memory.pressure_level``) and
+  (:mod:`zspool.pressure.notify`): on cgroup v1, vmpressure levels (``memory.pressure_level``) and
   usage thresholds (``memory.usage_in_bytes``), both eventfds registered through
   ``cgroup.event_control``; on cgroup v2, ``memory.events`` (inotify) and a PSI trigger on
   the cgroup's ``memory.pressure``;
@@ -29,19 +29,29 @@ import select
 import threading
 import time
 import weakref
-from dataclasses import asdict, dataclass
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from zspool.notify import Notifier, PsiNotifier, Wakeup, cgroup_notifiers
 from zspool.pool import Pool
-from zspool.pressure import PROC_PRESSURE_MEMORY, PressureMonitor, PressureReading, PsiTrigger, PsiTriggerSpec
-from zspool.pressure import CgroupMemorySource, StrPath, Unavailable, register_psi_trigger
-from zspool.shrinker import ShrinkReason, shrink_pool
+from zspool.pressure import (
+    PROC_PRESSURE_MEMORY,
+    CgroupMemorySource,
+    PressureMonitor,
+    PressureReading,
+    PsiTrigger,
+    PsiTriggerSpec,
+    StrPath,
+    Unavailable,
+    register_psi_trigger,
+)
+from zspool.pressure.notify import Notifier, PsiNotifier, Wakeup, cgroup_notifiers
+from zspool.shrinker import shrink_pool
+from zspool.shrinker_policy import ShrinkReason
 
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
 
-log = logging.getLogger("zspool.reclaimer")
+log = logging.getLogger(__name__)
 
 #: Every Reclaimer, so that a child process can deal with the threads it did not inherit.
 _reclaimers: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
@@ -102,7 +112,7 @@ class Reclaimer:
         self,
         *pools: Pool,
         interval_s: float = 1.0,
-        monitor: PressureMonitor | None | str = "auto",
+        monitor: PressureMonitor | Literal["auto"] | None = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
         notifiers: Sequence[Notifier] | Literal["auto"] | None = "auto",
@@ -113,7 +123,9 @@ class Reclaimer:
             raise ValueError(f"interval_s={interval_s} must be > 0 seconds")
         self._pools: tuple[Pool, ...] = pools
         self.interval_s = interval_s
-        self.monitor = PressureMonitor() if monitor == "auto" else monitor
+        if isinstance(monitor, str) and monitor != "auto":
+            raise ValueError(f"monitor={monitor!r}: pass a PressureMonitor, 'auto' or None")
+        self.monitor = PressureMonitor() if isinstance(monitor, str) else monitor
         self.psi_trigger_spec = psi_trigger
         self.psi_path = psi_path
         self.name = name
@@ -357,6 +369,6 @@ class Reclaimer:
                 self.stats.pressure_events += 1
             try:
                 self.run_once(reason, wakeup)
-            except BaseException:  # noqa: BLE001 - the reclaimer must outlive any one round
+            except BaseException:
                 self.stats.errors += 1
                 log.exception("reclaim round failed")

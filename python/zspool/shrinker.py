@@ -1,7 +1,9 @@
 """Shrinkers: how memory reclaim asks a pool to give pages back, and who decides.
 
-This is the kernel's shrinker interface (``include/linux/shrinker.h``) in Python. The pool
-knows *how* to compact; a **policy** decides *when* and *how much*, through two callbacks:
+This is the kernel's shrinker machinery (``mm/shrinker.c``) in Python. The pool knows *how*
+to compact; a **policy** decides *when* and *how much*, through two callbacks (the interface,
+with :class:`ShrinkControl`, :class:`ShrinkReason` and the constants, lives in
+:mod:`zspool.shrinker_policy`, the kernel's ``include/linux/shrinker.h``):
 
 ``count_objects(pool, sc) -> int``
     How many pages the policy would let the pool free now. ``0`` means "leave it alone".
@@ -29,21 +31,22 @@ disabled. No policy error ever reaches the caller of ``malloc``/``free``.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from zspool.policies import available_policies, load_policy, register_policy
+from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, ShrinkerPolicy, ShrinkReason
 
 if TYPE_CHECKING:
-    from zspool._core import PoolActivity
     from zspool.pool import Pool
-    from zspool.notify import Wakeup
     from zspool.pressure import PressureReading
+    from zspool.pressure.notify import Wakeup
 
+# The policy interface (zspool.shrinker_policy) and the registry (zspool.policies) are
+# re-exported: ``from zspool.shrinker import ShrinkControl`` works, as it always has.
 __all__ = [
     "SHRINK_STOP",
     "SHRINK_BATCH",
@@ -58,66 +61,7 @@ __all__ = [
     "available_policies",
 ]
 
-log = logging.getLogger("zspool.shrinker")
-
-#: Returned by ``scan_objects`` to end the current round (the kernel's ``SHRINK_STOP``).
-SHRINK_STOP: Final = -1
-
-#: Pages per ``scan_objects`` call when a shrinker sets no batch (the kernel's ``SHRINK_BATCH``).
-SHRINK_BATCH: Final = 128
-
-
-class ShrinkReason(enum.Enum):
-    """Why the shrinkers are being run."""
-
-    TICK = "tick"  #: the reclaimer's periodic wake-up
-    PRESSURE = "pressure"  #: a kernel memory-pressure notification (see ``ShrinkControl.wakeup``)
-    MEM_LIMIT = "mem_limit"  #: an allocation would pass the pool's mem_limit (direct reclaim)
-    MANUAL = "manual"  #: called by hand
-
-
-@dataclass(frozen=True)
-class ShrinkControl:
-    """What a policy is told on each call (the kernel's ``struct shrink_control``).
-
-    ``nr_to_scan`` is in pages. ``pressure`` is the latest reading, or ``None`` when the
-    caller has no monitor. ``activity`` is the pool's activity when the round started.
-    ``freeable`` is ``pool.can_compact()`` at that moment, in pages.
-
-    ``wakeup`` is the kernel notification that started the round (reason ``PRESSURE``):
-    which source fired (``vmpressure``, ``usage_threshold``, ``memory_events``, ``psi``,
-    ``cgroup_psi``) and how severe (``low``/``medium``/``critical``); None otherwise.
-    ``cgroup_usage_fraction`` (usage over the lower of ``memory.high`` and the limit) and
-    ``cgroup_headroom_bytes`` (that limit minus usage, bytes) say how close the process's
-    memory cgroup is to its limit; None without a monitor, a cgroup or a limit.
-    """
-
-    reason: ShrinkReason
-    nr_to_scan: int
-    freeable: int
-    activity: PoolActivity
-    pressure: PressureReading | None = None
-    #: Pages the caller needs (direct reclaim); 0 when it just wants memory back.
-    pages_wanted: int = 0
-    wakeup: Wakeup | None = None
-    cgroup_usage_fraction: float | None = None
-    cgroup_headroom_bytes: int | None = None
-
-    @property
-    def critical(self) -> bool:
-        """True under critical pressure: the notification was ``critical`` (vmpressure
-        critical, the cgroup's usage past its last threshold, v2 ``max``/``oom`` events).
-        Every shipped policy compacts everything then, busy or not."""
-        return self.wakeup is not None and self.wakeup.critical
-
-
-@runtime_checkable
-class ShrinkerPolicy(Protocol):
-    """The two callbacks every policy implements; see the module docstring."""
-
-    def count_objects(self, pool: Pool, sc: ShrinkControl) -> int: ...
-
-    def scan_objects(self, pool: Pool, sc: ShrinkControl) -> int: ...
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -189,7 +133,7 @@ class Shrinker:
             checked = _check_result(result, allow_stop=allow_stop, where=f"{self.name}.{method}")
             if elapsed > self.time_limit_s:
                 raise PolicyFault(f"{self.name}.{method} took {elapsed:.3f} s (limit {self.time_limit_s} s)")
-        except BaseException as exc:  # noqa: BLE001 - isolating arbitrary plugin code is the point
+        except BaseException as exc:
             # SystemExit, GeneratorExit and the like from a plugin are its bugs, not requests
             # to stop the process. Only Ctrl-C on the main thread is the user's, and goes on.
             self._fail(exc, time.perf_counter() - started)

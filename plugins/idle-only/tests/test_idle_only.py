@@ -55,7 +55,7 @@ def test_scan_stops_as_soon_as_the_pool_is_busy_again() -> None:
             calls["n"] += 1
             return calls["n"] > 2 or real_busy(p)
 
-        policy.busy = busy_after_first_slice  # type: ignore[method-assign]
+        policy.busy = busy_after_first_slice  # type: ignore[method-assign,assignment]
         predicted = pool.can_compact()
         freed = pool.shrink()
         assert 0 < freed < predicted, "one slice's work, then it got out of the way"
@@ -68,7 +68,7 @@ def test_rejects_bad_options() -> None:
 
 
 def test_critical_pressure_compacts_even_while_busy() -> None:
-    from zspool.notify import Wakeup
+    from zspool.pressure.notify import Wakeup
     from zspool.shrinker import ShrinkReason, shrink_pool
 
     with Pool(name="idle-critical") as pool:

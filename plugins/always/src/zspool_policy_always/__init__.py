@@ -7,7 +7,7 @@ scan compacts up to ``nr_to_scan`` pages and stops the round when nothing more c
 from __future__ import annotations
 
 from zspool import Pool
-from zspool.shrinker import SHRINK_STOP, ShrinkControl
+from zspool.shrinker_policy import SHRINK_STOP, ShrinkControl
 
 __all__ = ["AlwaysPolicy"]
 

@@ -18,7 +18,7 @@ Two exceptions, where waiting for idleness would let something worse happen:
 from __future__ import annotations
 
 from zspool import Pool
-from zspool.shrinker import SHRINK_STOP, ShrinkControl, ShrinkReason
+from zspool.shrinker_policy import SHRINK_STOP, ShrinkControl, ShrinkReason
 
 __all__ = ["IdleOnlyPolicy"]
 

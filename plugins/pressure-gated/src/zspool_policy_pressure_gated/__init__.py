@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from zspool import Pool
 from zspool.pressure import PressureMonitor
-from zspool.shrinker import SHRINK_STOP, ShrinkControl, ShrinkReason
+from zspool.shrinker_policy import SHRINK_STOP, ShrinkControl, ShrinkReason
 
 __all__ = ["PressureGatedPolicy"]
 

@@ -1,7 +1,7 @@
 """Memory-pressure notifications from the kernel, as file descriptors to poll.
 
-This module owns *being told* about pressure (the readers in :mod:`zspool.pressure` own
-*asking*). Each :class:`Notifier` is one kernel notification on one descriptor; the
+This module owns *being told* about pressure (the package's other modules own *asking*).
+Each :class:`Notifier` is one kernel notification on one descriptor; the
 :class:`~zspool.Reclaimer` polls all of them in one loop with its tick and, when one is
 ready, calls :meth:`Notifier.consume` to drain it and learn what happened, as a
 :class:`Wakeup`. Standard library only (``ctypes`` for inotify).
@@ -26,7 +26,7 @@ The kernel's notifications and what each one means here
   cgroup is throttled at ``memory.high``), ``max``/``oom``/``oom_kill`` rising is
   ``critical`` (it hit ``memory.max``).
 * **PSI triggers** (system ``/proc/pressure/memory`` or a v2 cgroup's ``memory.pressure``):
-  :class:`PsiNotifier` wraps a :class:`~zspool.pressure.PsiTrigger`; ``POLLPRI`` means the
+  :class:`PsiNotifier` wraps a :class:`~zspool.pressure.psi_trigger.PsiTrigger`; ``POLLPRI`` means the
   stall threshold was passed, reported as ``medium``.
 
 Levels use vmpressure's names, ``low < medium < critical``; "critical pressure" in the
@@ -51,15 +51,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self, TypeAlias, runtime_checkable
 
-from zspool.pressure import (
-    CgroupDir,
-    PsiTrigger,
-    PsiTriggerSpec,
-    StrPath,
-    Unavailable,
-    read_cgroup_memory,
-    register_psi_trigger,
-)
+from zspool.pressure.cgroup import CgroupDir, read_cgroup_memory
+from zspool.pressure.psi_trigger import PsiTrigger, PsiTriggerSpec, register_psi_trigger
+from zspool.pressure.source import StrPath, Unavailable
 
 __all__ = [
     "DEFAULT_USAGE_THRESHOLDS",
@@ -184,9 +178,7 @@ def _register_v1_event(directory: str, control_file: str, arguments: str) -> tup
     try:
         target = os.open(os.path.join(directory, control_file), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            control = os.open(
-                os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC
-            )
+            control = os.open(os.path.join(directory, "cgroup.event_control"), os.O_WRONLY | os.O_CLOEXEC)
             try:
                 os.write(control, f"{efd} {target} {arguments}".encode("ascii"))
             finally:
@@ -438,9 +430,7 @@ def cgroup_notifiers(
     else:
         attempt("memory.events", MemoryEventsNotifier, cgroup.path)
         if psi_trigger is not None:
-            trigger = register_psi_trigger(
-                os.path.join(cgroup.path, "memory.pressure"), psi_trigger
-            )
+            trigger = register_psi_trigger(os.path.join(cgroup.path, "memory.pressure"), psi_trigger)
             if isinstance(trigger, PsiTrigger):
                 notifiers.append(PsiNotifier(trigger, "cgroup_psi"))
             else:
