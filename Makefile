@@ -10,13 +10,13 @@ export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
 .PHONY: demo test check install-dev dev-build rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long \
-	py-lint py-test stubtest asv-smoke
+	py-lint py-test stubtest asv-smoke cgroup-smoke
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
-test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke
+test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke cgroup-smoke
 
 # The quick loop: no loom, valgrind, fuzzing or benchmarks, the Rust unit tests only, and the
 # extension built with the dev profile (seconds to rebuild, where the release profile's fat LTO
@@ -88,6 +88,13 @@ py-lint:
 
 py-test:
 	$(PYTHON) -m pytest
+
+# The real-cgroup benchmark in its small configuration, one trial per policy, chart included
+# (asv_bench/standalone/cgroup_pressure.py; needs root and the cgroup v1 memory controller).
+# About 10 s on an idle machine.
+cgroup-smoke:
+	mkdir -p target
+	$(PYTHON) asv_bench/standalone/cgroup_pressure.py --quick --chart target/cgroup_pressure_quick.png
 
 stubtest:
 	$(PYTHON) -m mypy.stubtest zspool._core

@@ -108,6 +108,7 @@ class TrialResult:
     pages_freed: int | None
     started_at: float
     cotenant_started_at: float
+    cotenant_ended_at: float
     samples: list[tuple[float, int]] = field(repr=False, default_factory=list)
 
     @property
@@ -244,6 +245,7 @@ def run_trial(policy: str, config: TrialConfig = TrialConfig()) -> TrialResult:
             except subprocess.TimeoutExpired:
                 cotenant.kill()
                 cotenant.wait()
+            cotenant_ended = time.monotonic()
             _send(tenant, "stop")
             done = _expect(tenant, "done", config.timeout_s)
             try:
@@ -269,6 +271,7 @@ def run_trial(policy: str, config: TrialConfig = TrialConfig()) -> TrialResult:
                 pages_freed=None if done is None else done["pages_freed"],
                 started_at=started,
                 cotenant_started_at=cotenant_started,
+                cotenant_ended_at=cotenant_ended,
                 samples=samples,
             )
         finally:
