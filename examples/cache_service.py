@@ -86,7 +86,7 @@ def make_server(cache: zspool.Cache, upstream: str, host: str = "127.0.0.1", por
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # the stdlib's name
             if self.path == "/_stats":
                 self.reply(200, "application/json", json.dumps(cache.stats().as_dict()).encode())
             elif self.path == "/_metrics":

@@ -4,10 +4,10 @@ A ``MutableMapping`` from ``str`` or ``bytes`` keys to ``bytes`` values (or any 
 value with ``serializer="pickle"``), with cachetools' conventions: a byte budget
 ``maxsize``, ``currsize``, ``get``/``pop``/``popitem``/``setdefault``/``clear``. Keys and
 values stay out of the Python heap: each entry is one object in a :class:`zspool.Pool`, and
-the index is Rust (about 30 bytes per entry, no Python object per entry). When the budget
-is reached, entries are evicted with SIEVE (or LRU). Deleted and evicted entries leave
-holes in the pool's pages; compaction, run by a shrinker policy, moves entries together and
-gives whole pages back to the OS.
+the index is Rust (a small slot per entry, sized in ``rust/zspool-cache/src/index.rs``; no
+Python object per entry). When the budget is reached, entries are evicted with SIEVE (or
+LRU). Deleted and evicted entries leave holes in the pool's pages; compaction, run by a
+shrinker policy, moves entries together and gives whole pages back to the OS.
 
 Everything on the data path is the Rust class :class:`zspool._core.Cache`, inherited as is;
 this module adds the ``MutableMapping`` mixins (``keys``, ``items``, ``values``,
@@ -23,12 +23,13 @@ from typing import Any, Literal
 
 from zspool import _core
 from zspool.pool import Pool
-from zspool.reclaimer import Reclaimer
+from zspool.reclaimer import DEFAULT_INTERVAL_S, Reclaimer
 from zspool.shrinker import ShrinkerPolicy
 
 __all__ = ["Cache", "Serializer"]
 
 Key = str | bytes
+_DEFAULT_NAME = "cache"  # the cache's and its pool's name when none is given
 Serializer = Literal["pickle"] | Any  # "pickle", or an object with dumps(obj) -> bytes and loads(bytes) -> obj
 
 
@@ -87,7 +88,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         serializer: Serializer | None = None,
         policy: ShrinkerPolicy | str | None = None,
         reclaimer: Reclaimer | None = None,
-        reclaimer_interval_s: float = 1.0,
+        reclaimer_interval_s: float = DEFAULT_INTERVAL_S,
         name: str | None = None,
         **policy_options: Any,
     ) -> Cache:
@@ -98,7 +99,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         if ttl is not None and not (ttl > 0 and math.isfinite(ttl)):
             raise ValueError(f"ttl={ttl} is out of range: seconds > 0, or None for no expiry")
         dumps, loads = _codec(serializer)
-        pool = Pool(name=name or "cache")
+        pool = Pool(name=name or _DEFAULT_NAME)
         return super().__new__(
             cls,
             maxbytes,
@@ -122,12 +123,12 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         serializer: Serializer | None = None,
         policy: ShrinkerPolicy | str | None = None,
         reclaimer: Reclaimer | None = None,
-        reclaimer_interval_s: float = 1.0,
+        reclaimer_interval_s: float = DEFAULT_INTERVAL_S,
         name: str | None = None,
         **policy_options: Any,
     ) -> None:
         # The Rust __new__ has built the cache and its pool.
-        self.name = name or "cache"
+        self.name = name or _DEFAULT_NAME
         self._own_reclaimer: Reclaimer | None = None
         self._reclaimer = reclaimer
         if policy is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from zspool import _core
 from zspool.policies import load_policy
-from zspool.shrinker import Shrinker, shrink_pool
+from zspool.shrinker import DEFAULT_MAX_FAILURES, DEFAULT_TIME_LIMIT_S, Shrinker, shrink_pool
 from zspool.shrinker_policy import ShrinkerPolicy, ShrinkReason
 
 __all__ = ["Pool"]
@@ -80,15 +80,15 @@ class Pool(_core.Pool):
         *,
         name: str | None = None,
         batch: int = 0,
-        time_limit_s: float = 1.0,
-        max_failures: int = 3,
+        time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+        max_failures: int = DEFAULT_MAX_FAILURES,
         **options: Any,
     ) -> Shrinker:
         """Register a policy (an object, or the name of an installed one, built with
         ``options``) and return its :class:`~zspool.shrinker.Shrinker`.
 
-        ``batch`` is pages per ``scan_objects`` call (0: 128); ``time_limit_s`` and
-        ``max_failures`` bound a misbehaving policy (see :mod:`zspool.shrinker`).
+        ``batch`` is pages per ``scan_objects`` call (0: :data:`~zspool.shrinker_policy.SHRINK_BATCH`);
+        ``time_limit_s`` and ``max_failures`` bound a misbehaving policy (see :mod:`zspool.shrinker`).
         """
         if isinstance(policy, str):
             label = name or policy
@@ -140,7 +140,7 @@ class Pool(_core.Pool):
         before = self.stats().pages_used
         try:
             freed = shrink_pool(self, ShrinkReason.MEM_LIMIT, pages_wanted=wanted)
-        except Exception:
+        except Exception:  # a reclaim failure must surface as PoolFullError, not this
             log.exception("direct reclaim failed")
             return False
         # Pages may also have come back from a compaction already running in another thread

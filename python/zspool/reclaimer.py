@@ -31,7 +31,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from zspool.pool import Pool
 from zspool.pressure import (
@@ -52,6 +52,9 @@ from zspool.shrinker_policy import ShrinkReason
 __all__ = ["Reclaimer", "ReclaimEvent", "ReclaimerStats"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the reclaimer's periodic wake-ups (``Reclaimer(interval_s=...)``).
+DEFAULT_INTERVAL_S: Final = 1.0
 
 #: Every Reclaimer, so that a child process can deal with the threads it did not inherit.
 _reclaimers: weakref.WeakSet[Reclaimer] = weakref.WeakSet()
@@ -111,7 +114,7 @@ class Reclaimer:
     def __init__(
         self,
         *pools: Pool,
-        interval_s: float = 1.0,
+        interval_s: float = DEFAULT_INTERVAL_S,
         monitor: PressureMonitor | Literal["auto"] | None = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
@@ -369,6 +372,6 @@ class Reclaimer:
                 self.stats.pressure_events += 1
             try:
                 self.run_once(reason, wakeup)
-            except BaseException:
+            except BaseException:  # the reclaimer must outlive any one round
                 self.stats.errors += 1
                 log.exception("reclaim round failed")

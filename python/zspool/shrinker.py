@@ -35,7 +35,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from zspool.policies import available_policies, load_policy, register_policy
 from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, ShrinkerPolicy, ShrinkReason
@@ -62,6 +62,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: A policy call slower than this, in seconds, counts as a failure (``Shrinker.time_limit_s``).
+DEFAULT_TIME_LIMIT_S: Final = 1.0
+#: Failures in a row before a shrinker is disabled (``Shrinker.max_failures``).
+DEFAULT_MAX_FAILURES: Final = 3
 
 
 @dataclass
@@ -98,8 +103,8 @@ class Shrinker:
     policy: ShrinkerPolicy
     name: str
     batch: int = 0
-    time_limit_s: float = 1.0
-    max_failures: int = 3
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    max_failures: int = DEFAULT_MAX_FAILURES
     stats: ShrinkerStats = field(default_factory=ShrinkerStats)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -133,7 +138,7 @@ class Shrinker:
             checked = _check_result(result, allow_stop=allow_stop, where=f"{self.name}.{method}")
             if elapsed > self.time_limit_s:
                 raise PolicyFault(f"{self.name}.{method} took {elapsed:.3f} s (limit {self.time_limit_s} s)")
-        except BaseException as exc:
+        except BaseException as exc:  # isolating arbitrary plugin code is the point
             # SystemExit, GeneratorExit and the like from a plugin are its bugs, not requests
             # to stop the process. Only Ctrl-C on the main thread is the user's, and goes on.
             self._fail(exc, time.perf_counter() - started)
