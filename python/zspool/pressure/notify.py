@@ -15,6 +15,9 @@ The kernel's notifications and what each one means here
   as reclaim starts, ``medium`` when it scans much to reclaim little, ``critical`` when it
   reclaims almost nothing (OOM is near). A listener at one level also hears every higher
   one, so :class:`VmpressureNotifier` registers one eventfd per level and reports its own.
+  In the kernel's ``default`` mode an event stops at the first cgroup with a listener, so
+  listening here hides this cgroup's reclaim from ``default``-mode listeners in ancestor
+  cgroups (a supervisor that needs to see it registers in ``hierarchy`` mode).
 * **cgroup v1 usage thresholds** (section 9): an eventfd registered with
   ``"<eventfd> <fd of memory.usage_in_bytes> <bytes>"``; signalled when usage crosses the
   threshold in *either* direction. :class:`UsageThresholdNotifier` re-reads the usage and
