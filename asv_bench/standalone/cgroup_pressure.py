@@ -109,10 +109,8 @@ def chart(results: dict[str, list[TrialResult]], path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument(
-        "--quick", action="store_true", help="the small configuration, 2 repetitions"
-    )
+    parser.add_argument("--reps", type=int, help="repetitions per policy (default 10, 1 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="the test suite's small configuration")
     parser.add_argument("--policies", nargs="*", default=list(POLICIES))
     parser.add_argument("--chart", help="write a PNG of cgroup usage over time per policy")
     parser.add_argument("--json", help="write every result (without samples) as JSON")
