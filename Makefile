@@ -10,13 +10,13 @@ export MATURIN_NO_INSTALL_RUST := 1
 PLUGINS := plugins/always plugins/idle-only plugins/pressure-gated
 
 .PHONY: demo test check dist contrib-deps install-dev dev-build rust-test rust-lint loom valgrind fuzz-install fuzz-smoke fuzz-long \
-	py-lint py-test stubtest asv-smoke figures-smoke
+	py-lint py-test stubtest asv-smoke figures-smoke cgroup-smoke
 
 demo:
 	$(PIP) install --quiet . $(addprefix ./,$(PLUGINS))
 	zspool demo
 
-test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke figures-smoke
+test: install-dev rust-lint rust-test loom valgrind fuzz-smoke py-lint py-test stubtest asv-smoke figures-smoke cgroup-smoke
 # The project's machines have every live kernel interface the tests use (PSI, PSI triggers,
 # a memory cgroup): under `make test` a test that finds one missing fails instead of skipping.
 test: export ZSPOOL_REQUIRE_LIVE := 1
@@ -122,6 +122,13 @@ figures-smoke:
 		$(PYTHON) asv_bench/standalone/$$script.py --quick > /dev/null || exit 1; done
 	out=$$(mktemp -d) && $(PYTHON) asv_bench/peers/run.py --quick --out $$out > /dev/null; \
 		status=$$?; rm -rf $$out; exit $$status
+
+# The real-cgroup benchmark in its small configuration, one trial per policy, chart included
+# (asv_bench/standalone/cgroup_pressure.py; needs root and the cgroup v1 memory controller).
+# About 10 s on an idle machine.
+cgroup-smoke:
+	mkdir -p target
+	$(PYTHON) asv_bench/standalone/cgroup_pressure.py --quick --chart target/cgroup_pressure_quick.png
 
 stubtest:
 	$(PYTHON) -m mypy.stubtest zspool._core

@@ -80,3 +80,17 @@ def pattern_fixture() -> object:
 def rss_fixture() -> object:
     """The :func:`rss_bytes` helper, as a fixture."""
     return rss_bytes
+
+
+@pytest.fixture(scope="session")
+def memcg_parent() -> object:
+    """Where a test may create a v1 memory cgroup (:mod:`zspool.memcg`). Skips with the
+    reason where there is none, but fails when ``ZSPOOL_REQUIRE_LIVE=1`` (CI) says the
+    machine must have one."""
+    from zspool.memcg import writable_memory_cgroup_parent
+    from zspool.pressure import Unavailable
+
+    parent = writable_memory_cgroup_parent()
+    if isinstance(parent, Unavailable):
+        live_unavailable(f"no writable cgroup v1 memory controller: {parent}")
+    return parent

@@ -1,17 +1,22 @@
 """``zspool.Reclaimer``: zspool's kswapd, a background thread that runs the pools' shrinkers.
 
-It wakes up
+It waits in one ``poll()`` over every wake-up it has:
 
-- when memory pressure rises: a PSI trigger on ``/proc/pressure/memory`` (the kernel's own
-  notification: ``poll()`` returns when tasks stalled ``stall_us`` in a ``window_us``), where
-  the kernel lets this process register one; and
-- on a periodic tick (``interval_s``), always: policies such as ``idle-only`` need to be
+- the kernel's memory-pressure notifications for this process's memory cgroup
+  (:mod:`zspool.pressure.notify`): on cgroup v1, vmpressure levels (``memory.pressure_level``) and
+  usage thresholds (``memory.usage_in_bytes``), both eventfds registered through
+  ``cgroup.event_control``; on cgroup v2, ``memory.events`` (inotify) and a PSI trigger on
+  the cgroup's ``memory.pressure``;
+- a PSI trigger on ``/proc/pressure/memory`` (system-wide stalls), where the kernel lets
+  this process register one; and
+- a periodic tick (``interval_s``), always: policies such as ``idle-only`` need to be
   asked even when nothing is under pressure.
 
 Each wake-up reads the pressure monitor once and runs every registered shrinker of every
-pool, as the kernel's ``shrink_slab`` does (:func:`zspool.shrinker.shrink_pool`). Policy
-errors are isolated by the shrinkers; the thread itself survives anything short of
-interpreter shutdown and records what it did in :attr:`Reclaimer.events`.
+pool, as the kernel's ``shrink_slab`` does (:func:`zspool.shrinker.shrink_pool`); a policy
+sees which notification fired (and how severe) in ``ShrinkControl.wakeup``. Policy errors
+are isolated by the shrinkers; the thread itself survives anything short of interpreter
+shutdown and records what it did in :attr:`Reclaimer.events` and :attr:`Reclaimer.wakeups`.
 """
 
 from __future__ import annotations
@@ -25,19 +30,23 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
 from zspool.pool import Pool
 from zspool.pressure import (
     PROC_PRESSURE_MEMORY,
+    CgroupMemorySource,
     PressureMonitor,
     PressureReading,
     PsiTrigger,
     PsiTriggerSpec,
     StrPath,
+    Unavailable,
     register_psi_trigger,
 )
+from zspool.pressure.notify import Notifier, PsiNotifier, Wakeup, cgroup_notifiers
 from zspool.shrinker import shrink_pool
 from zspool.shrinker_policy import ShrinkReason
 
@@ -62,7 +71,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 @dataclass(frozen=True)
 class ReclaimEvent:
-    """One round that freed pages: when (``time.monotonic()`` seconds), why, how much."""
+    """One round that freed pages: when it ended (``time.monotonic()`` seconds), why, how
+    much, and the kernel notification that started it (None for a tick)."""
 
     at: float
     reason: str
@@ -70,6 +80,7 @@ class ReclaimEvent:
     pages_freed: int
     pressure_level: float | None
     pressure_reason: str | None
+    wakeup: Wakeup | None = None
 
 
 @dataclass
@@ -94,6 +105,10 @@ class _ThreadState:
         self.stopping = threading.Event()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.trigger: PsiTrigger | None = None
+        #: The cgroup notifications the thread waits on, and whether it registered them itself
+        #: (``notifiers="auto"``; then it closes them too).
+        self.notifiers: tuple[Notifier, ...] = ()
+        self.owns_notifiers = False
         self._lock = threading.Lock()  # the fds: set() and close() from different threads
 
     def set(self) -> None:
@@ -114,8 +129,11 @@ class _ThreadState:
                     os.close(fd)
             self.wake_r = self.wake_w = -1
             trigger, self.trigger = self.trigger, None
+            notifiers, self.notifiers = (self.notifiers if self.owns_notifiers else ()), ()
         if trigger is not None:
             trigger.close()
+        for notifier in notifiers:
+            notifier.close()
 
     def forget_after_fork(self) -> None:
         """In a forked child: the fds are copies of the parent's; close them, ignore errors."""
@@ -132,6 +150,13 @@ class _ThreadState:
             except OSError:
                 pass
             self.trigger = None
+        if self.owns_notifiers:
+            for notifier in self.notifiers:
+                try:
+                    notifier.close()  # the child's copies; the parent's registrations stay
+                except OSError:
+                    pass
+        self.notifiers = ()
 
 
 def _check_interval(interval_s: object) -> float:
@@ -174,6 +199,7 @@ class Reclaimer:
         monitor: PressureMonitor | Literal["auto"] | None = "auto",
         psi_trigger: PsiTriggerSpec | None = PsiTriggerSpec(),
         psi_path: StrPath = PROC_PRESSURE_MEMORY,
+        notifiers: Sequence[Notifier] | Literal["auto"] | None = "auto",
         name: str = "zspool-reclaimer",
         restart_after_fork: bool = False,
     ) -> None:
@@ -196,6 +222,16 @@ class Reclaimer:
         self.events: collections.deque[ReclaimEvent] = collections.deque(maxlen=1000)
         #: Why there is no PSI trigger (None when there is one, or none was asked for).
         self.trigger_unavailable: str | None = None
+        if notifiers != "auto" and notifiers is not None:
+            notifiers = tuple(notifiers)
+            for notifier in notifiers:
+                if not all(hasattr(notifier, name) for name in ("fileno", "consume", "poll_events", "close")):
+                    raise TypeError(f"notifiers takes Notifier objects (zspool.pressure.notify), not {notifier!r}")
+        self._notifiers_wanted = notifiers
+        #: The cgroup notifications "auto" could not register here, and why.
+        self.notifiers_unavailable: tuple[Unavailable, ...] = ()
+        #: Every kernel notification that woke the thread, oldest first (the last 1000).
+        self.wakeups: collections.deque[Wakeup] = collections.deque(maxlen=1000)
         self._thread: threading.Thread | None = None
         self._state: _ThreadState | None = None
         self._lock = threading.RLock()  # start/stop; add_pool/remove_pool
@@ -204,6 +240,12 @@ class Reclaimer:
         self._warn_if_dropped = True
         self._finalizer: weakref.finalize[..., Reclaimer] | None = None
         _reclaimers.add(self)
+
+    @property
+    def notifiers(self) -> tuple[Notifier, ...]:
+        """The cgroup notifications being waited on (registered by :meth:`start`)."""
+        state = self._state
+        return state.notifiers if state is not None else ()
 
     # -- pools ---------------------------------------------------------------
 
@@ -250,6 +292,7 @@ class Reclaimer:
                     else:
                         self.trigger_unavailable = str(trigger)
                         log.info("no PSI trigger, waking on ticks only: %s", trigger)
+                self._register_notifiers(state)
                 thread = threading.Thread(
                     target=_thread_main, args=(weakref.ref(self), state), name=self.name, daemon=True
                 )
@@ -293,6 +336,24 @@ class Reclaimer:
         if state is not None:
             state.close()
 
+    def _register_notifiers(self, state: _ThreadState) -> None:
+        wanted = self._notifiers_wanted
+        if wanted != "auto":
+            state.notifiers = tuple(wanted or ())
+            return
+        source = self.monitor.cgroup if isinstance(self.monitor, PressureMonitor) else None
+        cgroup = (source or CgroupMemorySource()).locate()
+        found: Sequence[Notifier]
+        missing: Sequence[Unavailable]
+        if isinstance(cgroup, Unavailable):
+            found, missing = (), (cgroup,)
+        else:
+            found, missing = cgroup_notifiers(cgroup)
+        state.notifiers, state.owns_notifiers = tuple(found), True
+        self.notifiers_unavailable = tuple(missing)
+        for why in self.notifiers_unavailable:
+            log.info("no cgroup notification: %s", why)
+
     def _after_fork_in_child(self) -> None:
         """In a forked child: the thread is gone, and the locks, pipe and PSI trigger are
         copies of the parent's. Drop them all, then restart if asked to."""
@@ -315,14 +376,15 @@ class Reclaimer:
 
     # -- the work --------------------------------------------------------------
 
-    def run_once(self, reason: ShrinkReason = ShrinkReason.MANUAL) -> int:
-        """Read pressure once and run every pool's shrinkers; returns pages freed."""
+    def run_once(self, reason: ShrinkReason = ShrinkReason.MANUAL, wakeup: Wakeup | None = None) -> int:
+        """Read pressure once and run every pool's shrinkers; returns pages freed.
+        ``wakeup`` is the notification that asked for this round, passed to the policies."""
         reading = self._read_pressure()
         freed = 0
         for pool in self.pools:
             if pool.closed or not pool.shrinkers:
                 continue
-            pages = shrink_pool(pool, reason, pressure=reading)
+            pages = shrink_pool(pool, reason, pressure=reading, wakeup=wakeup)
             freed += pages
             if pages:
                 self.events.append(
@@ -333,6 +395,7 @@ class Reclaimer:
                         pages_freed=pages,
                         pressure_level=None if reading is None else reading.level,
                         pressure_reason=None if reading is None else reading.reason,
+                        wakeup=wakeup,
                     )
                 )
         self.stats.rounds += 1
@@ -350,14 +413,15 @@ class Reclaimer:
             log.warning("pressure monitor failed: %s", exc)
             return None
 
-    def _round(self, reason: ShrinkReason) -> None:
+    def _round(self, reason: ShrinkReason, woke: list[Wakeup]) -> None:
         """One wake-up's work, in the thread; survives anything a round raises."""
         if reason is ShrinkReason.TICK:
             self.stats.ticks += 1
         else:
             self.stats.pressure_events += 1
+        self.wakeups.extend(woke)
         try:
-            self.run_once(reason)
+            self.run_once(reason, max(woke) if woke else None)
         except BaseException:
             self.stats.errors += 1
             log.exception("reclaim round failed")
@@ -367,31 +431,46 @@ class Reclaimer:
 _MAX_POLL_MS = 2**31 - 1
 
 
-def _wait(state: _ThreadState, interval_s: float, psi_path: StrPath) -> ShrinkReason | None:
-    """Sleep until a tick, a pressure event or stop; None means stop."""
+def _wait(state: _ThreadState, interval_s: float) -> tuple[ShrinkReason, list[Wakeup]] | None:
+    """Sleep until a tick, a pressure notification or stop; None means stop. A notification
+    that turns out not to be a rise in pressure (a usage threshold crossed downwards) does not
+    end the wait."""
+    sources: dict[int, Notifier] = {n.fileno(): n for n in state.notifiers}
+    if state.trigger is not None:
+        sources[state.trigger.fileno()] = PsiNotifier(state.trigger, "psi")
     poller = select.poll()
     poller.register(state.wake_r, select.POLLIN)
-    if state.trigger is not None:
-        poller.register(state.trigger.fileno(), select.POLLPRI)
+    for fd, notifier in sources.items():
+        poller.register(fd, notifier.poll_events)
     deadline = None if math.isinf(interval_s) else time.monotonic() + interval_s
     while not state.stopping.is_set():
         timeout_ms = None
         if deadline is not None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return ShrinkReason.TICK
+                return ShrinkReason.TICK, []
             timeout_ms = min(max(1, math.ceil(remaining * 1000)), _MAX_POLL_MS)
+        woke: list[Wakeup] = []
         for fd, events in poller.poll(timeout_ms):
             if fd == state.wake_r:
                 return None
-            if events & select.POLLPRI:
-                return ShrinkReason.PRESSURE
-            # POLLERR on the trigger: its source went away; fall back to ticks.
-            log.warning("PSI trigger on %s failed (events %#x); waking on ticks only", psi_path, events)
+            notifier = sources[fd]
+            if events & notifier.poll_events:
+                wakeup = notifier.consume(time.monotonic())
+                if wakeup is not None:
+                    woke.append(wakeup)
+                continue
+            # POLLERR/POLLHUP: the notification's source went away (a removed cgroup).
+            log.warning("%r failed (poll events %#x); no longer waiting on it", notifier, events)
             poller.unregister(fd)
-            if state.trigger is not None:
+            if state.trigger is not None and fd == state.trigger.fileno():
                 state.trigger.close()
                 state.trigger = None
+            else:
+                state.notifiers = tuple(n for n in state.notifiers if n is not notifier)
+            del sources[fd]
+        if woke:
+            return ShrinkReason.PRESSURE, woke
     return None
 
 
@@ -403,13 +482,13 @@ def _thread_main(ref: weakref.ref[Reclaimer], state: _ThreadState) -> None:
             reclaimer = ref()
             if reclaimer is None:
                 return
-            interval_s, psi_path = reclaimer.interval_s, reclaimer.psi_path
+            interval_s = reclaimer.interval_s
             del reclaimer
-            reason = _wait(state, interval_s, psi_path)
+            woke = _wait(state, interval_s)
             reclaimer = ref()
-            if reason is None or reclaimer is None:
+            if woke is None or reclaimer is None:
                 return
-            reclaimer._round(reason)
+            reclaimer._round(*woke)
             del reclaimer
     finally:
         state.close()

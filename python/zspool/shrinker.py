@@ -44,6 +44,7 @@ from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, Shr
 if TYPE_CHECKING:
     from zspool.pool import Pool
     from zspool.pressure import PressureReading
+    from zspool.pressure.notify import Wakeup
 
 # The policy interface (zspool.shrinker_policy) and the registry (zspool.policies) are
 # re-exported: ``from zspool.shrinker import ShrinkControl`` works, as it always has.
@@ -193,6 +194,7 @@ def shrink_pool(
     *,
     pressure: PressureReading | None = None,
     pages_wanted: int = 0,
+    wakeup: Wakeup | None = None,
 ) -> int:
     """Run every enabled shrinker of ``pool`` once, as the kernel's ``shrink_slab`` does,
     and return the pages freed. Never raises because of a policy."""
@@ -201,7 +203,7 @@ def shrink_pool(
         if not shrinker.enabled or pool.closed:
             continue
         try:
-            freed += _do_shrink(pool, shrinker, reason, pressure, pages_wanted)
+            freed += _do_shrink(pool, shrinker, reason, pressure, pages_wanted, wakeup)
         except PoolClosedError:
             break  # closed by another thread during the round: nothing left to reclaim
         if pages_wanted and freed >= pages_wanted:
@@ -210,8 +212,16 @@ def shrink_pool(
 
 
 def _do_shrink(
-    pool: Pool, shrinker: Shrinker, reason: ShrinkReason, pressure: PressureReading | None, pages_wanted: int
+    pool: Pool,
+    shrinker: Shrinker,
+    reason: ShrinkReason,
+    pressure: PressureReading | None,
+    pages_wanted: int,
+    wakeup: Wakeup | None,
 ) -> int:
+    cgroup = None if pressure is None else pressure.cgroup
+    limit = None if cgroup is None else cgroup.effective_limit_bytes
+
     def control(nr_to_scan: int) -> ShrinkControl:
         return ShrinkControl(
             reason=reason,
@@ -220,6 +230,9 @@ def _do_shrink(
             activity=pool.activity(),
             pressure=pressure,
             pages_wanted=pages_wanted,
+            wakeup=wakeup,
+            cgroup_usage_fraction=None if cgroup is None else cgroup.usage_fraction,
+            cgroup_headroom_bytes=None if cgroup is None or limit is None else limit - cgroup.usage_bytes,
         )
 
     # The kernel caps a shrinker's count at twice what is freeable; pages are exact here, so

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from zspool._core import PoolActivity
     from zspool.pool import Pool
     from zspool.pressure import PressureReading
+    from zspool.pressure.notify import Wakeup
 
 __all__ = ["SHRINK_STOP", "SHRINK_BATCH", "ShrinkReason", "ShrinkControl", "ShrinkerPolicy"]
 
@@ -33,7 +34,7 @@ class ShrinkReason(enum.Enum):
     """Why the shrinkers are being run."""
 
     TICK = "tick"  #: the reclaimer's periodic wake-up
-    PRESSURE = "pressure"  #: a memory-pressure event (a PSI trigger fired)
+    PRESSURE = "pressure"  #: a kernel memory-pressure notification (see ``ShrinkControl.wakeup``)
     MEM_LIMIT = "mem_limit"  #: an allocation would pass the pool's mem_limit (direct reclaim)
     MANUAL = "manual"  #: called by hand
 
@@ -45,6 +46,13 @@ class ShrinkControl:
     ``nr_to_scan`` is in pages. ``pressure`` is the latest reading, or ``None`` when the
     caller has no monitor. ``activity`` is the pool's activity when the round started.
     ``freeable`` is ``pool.can_compact()`` at that moment, in pages.
+
+    ``wakeup`` is the kernel notification that started the round (reason ``PRESSURE``):
+    which source fired (``vmpressure``, ``usage_threshold``, ``memory_events``, ``psi``,
+    ``cgroup_psi``) and how severe (``low``/``medium``/``critical``); None otherwise.
+    ``cgroup_usage_fraction`` (usage over the lower of ``memory.high`` and the limit) and
+    ``cgroup_headroom_bytes`` (that limit minus usage, bytes) say how close the process's
+    memory cgroup is to its limit; None without a monitor, a cgroup or a limit.
     """
 
     reason: ShrinkReason
@@ -54,6 +62,16 @@ class ShrinkControl:
     pressure: PressureReading | None = None
     #: Pages the caller needs (direct reclaim); 0 when it just wants memory back.
     pages_wanted: int = 0
+    wakeup: Wakeup | None = None
+    cgroup_usage_fraction: float | None = None
+    cgroup_headroom_bytes: int | None = None
+
+    @property
+    def critical(self) -> bool:
+        """True under critical pressure: the notification was ``critical`` (vmpressure
+        critical, the cgroup's usage past its critical threshold, v2 ``max``/``oom``
+        events). Every shipped policy compacts everything then, busy or not."""
+        return self.wakeup is not None and self.wakeup.critical
 
 
 @runtime_checkable

@@ -78,3 +78,18 @@ def test_scan_stops_as_soon_as_the_pool_is_busy_again() -> None:
 def test_rejects_bad_options() -> None:
     with pytest.raises(ValueError, match="slice_s"):
         IdleOnlyPolicy(slice_s=0)
+
+
+def test_critical_pressure_compacts_even_while_busy() -> None:
+    from zspool.pressure.notify import Wakeup
+    from zspool.shrinker import ShrinkReason, shrink_pool
+
+    with Pool(name="idle-critical") as pool:
+        survivors = fragment(pool, 30_000, seed=33)
+        pool.register_shrinker(IdleOnlyPolicy(idle_s=3600.0))  # busy for the next hour
+        medium = Wakeup("usage_threshold", "medium", at=time.monotonic())
+        assert shrink_pool(pool, ShrinkReason.PRESSURE, wakeup=medium) == 0
+        critical = Wakeup("usage_threshold", "critical", at=time.monotonic())
+        assert shrink_pool(pool, ShrinkReason.PRESSURE, wakeup=critical) > 0
+        assert pool.can_compact() == 0
+        assert all(pool.load(h) == data for h, data in survivors.items())

@@ -96,3 +96,23 @@ def test_pressure_from_the_reclaimers_reading_and_direct_reclaim(files: Files) -
 def test_rejects_bad_thresholds() -> None:
     with pytest.raises(ValueError, match="threshold"):
         PressureGatedPolicy(threshold=0.9, high_threshold=0.5)
+
+
+def test_critical_notification_releases_the_reserve_but_medium_keeps_it(files: Files) -> None:
+    from zspool.pressure.notify import Wakeup
+    from zspool.shrinker import shrink_pool
+
+    psi, _, monitor = files
+    write_psi(psi, 6.0)  # level 0.6: between the thresholds, so the reserve is kept
+    with Pool() as pool:
+        fragment(pool, 40_000, seed=45)
+        reserve = pool.can_compact() // 3
+        pool.register_shrinker(
+            PressureGatedPolicy(threshold=0.5, high_threshold=0.8, reserve_pages=reserve, monitor=monitor)
+        )
+        medium = Wakeup("usage_threshold", "medium", at=0.0)
+        shrink_pool(pool, ShrinkReason.PRESSURE, pressure=monitor.read(), wakeup=medium)
+        assert pool.can_compact() >= reserve - 16
+        critical = Wakeup("vmpressure", "critical", at=0.0)
+        assert shrink_pool(pool, ShrinkReason.PRESSURE, pressure=monitor.read(), wakeup=critical) > 0
+        assert pool.can_compact() == 0

@@ -17,6 +17,8 @@ is re-exported here, so ``zspool.pressure.PressureMonitor`` and
 * :mod:`~zspool.pressure.meminfo`: ``/proc/meminfo``, ``MemTotal`` and ``MemAvailable``.
 * :mod:`~zspool.pressure.rss`: the process's RSS against a budget.
 * :mod:`~zspool.pressure.monitor`: the sources folded into one level (:class:`PressureMonitor`).
+* :mod:`~zspool.pressure.notify`: the kernel's pressure *notifications* (cgroup v1 vmpressure
+  and usage thresholds, v2 ``memory.events``, PSI triggers) as descriptors to ``poll()``.
 * :mod:`~zspool.pressure.source`: :class:`Unavailable` and the path type all of them share.
 
 Every path is a constructor argument, so tests feed real-format files from a temporary
@@ -47,6 +49,19 @@ from zspool.pressure.cgroup import (
 )
 from zspool.pressure.meminfo import PROC_MEMINFO, MemInfo, MemInfoSource, parse_meminfo, read_meminfo
 from zspool.pressure.monitor import PressureMonitor, PressureReading, compute_level
+from zspool.pressure.notify import (
+    DEFAULT_USAGE_THRESHOLDS,
+    LEVELS,
+    Level,
+    MemoryEventsNotifier,
+    Notifier,
+    PsiNotifier,
+    UsageThresholdNotifier,
+    VmpressureNotifier,
+    Wakeup,
+    cgroup_notifiers,
+    parse_memory_events,
+)
 from zspool.pressure.psi import PROC_PRESSURE_MEMORY, PsiSource, PsiStall, PsiStats, parse_psi, read_psi
 from zspool.pressure.psi_trigger import PsiTrigger, PsiTriggerSpec, register_psi_trigger
 from zspool.pressure.rss import PROC_SELF_STATM, PROC_SELF_STATUS, RssSource, RssUsage, parse_statm, parse_status_vmrss
@@ -89,4 +104,15 @@ __all__ = [
     "PressureReading",
     "compute_level",
     "PressureMonitor",
+    "Level",
+    "LEVELS",
+    "Wakeup",
+    "Notifier",
+    "VmpressureNotifier",
+    "UsageThresholdNotifier",
+    "MemoryEventsNotifier",
+    "PsiNotifier",
+    "parse_memory_events",
+    "DEFAULT_USAGE_THRESHOLDS",
+    "cgroup_notifiers",
 ]

@@ -7,8 +7,10 @@ short. So:
 - pressure level below ``threshold``: do nothing;
 - between ``threshold`` and ``high_threshold``: compact, but leave ``reserve_pages`` of
   freeable slack in place (to within one zspage);
-- at or above ``high_threshold``, or when the pool hit its own ``mem_limit`` (direct
-  reclaim): compact everything.
+- at or above ``high_threshold``, under critical pressure (``sc.critical``: vmpressure
+  ``critical``, the memory cgroup past its last usage threshold, cgroup v2 ``max``/``oom``
+  events), or when the pool hit its own ``mem_limit`` (direct reclaim): compact everything,
+  the reserve included; the reserve is there for exactly that moment.
 
 The level (0..1) comes from the reclaimer's reading (``sc.pressure``) or, when the caller
 passed none, from this policy's own :class:`zspool.pressure.PressureMonitor`: PSI, cgroup
@@ -45,7 +47,7 @@ class PressureGatedPolicy:
     def allowed_pages(self, pool: Pool, sc: ShrinkControl) -> int:
         """Pages this policy lets the pool free right now."""
         freeable = pool.can_compact()
-        if sc.reason is ShrinkReason.MEM_LIMIT:
+        if sc.reason is ShrinkReason.MEM_LIMIT or sc.critical:
             return freeable
         reading = sc.pressure
         if reading is None:
