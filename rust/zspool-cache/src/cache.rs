@@ -29,11 +29,13 @@ use parking_lot::{Mutex, MutexGuard};
 use zspool_core::{Pool, ZsError};
 
 use crate::compression::Compression;
+use crate::dictionary::{DictSet, DictUsage, Dictionary};
 use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
 use crate::fork::ForkGate;
 use crate::index::{HASH_MASK, Index, NIL};
+use crate::recompress::Recompression;
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
 
@@ -46,11 +48,19 @@ pub struct CacheConfig {
     pub eviction: Eviction,
     /// The TTL of entries set with [`Ttl::Default`]; `None`: they never expire.
     pub default_ttl: Option<Duration>,
+    /// A zstd dictionary (zstd only): none, trained from the values, or given.
+    pub dictionary: Dictionary,
 }
 
 impl CacheConfig {
     pub fn new(max_bytes: u64) -> CacheConfig {
-        CacheConfig { max_bytes, compression: Compression::None, eviction: Eviction::Sieve, default_ttl: None }
+        CacheConfig {
+            max_bytes,
+            compression: Compression::None,
+            eviction: Eviction::Sieve,
+            default_ttl: None,
+            dictionary: Dictionary::Off,
+        }
     }
 }
 
@@ -65,13 +75,19 @@ pub struct Cache<P> {
     pub(crate) inner: Mutex<Inner>,
     /// Lets the fork handlers take `inner` with nobody queued on it (see `fork.rs`).
     pub(crate) fork_gate: ForkGate,
+    /// zstd dictionaries (`dictionary.rs`, `training.rs`).
+    pub(crate) dicts: DictSet,
 }
 
 pub(crate) struct Inner {
-    index: Index,
-    queue: Queue,
+    pub(crate) index: Index,
+    pub(crate) queue: Queue,
     deadlines: Deadlines,
-    counters: Counters,
+    pub(crate) counters: Counters,
+    /// Values per dictionary and dictionary events (`training.rs`).
+    pub(crate) dict_usage: DictUsage,
+    /// The recompression pass in progress and its totals (`recompress.rs`).
+    pub(crate) recompression: Recompression,
 }
 
 impl Inner {
@@ -81,6 +97,8 @@ impl Inner {
             queue: Queue::new(eviction),
             deadlines: Deadlines::new(),
             counters: Counters::default(),
+            dict_usage: DictUsage::default(),
+            recompression: Recompression::default(),
         }
     }
 }
@@ -99,8 +117,8 @@ pub struct Encoded<'k> {
 
 /// The cache mutex, held: every cache operation.
 pub struct CacheGuard<'a, P: Deref<Target = Pool>> {
-    cache: &'a Cache<P>,
-    inner: MutexGuard<'a, Inner>,
+    pub(crate) cache: &'a Cache<P>,
+    pub(crate) inner: MutexGuard<'a, Inner>,
 }
 
 /// How an entry left the cache.
@@ -125,8 +143,31 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         {
             return Err(CacheError::BadConfig { what: "zstd level", value: level.to_string(), allowed: "1..=22" });
         }
+        let Compression::Zstd(level) = config.compression else {
+            if config.dictionary != Dictionary::Off {
+                return Err(CacheError::BadConfig {
+                    what: "dictionary",
+                    value: "given".into(),
+                    allowed: "only with compression='zstd'",
+                });
+            }
+            return Ok(Cache::build(pool, config, clock, 0));
+        };
+        let given = match &config.dictionary {
+            Dictionary::Given(bytes) => Some(bytes.clone()),
+            _ => None,
+        };
+        let cache = Cache::build(pool, config, clock, level);
+        if let Some(bytes) = given {
+            cache.install_dictionary(&bytes)?;
+        }
+        Ok(cache)
+    }
+
+    fn build(pool: P, config: CacheConfig, clock: Clock, level: i32) -> Cache<P> {
         let inner = Inner::empty(config.eviction);
-        Ok(Cache {
+        let dicts = DictSet::new(config.dictionary.clone(), level);
+        Cache {
             pool,
             config,
             clock,
@@ -134,7 +175,8 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             closed: AtomicBool::new(false),
             inner: Mutex::new(inner),
             fork_gate: ForkGate::new(),
-        })
+            dicts,
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -159,7 +201,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.fork_gate.is_lost()
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.fork_gate.is_lost() {
             Err(CacheError::LostInFork)
         } else if self.is_closed() {
@@ -199,7 +241,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
     /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the
     /// mutex. `serialized` marks a serializer's output (given back as [`Value::serialized`]).
     pub fn encode<'k>(&self, key: Key<'k>, value: &'k [u8], serialized: bool) -> Result<Encoded<'k>> {
-        let pieces = encode(key, value, serialized, self.config.compression)?;
+        let dict = self.dicts.current();
+        if dict.is_none() && self.dicts.note_undictionaried(value.len()) {
+            self.dicts.train_due.store(true, Ordering::Relaxed);
+        }
+        let pieces = encode(key, value, serialized, self.config.compression, dict)?;
         let stored = pieces.stored_len(key.bytes.len()) as u64;
         if stored > self.config.max_bytes {
             return Err(CacheError::TooLarge {
@@ -220,7 +266,9 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     pub fn set(&self, key: Key<'_>, value: &[u8], ttl: Ttl) -> Result<()> {
         let encoded = self.encode(key, value, false)?;
-        self.lock().insert(encoded, ttl)
+        self.lock().insert(encoded, ttl)?;
+        self.maybe_train();
+        Ok(())
     }
 
     pub fn remove(&self, key: Key<'_>) -> Result<bool> {
@@ -243,6 +291,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             (g.inner.counters, g.inner.index.len(), g.inner.index.heap_bytes() + g.inner.deadlines.heap_bytes())
         };
         let compression_ratio = if c.stored_bytes == 0 { 1.0 } else { c.payload_bytes as f64 / c.stored_bytes as f64 };
+        let dictionaries = self.dictionary_stats();
         Ok(CacheStats {
             hits: c.hits,
             misses: c.misses,
@@ -258,6 +307,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             compression_ratio,
             index_bytes,
             eviction: self.config.eviction,
+            dictionaries,
             pool: self.pool.stats(),
         })
     }
@@ -273,25 +323,39 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         g.inner.counters.payload_bytes = 0;
         g.inner.counters.stored_bytes = 0;
         g.inner.counters.compressed_entries = 0;
+        g.inner.dict_usage.forget_values();
+        self.dicts.clear();
         drop(g);
         self.pool.close();
     }
 }
 
-/// A stored entry's object size, uncompressed key + value size, and whether it is compressed.
-struct EntryInfo {
-    stored: u64,
-    payload: u64,
-    compressed: bool,
+/// A stored entry's object size, uncompressed key + value size, whether it is compressed,
+/// and its dictionary with the value's sizes before and after compression.
+pub(crate) struct EntryInfo {
+    pub(crate) stored: u64,
+    pub(crate) payload: u64,
+    pub(crate) compressed: bool,
+    pub(crate) dict: Option<u32>,
+    pub(crate) value_before: u64,
+    pub(crate) value_after: u64,
 }
 
-fn entry_info(object: &zspool_core::ObjectRef<'_>, header: &Header) -> Result<EntryInfo> {
+pub(crate) fn entry_info(object: &zspool_core::ObjectRef<'_>, header: &Header) -> Result<EntryInfo> {
     let (payload, compressed) = header.payload_len(object)?;
-    Ok(EntryInfo { stored: object.len() as u64, payload: payload as u64, compressed })
+    let (before, after) = header.value_sizes(object)?;
+    Ok(EntryInfo {
+        stored: object.len() as u64,
+        payload: payload as u64,
+        compressed,
+        dict: header.dict,
+        value_before: before as u64,
+        value_after: after as u64,
+    })
 }
 
 impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
-    fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.cache.pool
     }
 
@@ -377,13 +441,14 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             Why::Evicted => c.evictions += 1,
             Why::Expired => c.expirations += 1,
         }
-        Ok(())
+        self.value_left(&info)
     }
 
     /// Run `f` on the value stored under `key` (a hit), or return `None` (a miss).
     pub fn get_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
         let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
+        let dicts = &self.cache.dicts;
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))? {
             Some((id, out)) => {
                 let inner = &mut *self.inner;
                 inner.queue.touch(&mut inner.index.slots, id);
@@ -442,7 +507,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             }
         }
         let mut error = None;
-        self.pool().read_batch(&handles, |j, object| {
+        let dicts = &self.cache.dicts;
+        self.cache.pool.read_batch(&handles, |j, object| {
             let i = of_handle[j];
             let Step::Candidate(id) = steps[i] else { unreachable!("only candidates have handles") };
             let step = object.map_err(CacheError::from).and_then(|object| -> Result<bool> {
@@ -450,7 +516,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 if !header.key_is(object, keys[i])? {
                     return Ok(false);
                 }
-                f(i, &header.value(object)?);
+                f(i, &header.value(object, dicts)?);
                 Ok(true)
             });
             match step {
@@ -523,6 +589,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 c.stored_bytes -= old_info.stored;
                 c.payload_bytes -= old_info.payload;
                 c.compressed_entries -= u64::from(old_info.compressed);
+                self.value_left(&old_info)?;
                 id
             }
             None => {
@@ -549,6 +616,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         c.payload_bytes += entry.payload;
         c.compressed_entries += u64::from(entry.pieces.is_compressed());
         c.sets += 1;
+        let (before, after) = (entry.pieces.value_len as u64, entry.pieces.value.len() as u64);
+        inner.dict_usage.add(entry.pieces.dict_id(), before, after);
         Ok(())
     }
 
@@ -564,7 +633,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Delete `key` and run `f` on its value first; `None` if absent.
     pub fn pop_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
         let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
+        let dicts = &self.cache.dicts;
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))? {
             Some((id, out)) => {
                 self.remove_slot(id, Why::Deleted)?;
                 Ok(Some(out))
@@ -586,9 +656,10 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 continue;
             }
             let handle = inner.index.slots[id as usize].handle();
-            let out = self.pool().read_with(handle, |object| -> Result<R> {
+            let dicts = &self.cache.dicts;
+            let out = self.cache.pool.read_with(handle, |object| -> Result<R> {
                 let header = Header::read(object)?;
-                Ok(f(header.key(object)?, &header.value(object)?))
+                Ok(f(header.key(object)?, &header.value(object, dicts)?))
             })??;
             self.remove_slot(id, Why::Deleted)?;
             return Ok(Some(out));
@@ -665,6 +736,6 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         inner.counters.stored_bytes = 0;
         inner.counters.payload_bytes = 0;
         inner.counters.compressed_entries = 0;
-        Ok(())
+        self.values_cleared()
     }
 }

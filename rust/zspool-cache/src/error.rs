@@ -17,6 +17,8 @@ pub enum CacheError {
     BadConfig { what: &'static str, value: String, allowed: &'static str },
     /// An object failed to decode (a bug or memory corruption, never expected).
     Corrupt(&'static str),
+    /// A dictionary that is not a zstd dictionary, is corrupt, or could not be trained.
+    Dictionary(String),
     /// The pool refused (full, closed).
     Pool(ZsError),
     /// In a forked child: another thread held the cache mutex when the process forked (for
@@ -46,6 +48,7 @@ impl fmt::Display for CacheError {
                 write!(f, "{what}={value} is out of range: allowed {allowed}")
             }
             CacheError::Corrupt(what) => write!(f, "cache object failed to decode ({what}): this is a bug"),
+            CacheError::Dictionary(msg) => f.write_str(msg),
             CacheError::Pool(err) => err.fmt(f),
             CacheError::LostInFork => write!(
                 f,

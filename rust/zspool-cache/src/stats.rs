@@ -3,6 +3,7 @@
 
 use zspool_core::PoolStats;
 
+use crate::dictionary::DictionaryReport;
 use crate::eviction::Eviction;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,6 +43,8 @@ pub struct CacheStats {
     /// Heap bytes of the index (slots, hash table, deadlines), outside the pool.
     pub index_bytes: usize,
     pub eviction: Eviction,
+    /// zstd dictionaries: each one's values and bytes before/after, recompression work.
+    pub dictionaries: DictionaryReport,
     pub pool: PoolStats,
 }
 

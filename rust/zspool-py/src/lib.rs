@@ -6,16 +6,19 @@
 //! - `pool.rs`: the `Pool` pyclass, argument conversion, and the GIL/lock rules;
 //! - `stats.rs`: the `PoolStats`, `ClassStats`, `CompactionReport` and `PoolActivity` snapshots;
 //! - `cache.rs`: the `Cache` pyclass over `zspool-cache`, and its `CacheStats` snapshot;
+//! - `dictionary.rs`: the `DictionaryStats`, `DictionaryReport` and `RecompressReport` snapshots;
 //! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`.
 //!
 //! The extension is `zspool._core`; the public namespace is built in `python/zspool/__init__.py`.
 
 mod cache;
+mod dictionary;
 mod errors;
 mod pool;
 mod stats;
 
 pub use cache::{Cache, CacheStats};
+pub use dictionary::{DictionaryReport, DictionaryStats, RecompressReport};
 pub use pool::Pool;
 pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 
@@ -23,7 +26,10 @@ pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 #[pyo3::pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use super::{Cache, CacheStats, ClassStats, CompactionReport, Pool, PoolActivity, PoolStats};
+    use super::{
+        Cache, CacheStats, ClassStats, CompactionReport, DictionaryReport, DictionaryStats, Pool, PoolActivity,
+        PoolStats, RecompressReport,
+    };
 
     /// Bytes per OS page: the unit of `pages_used`, `can_compact()` and `pages_freed`.
     #[pymodule_export]
