@@ -16,7 +16,14 @@ import weakref
 from typing import Any
 
 from zspool import _core
-from zspool.shrinker import Shrinker, ShrinkerPolicy, ShrinkReason, load_policy, shrink_pool
+from zspool.shrinker import (
+    Recompressor,
+    Shrinker,
+    ShrinkerPolicy,
+    ShrinkReason,
+    load_policy,
+    shrink_pool,
+)
 
 __all__ = ["Pool"]
 
@@ -65,6 +72,9 @@ class Pool(_core.Pool):
         # The Rust __new__ has already built the pool from the same arguments.
         self._shrinkers: tuple[Shrinker, ...] = ()
         self._shrinker_lock = threading.Lock()
+        #: Set by a :class:`zspool.Cache` with a zstd dictionary: its shrinkers may ask for
+        #: recompression (see :class:`zspool.shrinker.ShrinkControl`).
+        self.recompressor: Recompressor | None = None
         _live_pools.add(self)
 
     @property

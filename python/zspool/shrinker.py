@@ -11,6 +11,13 @@ knows *how* to compact; a **policy** decides *when* and *how much*, through two 
     ``pool.compact(max_pages=sc.nr_to_scan).pages_freed``, and return the pages freed, or
     :data:`SHRINK_STOP` to end this round early.
 
+A pool whose cache compresses with a trained zstd dictionary can also be asked to
+**recompress** (zram's ``recompress``): rewrite the values stored without the current
+dictionary, or with an older one, and compact what that frees. ``sc.recompressible`` says how
+many pages that is expected to free (counted in the cap on a round), ``sc.recompress`` does
+one slice of it; a policy that ignores both works as before. The ``idle-only`` policy spends
+idle time on it.
+
 The caller (:func:`shrink_pool`, run by the :class:`~zspool.Reclaimer` thread, by direct
 reclaim when an allocation hits ``mem_limit``, or by hand) works like the kernel's
 ``do_shrink_slab``: count once, then scan in batches until the count is used up or the policy
@@ -39,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 from zspool.policies import available_policies, load_policy, register_policy
 
 if TYPE_CHECKING:
-    from zspool._core import PoolActivity
+    from zspool._core import PoolActivity, RecompressReport
     from zspool.pool import Pool
     from zspool.pressure import PressureReading
 
@@ -48,6 +55,7 @@ __all__ = [
     "SHRINK_BATCH",
     "ShrinkReason",
     "ShrinkControl",
+    "Recompressor",
     "ShrinkerPolicy",
     "Shrinker",
     "ShrinkerStats",
@@ -81,7 +89,10 @@ class ShrinkControl:
 
     ``nr_to_scan`` is in pages. ``pressure`` is the latest reading, or ``None`` when the
     caller has no monitor. ``activity`` is the pool's activity when the round started.
-    ``freeable`` is ``pool.can_compact()`` at that moment, in pages.
+    ``freeable`` is ``pool.can_compact()`` at that moment, in pages. ``recompressible`` and
+    ``recompress`` are the pool's cache's recompression (see the module docstring): pages it
+    is expected to free, and ``recompress(time_budget_s)`` to run one slice of it (``None``
+    when the pool has no cache with a dictionary).
     """
 
     reason: ShrinkReason
@@ -91,6 +102,24 @@ class ShrinkControl:
     pressure: PressureReading | None = None
     #: Pages the caller needs (direct reclaim); 0 when it just wants memory back.
     pages_wanted: int = 0
+    #: Pages recompression is expected to free now (0 without a cache with a dictionary).
+    recompressible: int = 0
+    #: One slice of recompression, then compaction: ``recompress(time_budget_s)``.
+    recompress: Recompressor | None = None
+
+
+@runtime_checkable
+class Recompressor(Protocol):
+    """A cache's recompression, as lent to its pool's shrinkers."""
+
+    def pages(self) -> int:
+        """Pages a recompression is expected to free now."""
+        ...
+
+    def __call__(self, time_budget: float | None) -> RecompressReport | None:
+        """Recompress for at most ``time_budget`` seconds, then compact; ``None`` once the
+        cache is gone."""
+        ...
 
 
 @runtime_checkable
@@ -229,6 +258,9 @@ def shrink_pool(
 def _do_shrink(
     pool: Pool, shrinker: Shrinker, reason: ShrinkReason, pressure: PressureReading | None, pages_wanted: int
 ) -> int:
+    recompressor = pool.recompressor
+    recompressible = recompressor.pages() if recompressor is not None else 0
+
     def control(nr_to_scan: int) -> ShrinkControl:
         return ShrinkControl(
             reason=reason,
@@ -237,12 +269,14 @@ def _do_shrink(
             activity=pool.activity(),
             pressure=pressure,
             pages_wanted=pages_wanted,
+            recompressible=recompressible,
+            recompress=recompressor if recompressible else None,
         )
 
     # The kernel caps a shrinker's count at twice what is freeable; pages are exact here, so
-    # cap at what compaction could free: a policy that overstates (or returns "objects
-    # scanned" from scan_objects) cannot turn one round into an endless loop.
-    total_scan = min(shrinker.count(pool, control(0)), pool.can_compact())
+    # cap at what compaction (and recompression) could free: a policy that overstates (or
+    # returns "objects scanned" from scan_objects) cannot turn one round into an endless loop.
+    total_scan = min(shrinker.count(pool, control(0)), pool.can_compact() + recompressible)
     batch = shrinker.batch or SHRINK_BATCH
     freed = 0
     while total_scan > 0 and shrinker.enabled:

@@ -76,7 +76,9 @@ pub struct RecompressReport {
     /// ... and after.
     pub bytes_after: u64,
     pub dictionaries_freed: u64,
-    /// Pages the compaction that followed gave back.
+    /// Pages the pool holds fewer of after the call than before: zspages emptied by freeing
+    /// the old objects, and those the compaction that followed gave back (net of pages
+    /// other threads' stores took meanwhile).
     pub pages_freed: usize,
     pub elapsed: Duration,
     pub stop_reason: RecompressStop,
@@ -131,6 +133,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             report.stop_reason = RecompressStop::NoDictionary;
             return Ok(report);
         };
+        let pages_before = self.pool().stats().pages_used;
         // Three quarters of the budget rewrite; the rest (at least) compacts.
         let rewrite_until = time_budget.map(|b| start + b.mul_f64(0.75));
         let mut worked = 0u64;
@@ -177,7 +180,8 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         if report.values_recompressed > 0 {
             let left = time_budget.map(|b| b.saturating_sub(start.elapsed()).max(b / 4));
             let compaction = self.pool().compact(&CompactOptions { time_budget: left, ..CompactOptions::default() });
-            report.pages_freed = compaction.pages_freed;
+            let net = pages_before.saturating_sub(self.pool().stats().pages_used);
+            report.pages_freed = net.max(compaction.pages_freed);
         }
         report.elapsed = start.elapsed();
         let mut g = self.lock();

@@ -484,12 +484,13 @@ impl Cache {
         Ok(())
     }
 
-    /// Train a zstd dictionary of at most `size` bytes on a sample of the stored values and
-    /// make it current; its id, or None if it did not beat the current one (GIL released).
-    #[pyo3(signature = (size = zspool_cache::DEFAULT_DICTIONARY_SIZE))]
-    fn train_dictionary(&self, py: Python<'_>, size: usize) -> PyResult<Option<u32>> {
+    /// Train a zstd dictionary of at most `size` bytes (None: the default, 16 KiB) on a sample
+    /// of the stored values and make it current; its id, or None if it did not beat the
+    /// current one (GIL released).
+    #[pyo3(signature = (size = None))]
+    fn train_dictionary(&self, py: Python<'_>, size: Option<usize>) -> PyResult<Option<u32>> {
         let inner = &self.inner;
-        py.detach(|| inner.train_dictionary(Some(size))).or_raise(py)
+        py.detach(|| inner.train_dictionary(size)).or_raise(py)
     }
 
     /// Rewrite values not on the current dictionary with it, oldest first, in yielding

@@ -187,7 +187,7 @@ pub struct RecompressReport {
     bytes_after: u64,
     /// Old dictionaries freed because their last value was rewritten.
     dictionaries_freed: u64,
-    /// Pages given back by the compaction that followed.
+    /// Pages the pool holds fewer of afterwards (emptied zspages and the compaction that followed).
     pages_freed: usize,
     /// Wall time of the call in seconds.
     duration_s: f64,
