@@ -66,6 +66,7 @@ const DICTIONARY_MAGIC: [u8; 4] = 0xEC30_A437u32.to_le_bytes();
 /// Whether a cache compresses with a dictionary (zstd only).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Dictionary {
+    /// No dictionary: each value is compressed on its own.
     #[default]
     Off,
     /// Train one from the stored values once there are enough of them
@@ -346,6 +347,7 @@ impl DictSet {
 /// Values using one dictionary (or none), and their bytes before and after compression.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
+    /// Values stored with it.
     pub values: u64,
     /// Value bytes before compression.
     pub bytes_before: u64,
@@ -423,11 +425,13 @@ impl DictUsage {
 /// A dictionary as `Cache::stats` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DictionaryStats {
+    /// 1, 2, ... in the order the dictionaries were made.
     pub id: u32,
     /// Bytes of the dictionary (a pool object, counted in `currsize`).
     pub size: usize,
     /// New values are compressed with it.
     pub current: bool,
+    /// The values stored with it.
     pub usage: Usage,
 }
 
@@ -442,6 +446,7 @@ pub struct DictionaryReport {
     pub bytes: u64,
     /// Values of 64 bytes or more stored without a dictionary.
     pub without_dictionary: Usage,
+    /// Dictionaries trained and made current.
     pub trained: u64,
     /// Trained dictionaries dropped because they did not beat the current one.
     pub rejected: u64,
@@ -449,6 +454,7 @@ pub struct DictionaryReport {
     pub freed: u64,
     /// Stored value bytes that recompression would rewrite now.
     pub recompressible_bytes: u64,
+    /// Recompression work done so far.
     pub recompression: crate::recompress::RecompressTotals,
 }
 

@@ -32,6 +32,7 @@ use crate::compression::MIN_COMPRESS_LEN;
 use crate::dictionary::Dict;
 use crate::entry::{Header, Key, encode};
 use crate::error::Result;
+use crate::training::trim_heap;
 
 /// Values rewritten per cache-mutex acquisition, at most ...
 const SLICE_VALUES: usize = 64;
@@ -52,6 +53,7 @@ pub enum RecompressStop {
 }
 
 impl RecompressStop {
+    /// The name Python sees (`RecompressReport.stop_reason`).
     pub fn as_str(self) -> &'static str {
         match self {
             RecompressStop::Done => "done",
@@ -75,23 +77,32 @@ pub struct RecompressReport {
     pub bytes_before: u64,
     /// ... and after.
     pub bytes_after: u64,
+    /// Old dictionaries freed because their last value was rewritten.
     pub dictionaries_freed: u64,
     /// Pages the pool holds fewer of after the call than before: zspages emptied by freeing
     /// the old objects, and those the compaction that followed gave back (net of pages
     /// other threads' stores took meanwhile).
     pub pages_freed: usize,
+    /// Wall time of the call.
     pub elapsed: Duration,
+    /// Why the call ended.
     pub stop_reason: RecompressStop,
 }
 
 /// Recompression work done over the cache's life (in the stats).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecompressTotals {
+    /// `recompress` calls.
     pub runs: u64,
+    /// Entries rewritten with the current dictionary.
     pub values_recompressed: u64,
+    /// Bytes of their pool objects before ...
     pub bytes_before: u64,
+    /// ... and after.
     pub bytes_after: u64,
+    /// Pages the calls gave back.
     pub pages_freed: u64,
+    /// Wall time spent in them.
     pub time: Duration,
 }
 
@@ -137,6 +148,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         // Three quarters of the budget rewrite; the rest (at least) compacts.
         let rewrite_until = time_budget.map(|b| start + b.mul_f64(0.75));
         let mut worked = 0u64;
+        let mut swept = false;
         let mut g = self.lock();
         let freed_before = g.inner.dict_usage.freed;
         let mut pass = match g.inner.recompression.pass.take() {
@@ -157,6 +169,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             if p.next == p.ids.len() {
                 g.inner.recompression.swept = Some(dict.id);
                 pass = None;
+                swept = true;
                 break;
             }
             if max_bytes.is_some_and(|m| worked >= m) {
@@ -182,6 +195,9 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             let compaction = self.pool().compact(&CompactOptions { time_budget: left, ..CompactOptions::default() });
             let net = pages_before.saturating_sub(self.pool().stats().pages_used);
             report.pages_freed = net.max(compaction.pages_freed);
+        }
+        if swept {
+            trim_heap(); // the pass's id list and every rewritten value's buffers
         }
         report.elapsed = start.elapsed();
         let mut g = self.lock();
