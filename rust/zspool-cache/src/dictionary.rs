@@ -24,10 +24,10 @@
 //! id or checksum: the entry header already holds the original length and the dictionary
 //! id, and those fields cost 9..13 bytes a value, about 8% of a 120-byte result.
 //!
-//! Locks: the set of live dictionaries ([`DictSet`]) is behind its own `RwLock`, read (never
-//! held across a pool call) by every compression and decompression and written only under
-//! the cache mutex, which also guards the usage counts (`Inner::dict_usage`). Lock order:
-//! cache mutex, then this `RwLock`, then the pool's locks.
+//! Locks: the set of live dictionaries ([`DictSet`]) is behind its own `RwLock`, innermost:
+//! read to decode a value (inside a pool read, so after a class lock) or to clone the current
+//! dictionary before an encode (no other lock), and written only under the cache mutex with
+//! no pool lock held; the cache mutex also guards the usage counts (`Inner::dict_usage`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
