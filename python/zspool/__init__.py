@@ -35,8 +35,11 @@ from ._core import (
     CacheStats,
     ClassStats,
     CompactionReport,
+    DictionaryReport,
+    DictionaryStats,
     PoolActivity,
     PoolStats,
+    RecompressReport,
     __version__,
 )
 
@@ -67,6 +70,9 @@ __all__ = [
     "PoolStats",
     "ClassStats",
     "CompactionReport",
+    "RecompressReport",
+    "DictionaryReport",
+    "DictionaryStats",
     "PoolActivity",
     "ZsPoolError",
     "InvalidHandleError",

@@ -12,12 +12,15 @@ __all__ = [
     "ClassStats",
     "CompactionReport",
     "DEFAULT_MAX_PAGES_PER_ZSPAGE",
+    "DictionaryReport",
+    "DictionaryStats",
     "MAX_CLASS_SIZE",
     "MAX_OBJECT_SIZE",
     "PAGE_SIZE",
     "Pool",
     "PoolActivity",
     "PoolStats",
+    "RecompressReport",
     "__version__",
 ]
 
@@ -292,8 +295,13 @@ class Cache:
         eviction: Literal["sieve", "lru"] = "sieve",
         dumps: Callable[[Any], bytes] | None = None,
         loads: Callable[[bytes], Any] | None = None,
+        dictionary: bool | bytes | None = None,
     ) -> Self:
-        """maxbytes: the budget in bytes of stored entries; ttl: default seconds to live (None: forever)."""
+        """maxbytes: the budget in bytes of stored entries; ttl: default seconds to live (None: forever).
+
+        dictionary (zstd only): True trains a zstd dictionary from the values once 2 MiB or
+        10,000 of them (64 bytes or more) have come in; bytes uses that dictionary
+        (ValueError if it is not a zstd dictionary or is corrupt)."""
     def __getitem__(self, key: str | bytes, /) -> Any:
         """The value of ``key``; on a miss a subclass's ``__missing__(key)``, else KeyError."""
     def __setitem__(self, key: str | bytes, value: Any, /) -> None:
@@ -345,6 +353,19 @@ class Cache:
         """Delete the keys present (absent ones are skipped): one call into Rust; returns how many."""
     def stats(self) -> CacheStats:
         """Counters and sizes now, with the pool's stats."""
+    def train_dictionary(self, size: int | None = None) -> int | None:
+        """Train a zstd dictionary of at most ``size`` bytes (256..=1 MiB; None: 16 KiB) on a sample of the
+        stored values and make it current; its id, or None if it compressed the sample no
+        better than the current one (or plain zstd) and was dropped. ValueError without
+        compression='zstd' or with too few values (64 of 64 bytes or more)."""
+    def recompress(self, max_bytes: int | None = None, time_budget: float | None = None) -> RecompressReport:
+        """Rewrite values stored without the current dictionary, or with an older one, with
+        it, oldest (coldest) first, in slices that let other threads in, then compact.
+        ``max_bytes``: stop after this many stored bytes were rewritten or tried;
+        ``time_budget``: seconds. A later call resumes an unfinished pass."""
+    def recompressible_pages(self) -> int:
+        """Pages recompress() is expected to free now (0 without a dictionary, or once a pass
+        for the current one is complete)."""
     def close(self) -> None:
         """Drop every entry and close the pool. Idempotent."""
     @property
@@ -365,6 +386,116 @@ class Cache:
     def eviction(self) -> Literal["sieve", "lru"]: ...
     @property
     def compression(self) -> Literal["lz4", "zstd"] | None: ...
+    @property
+    def dictionary(self) -> bytes | None:
+        """The current zstd dictionary's bytes (pass them as ``dictionary=`` elsewhere), or None."""
+
+_RecompressStop: TypeAlias = Literal["done", "max_bytes", "budget_reached", "no_dictionary"]
+
+@final
+class RecompressReport:
+    """What one ``Cache.recompress()`` call did."""
+
+    @property
+    def values_scanned(self) -> int: ...
+    @property
+    def values_recompressed(self) -> int:
+        """Entries rewritten with the current dictionary."""
+    @property
+    def values_kept(self) -> int:
+        """Entries tried but kept as they were (the new form was not smaller)."""
+    @property
+    def bytes_before(self) -> int:
+        """Stored bytes of the rewritten entries before."""
+    @property
+    def bytes_after(self) -> int:
+        """Stored bytes of the rewritten entries after."""
+    @property
+    def dictionaries_freed(self) -> int:
+        """Old dictionaries freed because their last value was rewritten."""
+    @property
+    def pages_freed(self) -> int:
+        """Pages the pool holds fewer of afterwards: zspages emptied by freeing the old objects,
+        and those the compaction that followed gave back."""
+    @property
+    def duration_s(self) -> float: ...
+    @property
+    def stop_reason(self) -> _RecompressStop:
+        """Why the call ended."""
+    def as_dict(self) -> dict[str, int | float | str]:
+        """The fields as a new dict."""
+
+@final
+class DictionaryStats:
+    """One zstd dictionary of a cache (id 0: the values stored without one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def size(self) -> int:
+        """Bytes of the dictionary (a pool object, counted in currsize)."""
+    @property
+    def current(self) -> bool:
+        """New values are compressed with it."""
+    @property
+    def values(self) -> int:
+        """Values stored with it (compressed, or tried and kept raw)."""
+    @property
+    def bytes_before(self) -> int:
+        """Those values' bytes before compression."""
+    @property
+    def bytes_after(self) -> int:
+        """Those values' bytes as stored."""
+    def as_dict(self) -> dict[str, int | bool]:
+        """The fields as a new dict."""
+
+@final
+class DictionaryReport:
+    """A cache's zstd dictionaries and recompression work, from ``Cache.stats().dictionary``."""
+
+    @property
+    def current(self) -> int | None:
+        """The id of the dictionary new values use."""
+    @property
+    def dictionaries(self) -> list[DictionaryStats]:
+        """Every live dictionary, oldest first."""
+    @property
+    def without_dictionary(self) -> DictionaryStats:
+        """Values of 64 bytes or more stored without a dictionary."""
+    @property
+    def bytes(self) -> int:
+        """Bytes of all live dictionaries (in currsize)."""
+    @property
+    def value_bytes_before(self) -> int:
+        """Value bytes before compression, over every dictionary and none."""
+    @property
+    def value_bytes_after(self) -> int:
+        """Value bytes as stored, over every dictionary and none."""
+    @property
+    def trained(self) -> int: ...
+    @property
+    def rejected(self) -> int:
+        """Dictionaries trained but dropped: they did not beat the current one."""
+    @property
+    def freed(self) -> int:
+        """Dictionaries freed once their last value left."""
+    @property
+    def recompressible_bytes(self) -> int:
+        """Stored value bytes recompress() would rewrite now."""
+    @property
+    def recompress_runs(self) -> int: ...
+    @property
+    def values_recompressed(self) -> int: ...
+    @property
+    def recompressed_bytes_before(self) -> int: ...
+    @property
+    def recompressed_bytes_after(self) -> int: ...
+    @property
+    def recompress_pages_freed(self) -> int: ...
+    @property
+    def recompress_time_s(self) -> float: ...
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a new dict (dictionaries as a list of dicts)."""
 
 @final
 class CacheStats:
@@ -408,6 +539,9 @@ class CacheStats:
         """Heap bytes of the Rust index, outside the pool."""
     @property
     def eviction(self) -> Literal["sieve", "lru"]: ...
+    @property
+    def dictionary(self) -> DictionaryReport:
+        """zstd dictionaries: values and bytes before/after per dictionary, recompression work."""
     @property
     def pool(self) -> PoolStats: ...
     def as_dict(self) -> dict[str, Any]:

@@ -72,6 +72,23 @@ class _SnapshotValues(ValuesView[Any]):
         return (value for _, value in self._mapping._items())
 
 
+class _Recompressor:
+    """What a cache with a zstd dictionary lends its pool's shrinkers (see
+    :class:`zspool.shrinker.ShrinkControl`): the pages recompression is expected to free, and
+    one slice of it. Holds the cache weakly: the pool must not keep its cache alive."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = weakref.ref(cache)
+
+    def pages(self) -> int:
+        cache = self._cache()
+        return 0 if cache is None or cache.closed else cache.recompressible_pages()
+
+    def __call__(self, time_budget: float | None) -> _core.RecompressReport | None:
+        cache = self._cache()
+        return None if cache is None or cache.closed else cache.recompress(time_budget=time_budget)
+
+
 class Cache(_core.Cache, MutableMapping[Key, Any]):
     """A byte-budgeted, thread-safe cache whose keys and values live in a compacting pool.
 
@@ -83,6 +100,12 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
       A single entry larger than ``maxbytes`` raises :class:`ObjectSizeError` (a ``ValueError``).
     - ``compression``: ``None``, ``"lz4"`` or ``"zstd"`` (``compression_level`` 1..22,
       default 3); a value is kept compressed only where that saves at least 16 bytes.
+    - ``dictionary`` (zstd only): ``True`` trains a zstd dictionary from a sample of the
+      stored values once 2 MiB or 10,000 values of 64 bytes or more have come in, and
+      compresses new values with it; ``bytes`` uses a dictionary you trained (a corrupt or
+      foreign one raises ``ValueError``). :meth:`train_dictionary` retrains;
+      :meth:`recompress` rewrites older values with the current dictionary and compacts.
+      Dictionaries live in the pool and count in ``currsize``.
     - ``ttl``: default time to live in seconds (``None``: forever); ``set(key, value,
       ttl=...)`` overrides it per entry (``math.inf``: never expires). Expired entries are
       never returned. Resolution 1 ns; TTLs past the clock's range (~584 years) never expire.
@@ -143,6 +166,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         ttl: float | None = None,
         eviction: Literal["sieve", "lru"] = "sieve",
         serializer: Serializer | None = None,
+        dictionary: bool | bytes | None = None,
         policy: ShrinkerPolicy | str | None = None,
         reclaimer: Reclaimer | None = None,
         reclaimer_interval_s: float = DEFAULT_INTERVAL_S,
@@ -175,6 +199,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
             eviction=eviction,
             dumps=dumps,
             loads=loads,
+            dictionary=dictionary,
         )
 
     def __init__(
@@ -186,6 +211,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         ttl: float | None = None,
         eviction: Literal["sieve", "lru"] = "sieve",
         serializer: Serializer | None = None,
+        dictionary: bool | bytes | None = None,
         policy: ShrinkerPolicy | str | None = None,
         reclaimer: Reclaimer | None = None,
         reclaimer_interval_s: float = DEFAULT_INTERVAL_S,
@@ -206,6 +232,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
                 ttl=ttl,
                 eviction=eviction,
                 serializer=serializer,
+                dictionary=dictionary,
                 policy=policy,
                 reclaimer=reclaimer,
                 reclaimer_interval_s=reclaimer_interval_s,
@@ -213,6 +240,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
                 **policy_options,
             ),
         )
+        if dictionary is not None and dictionary is not False:
+            self.pool.recompressor = _Recompressor(self)
         if policy is None:
             if policy_options:
                 raise TypeError(f"options {sorted(policy_options)} only apply with a policy")

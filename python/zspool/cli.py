@@ -33,6 +33,11 @@ def _classes(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from zspool.demo import DemoOptions, run_demo
 
+    if args.dictionary:
+        from zspool.demo_dictionary import run_dictionary_demo
+
+        return run_dictionary_demo(args.records, args.busy_s, max(args.idle_s, 10.0), sys.stdout)
+
     return run_demo(
         DemoOptions(
             objects=args.objects,
@@ -100,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rss-budget-mib", type=float, help="with --policy: RSS budget the pressure level is measured against"
     )
+    demo.add_argument(
+        "--dictionary",
+        action="store_true",
+        help="a zstd cache of small records trains a dictionary; idle-only recompresses with it",
+    )
+    demo.add_argument("--records", type=_positive, default=100_000, help="with --dictionary: records (100000)")
     demo.set_defaults(run=_demo)
 
     classes = commands.add_parser("classes", help="print the size-class table")

@@ -19,7 +19,7 @@ from zspool import _core
 from zspool.errors import PoolClosedError
 from zspool.policies import load_policy
 from zspool.shrinker import DEFAULT_MAX_FAILURES, DEFAULT_TIME_LIMIT_S, Shrinker, shrink_pool
-from zspool.shrinker_policy import ShrinkerPolicy, ShrinkReason
+from zspool.shrinker_policy import Recompressor, ShrinkerPolicy, ShrinkReason
 
 __all__ = ["Pool"]
 
@@ -74,6 +74,9 @@ class Pool(_core.Pool):
         # The Rust __new__ has already built the pool from the same arguments.
         self._shrinkers: tuple[Shrinker, ...] = ()
         self._shrinker_lock = threading.Lock()
+        #: Set by a :class:`zspool.Cache` with a zstd dictionary: its shrinkers may ask for
+        #: recompression (see :class:`zspool.shrinker.ShrinkControl`).
+        self.recompressor: Recompressor | None = None
         _live_pools.add(self)
 
     @property

@@ -13,6 +13,13 @@ with :class:`ShrinkControl`, :class:`ShrinkReason` and the constants, lives in
     ``pool.compact(max_pages=sc.nr_to_scan).pages_freed``, and return the pages freed, or
     :data:`SHRINK_STOP` to end this round early.
 
+A pool whose cache compresses with a trained zstd dictionary can also be asked to
+**recompress** (zram's ``recompress``): rewrite the values stored without the current
+dictionary, or with an older one, and compact what that frees. ``sc.recompressible`` says how
+many pages that is expected to free (counted in the cap on a round), ``sc.recompress`` does
+one slice of it; a policy that ignores both works as before. The ``idle-only`` policy spends
+idle time on it.
+
 The caller (:func:`shrink_pool`, run by the :class:`~zspool.Reclaimer` thread, by direct
 reclaim when an allocation hits ``mem_limit``, or by hand) works like the kernel's
 ``do_shrink_slab``: count once, then scan in batches until the count is used up or the policy
@@ -39,7 +46,14 @@ from typing import TYPE_CHECKING, Any, Final
 
 from zspool.errors import PoolClosedError
 from zspool.policies import available_policies, load_policy, register_policy
-from zspool.shrinker_policy import SHRINK_BATCH, SHRINK_STOP, ShrinkControl, ShrinkerPolicy, ShrinkReason
+from zspool.shrinker_policy import (
+    SHRINK_BATCH,
+    SHRINK_STOP,
+    Recompressor,
+    ShrinkControl,
+    ShrinkerPolicy,
+    ShrinkReason,
+)
 
 if TYPE_CHECKING:
     from zspool.pool import Pool
@@ -53,6 +67,7 @@ __all__ = [
     "SHRINK_BATCH",
     "ShrinkReason",
     "ShrinkControl",
+    "Recompressor",
     "ShrinkerPolicy",
     "Shrinker",
     "ShrinkerStats",
@@ -221,6 +236,8 @@ def _do_shrink(
 ) -> int:
     cgroup = None if pressure is None else pressure.cgroup
     limit = None if cgroup is None else cgroup.effective_limit_bytes
+    recompressor = pool.recompressor
+    recompressible = recompressor.pages() if recompressor is not None else 0
 
     def control(nr_to_scan: int) -> ShrinkControl:
         return ShrinkControl(
@@ -233,12 +250,14 @@ def _do_shrink(
             wakeup=wakeup,
             cgroup_usage_fraction=None if cgroup is None else cgroup.usage_fraction,
             cgroup_headroom_bytes=None if cgroup is None or limit is None else limit - cgroup.usage_bytes,
+            recompressible=recompressible,
+            recompress=recompressor if recompressible else None,
         )
 
     # The kernel caps a shrinker's count at twice what is freeable; pages are exact here, so
-    # cap at what compaction could free: a policy that overstates (or returns "objects
-    # scanned" from scan_objects) cannot turn one round into an endless loop.
-    freeable = pool.can_compact()
+    # cap at what compaction (and recompression) could free: a policy that overstates (or
+    # returns "objects scanned" from scan_objects) cannot turn one round into an endless loop.
+    freeable = pool.can_compact() + recompressible
     total_scan = min(shrinker.count(pool, control(0)), freeable)
     batch = shrinker.batch or SHRINK_BATCH
     freed = 0

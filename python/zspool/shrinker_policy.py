@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from zspool._core import PoolActivity
+    from zspool._core import PoolActivity, RecompressReport
     from zspool.pool import Pool
     from zspool.pressure import PressureReading
     from zspool.pressure.notify import Wakeup
 
-__all__ = ["SHRINK_STOP", "SHRINK_BATCH", "ShrinkReason", "ShrinkControl", "ShrinkerPolicy"]
+__all__ = ["SHRINK_STOP", "SHRINK_BATCH", "ShrinkReason", "ShrinkControl", "Recompressor", "ShrinkerPolicy"]
 
 #: Returned by ``scan_objects`` to end the current round (the kernel's ``SHRINK_STOP``).
 SHRINK_STOP: Final = -1
@@ -53,6 +53,11 @@ class ShrinkControl:
     ``cgroup_usage_fraction`` (usage over the lower of ``memory.high`` and the limit) and
     ``cgroup_headroom_bytes`` (that limit minus usage, bytes) say how close the process's
     memory cgroup is to its limit; None without a monitor, a cgroup or a limit.
+
+    ``recompressible`` and ``recompress`` are the pool's cache's recompression (zram's
+    ``recompress``; see :mod:`zspool.shrinker`): pages it is expected to free, and
+    ``recompress(time_budget_s)`` to run one slice of it (``None`` when the pool has no cache
+    with a dictionary). A policy that ignores both works as before.
     """
 
     reason: ShrinkReason
@@ -65,6 +70,10 @@ class ShrinkControl:
     wakeup: Wakeup | None = None
     cgroup_usage_fraction: float | None = None
     cgroup_headroom_bytes: int | None = None
+    #: Pages recompression is expected to free now (0 without a cache with a dictionary).
+    recompressible: int = 0
+    #: One slice of recompression, then compaction: ``recompress(time_budget_s)``.
+    recompress: Recompressor | None = None
 
     @property
     def critical(self) -> bool:
@@ -72,6 +81,20 @@ class ShrinkControl:
         critical, the cgroup's usage past its critical threshold, v2 ``max``/``oom``
         events). Every shipped policy compacts everything then, busy or not."""
         return self.wakeup is not None and self.wakeup.critical
+
+
+@runtime_checkable
+class Recompressor(Protocol):
+    """A cache's recompression, as lent to its pool's shrinkers."""
+
+    def pages(self) -> int:
+        """Pages a recompression is expected to free now."""
+        ...
+
+    def __call__(self, time_budget: float | None) -> RecompressReport | None:
+        """Recompress for at most ``time_budget`` seconds, then compact; ``None`` once the
+        cache is gone."""
+        ...
 
 
 @runtime_checkable

@@ -30,11 +30,13 @@ use parking_lot::MutexGuard;
 use zspool_core::{OuterLock, Pool, ZsError};
 
 use crate::compression::Compression;
+use crate::dictionary::{DictSet, DictUsage, Dictionary};
 use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
 use crate::fork::ForkSafeMutex;
 use crate::index::{HASH_MASK, Index, NIL};
+use crate::recompress::Recompression;
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
 
@@ -49,12 +51,20 @@ pub struct CacheConfig {
     pub eviction: Eviction,
     /// The TTL of entries set with [`Ttl::Default`]; `None`: they never expire.
     pub default_ttl: Option<Duration>,
+    /// A zstd dictionary (zstd only): none, trained from the values, or given.
+    pub dictionary: Dictionary,
 }
 
 impl CacheConfig {
     /// A budget of `max_bytes`, no compression, SIEVE eviction, no TTL.
     pub fn new(max_bytes: u64) -> CacheConfig {
-        CacheConfig { max_bytes, compression: Compression::None, eviction: Eviction::Sieve, default_ttl: None }
+        CacheConfig {
+            max_bytes,
+            compression: Compression::None,
+            eviction: Eviction::Sieve,
+            default_ttl: None,
+            dictionary: Dictionary::Off,
+        }
     }
 }
 
@@ -68,13 +78,19 @@ pub struct Cache<P> {
     closed: AtomicBool,
     /// The cache mutex; the fork handlers can hold it across `fork()` (see `fork.rs`).
     pub(crate) inner: ForkSafeMutex<Inner>,
+    /// zstd dictionaries (`dictionary.rs`, `training.rs`).
+    pub(crate) dicts: DictSet,
 }
 
 pub(crate) struct Inner {
-    index: Index,
-    queue: Queue,
+    pub(crate) index: Index,
+    pub(crate) queue: Queue,
     deadlines: Deadlines,
-    counters: Counters,
+    pub(crate) counters: Counters,
+    /// Values per dictionary and dictionary events (`training.rs`).
+    pub(crate) dict_usage: DictUsage,
+    /// The recompression pass in progress and its totals (`recompress.rs`).
+    pub(crate) recompression: Recompression,
 }
 
 impl Inner {
@@ -84,6 +100,8 @@ impl Inner {
             queue: Queue::new(eviction),
             deadlines: Deadlines::new(),
             counters: Counters::default(),
+            dict_usage: DictUsage::default(),
+            recompression: Recompression::default(),
         }
     }
 }
@@ -111,8 +129,8 @@ pub struct EntryRef {
 
 /// The cache mutex, held: every cache operation.
 pub struct CacheGuard<'a, P: Deref<Target = Pool>> {
-    cache: &'a Cache<P>,
-    inner: MutexGuard<'a, Inner>,
+    pub(crate) cache: &'a Cache<P>,
+    pub(crate) inner: MutexGuard<'a, Inner>,
 }
 
 /// How an entry left the cache.
@@ -136,15 +154,39 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         {
             return Err(CacheError::BadConfig { what: "zstd level", value: level.to_string(), allowed: "1..=22" });
         }
+        let Compression::Zstd(level) = config.compression else {
+            if config.dictionary != Dictionary::Off {
+                return Err(CacheError::BadConfig {
+                    what: "dictionary",
+                    value: "given".into(),
+                    allowed: "only with compression='zstd'",
+                });
+            }
+            return Ok(Cache::build(pool, config, clock, 0));
+        };
+        let given = match &config.dictionary {
+            Dictionary::Given(bytes) => Some(bytes.clone()),
+            _ => None,
+        };
+        let cache = Cache::build(pool, config, clock, level);
+        if let Some(bytes) = given {
+            cache.install_dictionary(&bytes)?;
+        }
+        Ok(cache)
+    }
+
+    fn build(pool: P, config: CacheConfig, clock: Clock, level: i32) -> Cache<P> {
         let inner = Inner::empty(config.eviction);
-        Ok(Cache {
+        let dicts = DictSet::new(config.dictionary.clone(), level);
+        Cache {
             pool,
             config,
             clock,
             hasher: RandomState::new(),
             closed: AtomicBool::new(false),
             inner: ForkSafeMutex::new(inner),
-        })
+            dicts,
+        }
     }
 
     /// The pool the entries live in.
@@ -207,7 +249,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
     /// Encode an entry for [`CacheGuard::insert`]: compression happens here, without the
     /// mutex. `serialized` marks a serializer's output (given back as [`Value::serialized`]).
     pub fn encode<'k>(&self, key: Key<'k>, value: &'k [u8], serialized: bool) -> Result<Encoded<'k>> {
-        let pieces = encode(key, value, serialized, self.config.compression)?;
+        let dict = self.dicts.current();
+        if dict.is_none() && self.dicts.note_undictionaried(value.len()) {
+            self.dicts.train_due.store(true, Ordering::Relaxed);
+        }
+        let pieces = encode(key, value, serialized, self.config.compression, dict)?;
         let stored = pieces.stored_len(key.bytes.len()) as u64;
         if stored > self.config.max_bytes {
             return Err(CacheError::TooLarge {
@@ -230,7 +276,9 @@ impl<P: Deref<Target = Pool>> Cache<P> {
     /// Store `value` under `key`, evicting as needed (one lock acquisition).
     pub fn set(&self, key: Key<'_>, value: &[u8], ttl: Ttl) -> Result<()> {
         let encoded = self.encode(key, value, false)?;
-        self.lock().insert(encoded, ttl)
+        self.lock().insert(encoded, ttl)?;
+        self.maybe_train();
+        Ok(())
     }
 
     /// Remove `key`; whether it was there (one lock acquisition).
@@ -256,6 +304,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             (g.inner.counters, g.inner.index.len(), g.inner.index.heap_bytes() + g.inner.deadlines.heap_bytes())
         };
         let compression_ratio = if c.stored_bytes == 0 { 1.0 } else { c.payload_bytes as f64 / c.stored_bytes as f64 };
+        let dictionaries = self.dictionary_stats();
         Ok(CacheStats {
             hits: c.hits,
             misses: c.misses,
@@ -271,6 +320,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             compression_ratio,
             index_bytes,
             eviction: self.config.eviction,
+            dictionaries,
             pool: self.pool.stats(),
         })
     }
@@ -286,6 +336,8 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         g.inner.counters.payload_bytes = 0;
         g.inner.counters.stored_bytes = 0;
         g.inner.counters.compressed_entries = 0;
+        g.inner.dict_usage.forget_values();
+        self.dicts.clear();
         drop(g);
         self.pool.close();
     }
@@ -313,20 +365,32 @@ impl<P: Deref<Target = Pool> + Send + Sync> OuterLock for Cache<P> {
     }
 }
 
-/// A stored entry's object size, uncompressed key + value size, and whether it is compressed.
-struct EntryInfo {
-    stored: u64,
-    payload: u64,
-    compressed: bool,
+/// A stored entry's object size, uncompressed key + value size, whether it is compressed,
+/// and its dictionary with the value's sizes before and after compression.
+pub(crate) struct EntryInfo {
+    pub(crate) stored: u64,
+    pub(crate) payload: u64,
+    pub(crate) compressed: bool,
+    pub(crate) dict: Option<u32>,
+    pub(crate) value_before: u64,
+    pub(crate) value_after: u64,
 }
 
-fn entry_info(object: &zspool_core::ObjectRef<'_>, header: &Header) -> Result<EntryInfo> {
+pub(crate) fn entry_info(object: &zspool_core::ObjectRef<'_>, header: &Header) -> Result<EntryInfo> {
     let (payload, compressed) = header.payload_len(object)?;
-    Ok(EntryInfo { stored: object.len() as u64, payload: payload as u64, compressed })
+    let (before, after) = header.value_sizes(object)?;
+    Ok(EntryInfo {
+        stored: object.len() as u64,
+        payload: payload as u64,
+        compressed,
+        dict: header.dict,
+        value_before: before as u64,
+        value_after: after as u64,
+    })
 }
 
 impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
-    fn pool(&self) -> &Pool {
+    pub(crate) fn pool(&self) -> &Pool {
         &self.cache.pool
     }
 
@@ -412,13 +476,14 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             Why::Evicted => c.evictions += 1,
             Why::Expired => c.expirations += 1,
         }
-        Ok(())
+        self.value_left(&info)
     }
 
     /// Run `f` on the value stored under `key` (a hit), or return `None` (a miss).
     pub fn get_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
         let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
+        let dicts = &self.cache.dicts;
+        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))? {
             Some((id, out)) => {
                 let inner = &mut *self.inner;
                 inner.queue.touch(&mut inner.index.slots, id);
@@ -477,7 +542,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             }
         }
         let mut error = None;
-        self.pool().read_batch(&handles, |j, object| {
+        let dicts = &self.cache.dicts;
+        self.cache.pool.read_batch(&handles, |j, object| {
             let i = of_handle[j];
             let Step::Candidate(id) = steps[i] else { unreachable!("only candidates have handles") };
             let step = object.map_err(CacheError::from).and_then(|object| -> Result<bool> {
@@ -485,7 +551,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 if !header.key_is(object, keys[i])? {
                     return Ok(false);
                 }
-                f(i, &header.value(object)?);
+                f(i, &header.value(object, dicts)?);
                 Ok(true)
             });
             match step {
@@ -520,7 +586,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// touching recency (the first step of a pop or a setdefault); `None` if absent.
     pub fn peek_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<(EntryRef, R)>> {
         let hash = self.cache.hash(key);
-        Ok(self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))?.map(|(slot, out)| {
+        let dicts = &self.cache.dicts;
+        Ok(self.lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))?.map(|(slot, out)| {
             let handle = self.inner.index.slots[slot as usize].handle();
             (EntryRef { slot, handle }, out)
         }))
@@ -540,9 +607,10 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 continue;
             }
             let handle = inner.index.slots[slot as usize].handle();
+            let dicts = &self.cache.dicts;
             let out = self.pool().read_with(handle, |object| -> Result<R> {
                 let header = Header::read(object)?;
-                Ok(f(header.key(object)?, &header.value(object)?))
+                Ok(f(header.key(object)?, &header.value(object, dicts)?))
             })??;
             return Ok(Some((EntryRef { slot, handle }, out)));
         }
@@ -567,6 +635,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         self.len();
         let now = self.cache.clock.now();
         let inner = &*self.inner;
+        let dicts = &self.cache.dicts;
         let mut p = inner.queue.tail();
         while p != NIL {
             let slot = &inner.index.slots[p as usize];
@@ -574,7 +643,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             let left = (deadline != 0).then(|| Duration::from_nanos(deadline.saturating_sub(now)));
             self.cache.pool.read_with(slot.handle(), |object| -> Result<()> {
                 let header = Header::read(object)?;
-                f(header.key(object)?, &header.value(object)?, left);
+                f(header.key(object)?, &header.value(object, dicts)?, left);
                 Ok(())
             })??;
             p = slot.newer;
@@ -624,6 +693,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 c.stored_bytes -= old_info.stored;
                 c.payload_bytes -= old_info.payload;
                 c.compressed_entries -= u64::from(old_info.compressed);
+                self.value_left(&old_info)?;
                 id
             }
             None => {
@@ -650,6 +720,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         c.payload_bytes += entry.payload;
         c.compressed_entries += u64::from(entry.pieces.is_compressed());
         c.sets += 1;
+        let (before, after) = (entry.pieces.value_len as u64, entry.pieces.value.len() as u64);
+        inner.dict_usage.add(entry.pieces.dict_id(), before, after);
         Ok(())
     }
 
@@ -748,6 +820,6 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         inner.counters.stored_bytes = 0;
         inner.counters.payload_bytes = 0;
         inner.counters.compressed_entries = 0;
-        Ok(())
+        self.values_cleared()
     }
 }

@@ -1,12 +1,14 @@
 //! One cache entry = one pool object. Layout, in bytes:
 //!
 //! ```text
-//! +-------+-------------+-----------+----------------------------------------+
-//! | flags | key_len     | key bytes | value: raw bytes, or                   |
-//! |  1    | LEB128 1..3 | key_len   | LEB128 original length + compressed    |
-//! +-------+-------------+-----------+----------------------------------------+
+//! +-------+-------------+-----------+-----------+-------------------------------------+
+//! | flags | key_len     | key bytes | [dict id] | value: raw bytes, or                |
+//! |  1    | LEB128 1..3 | key_len   | LEB128    | LEB128 original length + compressed |
+//! +-------+-------------+-----------+-----------+-------------------------------------+
 //! flags: bits 0-1 codec (0 raw, 1 lz4, 2 zstd), bit 2 the key was a str (else bytes),
-//!        bit 3 the value is a serializer's output (the bindings unpickle it on the way out)
+//!        bit 3 the value is a serializer's output (the bindings unpickle it on the way out),
+//!        bit 4 a dict id follows the key: the zstd dictionary the value was compressed
+//!        with, or (codec raw) tried and kept raw because it did not shrink
 //! ```
 //!
 //! A raw entry with an 11-byte key therefore costs 2 header bytes. The key is stored with
@@ -14,10 +16,12 @@
 //! and iteration can give keys back; the index needs no per-entry heap allocation.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use zspool_core::ObjectRef;
 
-use crate::compression::{Codec, Compression, compress, decompress};
+use crate::compression::{Codec, Compression, MIN_COMPRESS_LEN, compress, decompress};
+use crate::dictionary::{Dict, DictSet};
 use crate::error::{CacheError, Result};
 
 /// The longest key, in bytes (a 3-byte LEB128 length).
@@ -25,6 +29,7 @@ pub const MAX_KEY_LEN: usize = (1 << 21) - 1;
 
 const FLAG_STR_KEY: u8 = 0b100;
 const FLAG_SERIALIZED: u8 = 0b1000;
+const FLAG_DICT: u8 = 0b1_0000;
 const CODEC_MASK: u8 = 0b11;
 /// flags (1) + the longest key length (3).
 const MAX_HEADER: usize = 4;
@@ -81,6 +86,14 @@ fn varint_len(v: usize) -> usize {
     (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize
 }
 
+/// Decode a LEB128 number of at most 4 bytes at `offset` of `object`: (value, bytes used).
+fn read_varint(object: &ObjectRef<'_>, offset: usize) -> Option<(usize, usize)> {
+    let mut buf = [0u8; 4];
+    let n = object.len().checked_sub(offset)?.min(4);
+    object.read(offset, &mut buf[..n]).ok()?;
+    get_varint(&buf[..n])
+}
+
 /// Decode a LEB128 number from the front of `buf`: (value, bytes used).
 fn get_varint(buf: &[u8]) -> Option<(usize, usize)> {
     let mut v = 0usize;
@@ -94,15 +107,20 @@ fn get_varint(buf: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// A new entry's bytes, in the pieces `Pool::store_parts` writes one after the other:
-/// `head` (flags + key length), the key, `prefix` (the original length of a compressed
-/// value; empty for a raw one) and the value. A raw value is borrowed, never copied here:
-/// the pool copies it straight into the object.
+/// `head` (flags + key length), the key, `prefix` (the dict id, if any, then the original
+/// length of a compressed value) and the value. A raw value is borrowed, never copied
+/// here: the pool copies it straight into the object.
 pub(crate) struct Pieces<'v> {
     head: [u8; MAX_HEADER],
     head_len: u8,
-    prefix: [u8; 5],
+    prefix: [u8; 10],
     prefix_len: u8,
     pub(crate) value: Cow<'v, [u8]>,
+    /// The dictionary the value was compressed with (or tried with), held until the entry
+    /// is stored so that it cannot be freed in between.
+    pub(crate) dict: Option<Arc<Dict>>,
+    /// Bytes of the value before compression.
+    pub(crate) value_len: usize,
 }
 
 impl Pieces<'_> {
@@ -119,6 +137,10 @@ impl Pieces<'_> {
     pub(crate) fn is_compressed(&self) -> bool {
         self.head[0] & CODEC_MASK != Codec::Raw as u8
     }
+
+    pub(crate) fn dict_id(&self) -> Option<u32> {
+        self.dict.as_ref().map(|d| d.id)
+    }
 }
 
 /// Write `v` as LEB128 at the front of `buf` (no allocation); returns the bytes used.
@@ -133,30 +155,42 @@ fn varint_into(buf: &mut [u8], mut v: usize) -> u8 {
     i as u8 + 1
 }
 
-/// A new entry, ready for `Pool::store_parts`; compressed when that pays.
+/// A new entry, ready for `Pool::store_parts`; compressed when that pays, with `dict`
+/// (zstd only) when one is given. A value long enough to try that does not shrink with
+/// `dict` is stored raw and marked as tried with it, so recompression leaves it alone.
 pub(crate) fn encode<'v>(
     key: Key<'_>,
     value: &'v [u8],
     serialized: bool,
     compression: Compression,
+    dict: Option<Arc<Dict>>,
 ) -> Result<Pieces<'v>> {
     if key.bytes.len() > MAX_KEY_LEN {
         return Err(CacheError::KeyTooLong { key_len: key.bytes.len() });
     }
-    let packed = compress(compression, value, varint_len(value.len()));
+    let dict = dict.filter(|_| matches!(compression, Compression::Zstd(_)) && value.len() >= MIN_COMPRESS_LEN);
+    let mut prefix = [0u8; 10];
+    let dict_len = dict.as_ref().map_or(0, |d| varint_into(&mut prefix, d.id as usize));
+    let packed = match &dict {
+        Some(d) => d.compress(value, usize::from(dict_len) + varint_len(value.len())).map(|p| (Codec::Zstd, p)),
+        None => compress(compression, value, varint_len(value.len())),
+    };
     let codec = packed.as_ref().map_or(Codec::Raw, |(codec, _)| *codec);
     let flags = codec as u8
         | if key.kind == KeyKind::Str { FLAG_STR_KEY } else { 0 }
-        | if serialized { FLAG_SERIALIZED } else { 0 };
+        | if serialized { FLAG_SERIALIZED } else { 0 }
+        | if dict.is_some() { FLAG_DICT } else { 0 };
     let mut head = [0u8; MAX_HEADER];
     head[0] = flags;
     let head_len = 1 + varint_into(&mut head[1..], key.bytes.len());
-    let mut prefix = [0u8; 5];
+    let value_len = value.len();
     let (prefix_len, value) = match packed {
-        Some((_, bytes)) => (varint_into(&mut prefix, value.len()), Cow::Owned(bytes)),
-        None => (0, Cow::Borrowed(value)),
+        Some((_, bytes)) => {
+            (dict_len + varint_into(&mut prefix[usize::from(dict_len)..], value.len()), Cow::Owned(bytes))
+        }
+        None => (dict_len, Cow::Borrowed(value)),
     };
-    Ok(Pieces { head, head_len, prefix, prefix_len, value })
+    Ok(Pieces { head, head_len, prefix, prefix_len, value, dict, value_len })
 }
 
 /// A stored entry's header, decoded from a live object.
@@ -166,6 +200,10 @@ pub(crate) struct Header {
     codec: Codec,
     key_start: usize,
     key_len: usize,
+    /// The dictionary the value was compressed (or tried) with.
+    pub(crate) dict: Option<u32>,
+    /// Where the value (or its original-length prefix) starts.
+    value_start: usize,
 }
 
 impl Header {
@@ -181,7 +219,35 @@ impl Header {
             return Err(CacheError::Corrupt("key length"));
         }
         let kind = if flags & FLAG_STR_KEY != 0 { KeyKind::Str } else { KeyKind::Bytes };
-        Ok(Header { kind, serialized: flags & FLAG_SERIALIZED != 0, codec, key_start, key_len })
+        let mut value_start = key_start + key_len;
+        let dict = if flags & FLAG_DICT != 0 {
+            let (id, used) = read_varint(object, value_start).ok_or(CacheError::Corrupt("dict id"))?;
+            value_start += used;
+            Some(u32::try_from(id).map_err(|_| CacheError::Corrupt("dict id"))?)
+        } else {
+            None
+        };
+        let serialized = flags & FLAG_SERIALIZED != 0;
+        Ok(Header { kind, serialized, codec, key_start, key_len, dict, value_start })
+    }
+
+    pub(crate) fn serialized(&self) -> bool {
+        self.serialized
+    }
+
+    /// The value's length before compression, and where its stored bytes start.
+    fn value_extent(&self, object: &ObjectRef<'_>) -> Result<(usize, usize)> {
+        if self.codec == Codec::Raw {
+            return Ok((object.len() - self.value_start, self.value_start));
+        }
+        let (orig_len, used) = read_varint(object, self.value_start).ok_or(CacheError::Corrupt("value length"))?;
+        Ok((orig_len, self.value_start + used))
+    }
+
+    /// The value's bytes before and after compression.
+    pub(crate) fn value_sizes(&self, object: &ObjectRef<'_>) -> Result<(usize, usize)> {
+        let (orig_len, start) = self.value_extent(object)?;
+        Ok((orig_len, object.len() - start))
     }
 
     /// Whether the stored key is `key`, byte for byte.
@@ -209,34 +275,24 @@ impl Header {
 
     /// Key + value bytes before compression, and whether the value is compressed.
     pub(crate) fn payload_len(&self, object: &ObjectRef<'_>) -> Result<(usize, bool)> {
-        let start = self.key_start + self.key_len;
-        if self.codec == Codec::Raw {
-            return Ok((self.key_len + object.len() - start, false));
-        }
-        let mut prefix = [0u8; 4];
-        let n = (object.len() - start).min(4);
-        object.read(start, &mut prefix[..n])?;
-        let (orig_len, _) = get_varint(&prefix[..n]).ok_or(CacheError::Corrupt("value length"))?;
-        Ok((self.key_len + orig_len, true))
+        let (orig_len, _) = self.value_extent(object)?;
+        Ok((self.key_len + orig_len, self.codec != Codec::Raw))
     }
 
-    /// The value of this entry, ready to be copied out.
-    pub(crate) fn value<'a>(&self, object: &'a ObjectRef<'a>) -> Result<Value<'a>> {
-        let start = self.key_start + self.key_len;
+    /// The value of this entry, ready to be copied out (`dicts`: the cache's dictionaries,
+    /// for a value compressed with one).
+    pub(crate) fn value<'a>(&self, object: &'a ObjectRef<'a>, dicts: &DictSet) -> Result<Value<'a>> {
+        let (orig_len, start) = self.value_extent(object)?;
         if self.codec == Codec::Raw {
-            return Ok(Value {
-                serialized: self.serialized,
-                data: Data::Raw { object, start, len: object.len() - start },
-            });
+            return Ok(Value { serialized: self.serialized, data: Data::Raw { object, start, len: orig_len } });
         }
-        let mut prefix = [0u8; 4];
-        let n = (object.len() - start).min(4);
-        object.read(start, &mut prefix[..n])?;
-        let (orig_len, used) = get_varint(&prefix[..n]).ok_or(CacheError::Corrupt("value length"))?;
-        let mut packed = vec![0u8; object.len() - start - used];
-        object.read(start + used, &mut packed)?;
+        let mut packed = vec![0u8; object.len() - start];
+        object.read(start, &mut packed)?;
         let mut out = vec![0u8; orig_len];
-        decompress(self.codec, &packed, &mut out)?;
+        match self.dict {
+            Some(id) => dicts.with(id, |d| d.decompress(&packed, &mut out)).ok_or(CacheError::Corrupt("dict id"))??,
+            None => decompress(self.codec, &packed, &mut out)?,
+        }
         Ok(Value { serialized: self.serialized, data: Data::Decoded(out) })
     }
 }
@@ -307,7 +363,7 @@ mod tests {
     #[test]
     fn layout_of_a_raw_entry() {
         let key = Key::str("k0000000001");
-        let pieces = encode(key, b"value", false, Compression::Lz4).unwrap();
+        let pieces = encode(key, b"value", false, Compression::Lz4, None).unwrap();
         let bytes = pieces.parts(key.bytes).concat();
         assert_eq!(pieces.stored_len(key.bytes.len()), bytes.len());
         assert_eq!(bytes[0], FLAG_STR_KEY);

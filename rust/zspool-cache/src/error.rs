@@ -36,6 +36,8 @@ pub enum CacheError {
     },
     /// An object failed to decode (a bug or memory corruption, never expected).
     Corrupt(&'static str),
+    /// A dictionary that is not a zstd dictionary, is corrupt, or could not be trained.
+    Dictionary(String),
     /// The pool refused (full, closed).
     Pool(ZsError),
     /// In a forked child: another thread held the cache mutex when the process forked (for
@@ -65,6 +67,7 @@ impl fmt::Display for CacheError {
                 write!(f, "{what}={value} is out of range: allowed {allowed}")
             }
             CacheError::Corrupt(what) => write!(f, "cache object failed to decode ({what}): this is a bug"),
+            CacheError::Dictionary(msg) => f.write_str(msg),
             CacheError::Pool(err) => err.fmt(f),
             CacheError::LostInFork => write!(
                 f,

@@ -16,6 +16,9 @@
 //! - `eviction.rs`: SIEVE (default) and LRU over one linked queue;
 //! - `ttl.rs`: per-entry deadlines and the clock;
 //! - `compression.rs`: lz4 / zstd, kept only where it saves space;
+//! - `dictionary.rs`: zstd dictionary versions, their prepared contexts, usage counts;
+//! - `training.rs`: sampling, training, installing and freeing a cache's dictionaries;
+//! - `recompress.rs`: rewriting old values with the current dictionary, then compacting;
 //! - `stats.rs`: counters and the stats snapshot;
 //! - `cache.rs`: the cache itself, its mutex and the data path;
 //! - `fork.rs`: `ForkSafeMutex`, the cache mutex that can be held
@@ -31,18 +34,26 @@
 
 mod cache;
 mod compression;
+mod dictionary;
 mod entry;
 mod error;
 mod eviction;
 mod fork;
 mod index;
+mod recompress;
 mod stats;
+mod training;
 mod ttl;
 
 pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, EntryRef, register_for_fork};
 pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
+pub use dictionary::{
+    DEFAULT_DICTIONARY_SIZE, Dictionary, DictionaryReport, DictionaryStats, MAX_DICTIONARY_SIZE, MIN_DICTIONARY_SIZE,
+    TRAIN_AFTER_BYTES, TRAIN_AFTER_VALUES, Usage,
+};
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};
 pub use eviction::Eviction;
+pub use recompress::{RecompressReport, RecompressStop, RecompressTotals};
 pub use stats::CacheStats;
 pub use ttl::{Clock, Ttl};

@@ -3,6 +3,7 @@
 
 use zspool_core::PoolStats;
 
+use crate::dictionary::DictionaryReport;
 use crate::eviction::Eviction;
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -54,6 +55,8 @@ pub struct CacheStats {
     pub index_bytes: usize,
     /// The eviction algorithm.
     pub eviction: Eviction,
+    /// zstd dictionaries: each one's values and bytes before/after, recompression work.
+    pub dictionaries: DictionaryReport,
     /// The pool's own stats.
     pub pool: PoolStats,
 }

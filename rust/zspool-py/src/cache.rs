@@ -38,9 +38,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zspool_cache::{
-    CacheConfig, CacheError, CacheGuard, Compression, EntryRef, Eviction, Key, KeyKind, OwnedKey, Ttl, Value,
+    CacheConfig, CacheError, CacheGuard, Compression, Dictionary, EntryRef, Eviction, Key, KeyKind, OwnedKey, Ttl,
+    Value,
 };
 
+use crate::dictionary::{DictionaryReport, RecompressReport};
 use crate::errors::{Kind, to_py};
 use crate::objects::{Int, bytes_object, str_object};
 use crate::pool::Pool;
@@ -78,7 +80,7 @@ pub struct Cache {
 fn cache_err(py: Python<'_>, err: CacheError) -> PyErr {
     match err {
         CacheError::TooLarge { .. } => Kind::ObjectSize.err(py, err.to_string()),
-        CacheError::KeyTooLong { .. } => PyValueError::new_err(err.to_string()),
+        CacheError::KeyTooLong { .. } | CacheError::Dictionary(_) => PyValueError::new_err(err.to_string()),
         CacheError::BadConfig { .. } => Kind::Config.err(py, err.to_string()),
         CacheError::Corrupt(_) => PyRuntimeError::new_err(err.to_string()),
         CacheError::Pool(e) => to_py(py, e),
@@ -144,6 +146,22 @@ fn ttl_secs(secs: f64) -> Option<Ttl> {
         Some(Ttl::For(d.max(Duration::from_nanos(1))))
     } else {
         None // <= 0, nan, -inf
+    }
+}
+
+/// A `dictionary` argument: None/False (none), True (train one), or a dictionary's bytes.
+fn dictionary_arg(dictionary: Option<&Bound<'_, PyAny>>) -> PyResult<Dictionary> {
+    let Some(d) = dictionary else { return Ok(Dictionary::Off) };
+    if let Ok(b) = d.cast::<PyBytes>() {
+        return Ok(Dictionary::Given(b.as_bytes().to_vec()));
+    }
+    match d.extract::<bool>() {
+        Ok(true) if d.is_instance_of::<PyBool>() => Ok(Dictionary::Train),
+        Ok(false) if d.is_instance_of::<PyBool>() => Ok(Dictionary::Off),
+        _ => Err(PyTypeError::new_err(format!(
+            "dictionary must be None, True (train one from the values) or bytes (a zstd dictionary), not {}",
+            type_name(d)
+        ))),
     }
 }
 
@@ -244,7 +262,18 @@ impl Cache {
         let value = self.value_arg(value)?;
         let encoded = self.inner.encode(key, value.bytes.as_bytes(), value.serialized).or_raise(py)?;
         let result = self.guard(py).insert(encoded, ttl);
-        result.or_raise(py)
+        result.or_raise(py)?;
+        self.maybe_train(py);
+        Ok(())
+    }
+
+    /// `dictionary=True`: train once enough values came in (GIL released; see the crate's
+    /// `training.rs`).
+    fn maybe_train(&self, py: Python<'_>) {
+        if self.inner.training_due() {
+            let inner = &self.inner;
+            py.detach(|| inner.maybe_train());
+        }
     }
 
     fn lookup<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -272,7 +301,7 @@ impl Cache {
 #[pymethods]
 impl Cache {
     #[new]
-    #[pyo3(signature = (maxbytes, *, pool, compression = None, compression_level = None, ttl = None, eviction = "sieve", dumps = None, loads = None))]
+    #[pyo3(signature = (maxbytes, *, pool, compression = None, compression_level = None, ttl = None, eviction = "sieve", dumps = None, loads = None, dictionary = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -284,7 +313,12 @@ impl Cache {
         eviction: &str,
         dumps: Option<Py<PyAny>>,
         loads: Option<Py<PyAny>>,
+        dictionary: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Cache> {
+        let dictionary = dictionary_arg(dictionary)?;
+        if dictionary != Dictionary::Off && compression != Some("zstd") {
+            return Err(PyValueError::new_err("dictionary applies to compression='zstd' only"));
+        }
         let compression = match (compression, compression_level) {
             (None, None) => Compression::None,
             (Some("lz4"), None) => Compression::Lz4,
@@ -310,8 +344,9 @@ impl Cache {
         if dumps.is_some() != loads.is_some() {
             return Err(PyValueError::new_err("give both dumps and loads, or neither"));
         }
-        let config = CacheConfig { max_bytes: maxbytes, compression, eviction, default_ttl };
-        let inner = Arc::new(zspool_cache::Cache::new(PoolRef(pool.unbind()), config).or_raise(py)?);
+        let config = CacheConfig { max_bytes: maxbytes, compression, eviction, default_ttl, dictionary };
+        let pool = PoolRef(pool.unbind());
+        let inner = Arc::new(py.detach(|| zspool_cache::Cache::new(pool, config)).or_raise(py)?);
         // Fork-safe, like its pool: the core's pthread_atfork handlers hold the cache mutex
         // across fork(), before the pool's locks (rule 5).
         zspool_cache::register_for_fork(&inner);
@@ -612,7 +647,53 @@ impl Cache {
             }
             Ok(())
         });
-        done.or_raise(py)
+        done.or_raise(py)?;
+        self.maybe_train(py);
+        Ok(())
+    }
+
+    /// Train a zstd dictionary of at most `size` bytes (None: the default, 16 KiB) on a sample
+    /// of the stored values and make it current; its id, or None if it did not beat the
+    /// current one (GIL released).
+    #[pyo3(signature = (size = None))]
+    fn train_dictionary(&self, py: Python<'_>, size: Option<usize>) -> PyResult<Option<u32>> {
+        let inner = &self.inner;
+        py.detach(|| inner.train_dictionary(size)).or_raise(py)
+    }
+
+    /// Rewrite values not on the current dictionary with it, oldest first, in yielding
+    /// slices, then compact (GIL released). `max_bytes`: stop after this many stored bytes
+    /// were rewritten or tried; `time_budget`: seconds.
+    #[pyo3(signature = (max_bytes = None, time_budget = None))]
+    fn recompress(
+        &self,
+        py: Python<'_>,
+        max_bytes: Option<u64>,
+        time_budget: Option<f64>,
+    ) -> PyResult<RecompressReport> {
+        let budget = match time_budget {
+            None => None,
+            Some(s) if s >= 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            Some(s) => return Err(PyValueError::new_err(format!("time_budget={s} must be >= 0 seconds, or None"))),
+        };
+        let inner = &self.inner;
+        let report = py.detach(|| inner.recompress(max_bytes, budget)).or_raise(py)?;
+        Ok(RecompressReport::from(report))
+    }
+
+    /// Pages recompress() is expected to free now (0 without a dictionary, or once every
+    /// value is on the current one): what a shrinker policy counts.
+    fn recompressible_pages(&self, py: Python<'_>) -> usize {
+        let inner = &self.inner;
+        py.detach(|| inner.recompressible_pages())
+    }
+
+    /// The current zstd dictionary's bytes (to pass as `dictionary=` elsewhere), or None.
+    #[getter]
+    fn dictionary<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let inner = &self.inner;
+        let bytes = py.detach(|| inner.dictionary()).or_raise(py)?;
+        Ok(bytes.map(|b| PyBytes::new(py, &b)))
     }
 
     /// Hits, misses, evictions, expirations, sizes and the pool's own stats.
@@ -717,6 +798,8 @@ pub struct CacheStats {
     index_bytes: usize,
     /// 'sieve' or 'lru'.
     eviction: &'static str,
+    /// zstd dictionaries and recompression work.
+    dictionary: Py<DictionaryReport>,
     /// The pool's own stats.
     pool: Py<PoolStats>,
 }
@@ -740,6 +823,7 @@ impl CacheStats {
             hit_ratio,
             index_bytes: s.index_bytes,
             eviction: if s.eviction == Eviction::Sieve { "sieve" } else { "lru" },
+            dictionary: DictionaryReport::new(py, s.dictionaries)?,
             pool: Py::new(py, PoolStats::from(s.pool))?,
         })
     }
@@ -765,6 +849,7 @@ impl CacheStats {
         d.set_item("hit_ratio", self.hit_ratio)?;
         d.set_item("index_bytes", self.index_bytes)?;
         d.set_item("eviction", self.eviction)?;
+        d.set_item("dictionary", self.dictionary.bind(py).call_method0("as_dict")?)?;
         d.set_item("pool", self.pool.bind(py).call_method0("as_dict")?)?;
         Ok(d)
     }

@@ -6,6 +6,7 @@
 //! - `pool.rs`: the `Pool` pyclass, argument conversion, and the GIL/lock rules;
 //! - `stats.rs`: the `PoolStats`, `ClassStats`, `CompactionReport` and `PoolActivity` snapshots;
 //! - `cache.rs`: the `Cache` pyclass over `zspool-cache`, and its `CacheStats` snapshot;
+//! - `dictionary.rs`: the `DictionaryStats`, `DictionaryReport` and `RecompressReport` snapshots;
 //! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`;
 //! - `buffer.rs`: the buffer protocol (any C-contiguous exporter, ctypes included);
 //! - `objects.rs`: ints, keys and bytes for Python, made fallibly (no panic on a failed allocation).
@@ -14,12 +15,14 @@
 
 mod buffer;
 mod cache;
+mod dictionary;
 mod errors;
 mod objects;
 mod pool;
 mod stats;
 
 pub use cache::{Cache, CacheStats};
+pub use dictionary::{DictionaryReport, DictionaryStats, RecompressReport};
 pub use pool::Pool;
 pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 
@@ -27,7 +30,10 @@ pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 #[pyo3::pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use super::{Cache, CacheStats, ClassStats, CompactionReport, Pool, PoolActivity, PoolStats};
+    use super::{
+        Cache, CacheStats, ClassStats, CompactionReport, DictionaryReport, DictionaryStats, Pool, PoolActivity,
+        PoolStats, RecompressReport,
+    };
 
     /// Bytes per OS page: the unit of `pages_used`, `can_compact()` and `pages_freed`.
     #[pymodule_export]

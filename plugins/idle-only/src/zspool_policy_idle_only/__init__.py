@@ -13,14 +13,26 @@ Two exceptions, where waiting for idleness would let something worse happen:
 - critical pressure (``sc.critical``: vmpressure ``critical``, the memory cgroup past its
   last usage threshold, cgroup v2 ``max``/``oom`` events): the kernel's OOM killer is a step
   away, and a busy process it kills serves nobody. Compact everything, busy or not.
+
+Idle time is also what recompression should spend (zram recompresses idle pages): when the
+pool's cache has a zstd dictionary (``sc.recompress``), the idle scan first rewrites old
+values with it, slice by slice, then compacts. Recompression reads and stores through the
+pool, which the pool counts as activity; the policy remembers when its own last slice ended
+so that it does not take its own work for a user's.
 """
 
 from __future__ import annotations
+
+import time
+import weakref
 
 from zspool import Pool
 from zspool.shrinker_policy import SHRINK_STOP, ShrinkControl, ShrinkReason
 
 __all__ = ["IdleOnlyPolicy"]
+
+#: The pool's activity clock is CLOCK_MONOTONIC_COARSE (1-4 ms behind the precise one).
+_COARSE_CLOCK_S = 0.005
 
 
 class IdleOnlyPolicy:
@@ -29,10 +41,17 @@ class IdleOnlyPolicy:
             raise ValueError(f"idle_s={idle_s} must be >= 0 and slice_s={slice_s} > 0 (seconds)")
         self.idle_s = idle_s
         self.slice_s = slice_s
+        # When this policy's own last recompression slice ended, per pool (time.monotonic()).
+        self._own_work_end: weakref.WeakKeyDictionary[Pool, float] = weakref.WeakKeyDictionary()
 
     def busy(self, pool: Pool) -> bool:
         activity = pool.activity()
-        return activity.ops_in_flight > 0 or activity.idle_s < self.idle_s
+        if activity.ops_in_flight > 0:
+            return True
+        if activity.idle_s >= self.idle_s:
+            return False
+        last_access = time.monotonic() - activity.idle_s
+        return last_access > self._own_work_end.get(pool, -1.0) + _COARSE_CLOCK_S
 
     @staticmethod
     def urgent(sc: ShrinkControl) -> bool:
@@ -42,12 +61,20 @@ class IdleOnlyPolicy:
     def count_objects(self, pool: Pool, sc: ShrinkControl) -> int:
         if self.urgent(sc):
             return pool.can_compact()
-        return 0 if self.busy(pool) else pool.can_compact()
+        return 0 if self.busy(pool) else pool.can_compact() + sc.recompressible
 
     def scan_objects(self, pool: Pool, sc: ShrinkControl) -> int:
         if self.urgent(sc):
             return pool.compact(max_pages=sc.nr_to_scan).pages_freed or SHRINK_STOP
         freed = 0
+        while sc.recompress is not None and freed < sc.nr_to_scan and not self.busy(pool):
+            recompressed = sc.recompress(self.slice_s)
+            self._own_work_end[pool] = time.monotonic()
+            if recompressed is None:
+                break
+            freed += recompressed.pages_freed
+            if recompressed.stop_reason != "budget_reached":
+                break
         while freed < sc.nr_to_scan and not self.busy(pool):
             report = pool.compact(max_pages=sc.nr_to_scan - freed, time_budget=self.slice_s)
             freed += report.pages_freed
