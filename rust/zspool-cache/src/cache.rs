@@ -363,6 +363,13 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     fn remove_slot(&mut self, id: u32, why: Why) -> Result<()> {
         let handle = self.inner.index.slots[id as usize].handle();
         let info = self.pool().read_with(handle, |object| entry_info(object, &Header::read(object)?))??;
+        self.remove_found(id, info, why)
+    }
+
+    /// [`CacheGuard::remove_slot`] for a caller that read the entry's `info` in the lookup
+    /// that found it: one pool call (the free) instead of two.
+    fn remove_found(&mut self, id: u32, info: EntryInfo, why: Why) -> Result<()> {
+        let handle = self.inner.index.slots[id as usize].handle();
         self.pool().free(handle)?;
         let inner = &mut *self.inner;
         inner.queue.unlink(&mut inner.index.slots, id);
@@ -555,8 +562,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Delete `key`; whether it was there.
     pub fn remove(&mut self, key: Key<'_>) -> Result<bool> {
         let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |_, _| Ok(()))? {
-            Some((id, _)) => self.remove_slot(id, Why::Deleted).map(|()| true),
+        match self.lookup(key, hash, entry_info)? {
+            Some((id, info)) => self.remove_found(id, info, Why::Deleted).map(|()| true),
             None => Ok(false),
         }
     }
@@ -564,9 +571,12 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Delete `key` and run `f` on its value first; `None` if absent.
     pub fn pop_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<R>> {
         let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |object, header| Ok(f(&header.value(object)?)))? {
-            Some((id, out)) => {
-                self.remove_slot(id, Why::Deleted)?;
+        let read = |object: &zspool_core::ObjectRef<'_>, header: &Header| {
+            Ok((f(&header.value(object)?), entry_info(object, header)?))
+        };
+        match self.lookup(key, hash, read)? {
+            Some((id, (out, info))) => {
+                self.remove_found(id, info, Why::Deleted)?;
                 Ok(Some(out))
             }
             None => Ok(None),
@@ -586,11 +596,11 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 continue;
             }
             let handle = inner.index.slots[id as usize].handle();
-            let out = self.pool().read_with(handle, |object| -> Result<R> {
+            let (out, info) = self.pool().read_with(handle, |object| -> Result<(R, EntryInfo)> {
                 let header = Header::read(object)?;
-                Ok(f(header.key(object)?, &header.value(object)?))
+                Ok((f(header.key(object)?, &header.value(object)?), entry_info(object, &header)?))
             })??;
-            self.remove_slot(id, Why::Deleted)?;
+            self.remove_found(id, info, Why::Deleted)?;
             return Ok(Some(out));
         }
     }

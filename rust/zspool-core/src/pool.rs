@@ -514,8 +514,11 @@ impl Pool {
                     return Err(invalid(handle, &state.handles, parts.index));
                 };
                 let class_size = state.layout.size;
-                let mem = ObjectMem::Packed { zspage: state.zspage(slot.zspage), class_size, obj: slot.obj };
-                Ok(f(&ObjectRef { handle, size: slot.size(class_size), mem }))
+                let zspage = state.zspage(slot.zspage);
+                let size = slot.size(class_size);
+                zspage.prefetch_object(class_size, slot.obj, size);
+                let mem = ObjectMem::Packed { zspage, class_size, obj: slot.obj };
+                Ok(f(&ObjectRef { handle, size, mem }))
             }
             Owner::Large(shard) => {
                 let _in_flight = self.enter(&shard.activity);
