@@ -6,13 +6,15 @@ from typing import Any, Final, Literal, Self, TypeAlias, final
 
 from typing_extensions import Buffer, disjoint_base  # in collections.abc / typing from 3.12 / 3.15
 
-__all__ = ["Cache", "CacheStats", "ClassStats", "CompactionReport", "MAX_CLASS_SIZE", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
+__all__ = ["Cache", "CacheStats", "ClassStats", "CompactionReport", "DEFAULT_MAX_PAGES_PER_ZSPAGE", "MAX_CLASS_SIZE", "MAX_OBJECT_SIZE", "PAGE_SIZE", "Pool", "PoolActivity", "PoolStats", "__version__"]
 
 #: Bytes per OS page: the unit of ``pages_used``, ``can_compact()`` and ``pages_freed``.
 PAGE_SIZE: Final[int]
 #: The largest object packed into a size class, in bytes (8192: two pages). Bigger ones take
 #: whole pages of their own and are never moved by compaction.
 MAX_CLASS_SIZE: Final[int]
+#: A pool's ``max_pages_per_zspage`` when none is given (8, as the kernel's default).
+DEFAULT_MAX_PAGES_PER_ZSPAGE: Final[int]
 #: The largest object a pool accepts, in bytes (1 GiB).
 MAX_OBJECT_SIZE: Final[int]
 #: The package version.

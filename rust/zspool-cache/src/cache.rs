@@ -9,8 +9,8 @@
 //!                    copy (or decompress) the value out -> mark the hit
 //! ```
 //!
-//! Lock order: the **cache mutex**, then the pool's locks (a class or large-object shard
-//! lock, taken and dropped inside each pool call). Compaction takes only the pool's locks and
+//! Locks: the **cache mutex**, taken before the pool's (the lock order is in
+//! `docs/ARCHITECTURE.md`), which are taken and dropped inside each pool call. Compaction takes only the pool's locks and
 //! never the cache mutex: it moves objects, their handles stay valid, the index is untouched.
 //! Every operation is a method of [`CacheGuard`], the held mutex, so a caller can do a batch
 //! under one acquisition (the Python bindings also use [`Cache::try_lock`] to avoid blocking
@@ -22,17 +22,18 @@
 
 use std::hash::{BuildHasher, RandomState};
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use parking_lot::{Mutex, MutexGuard};
-use zspool_core::{Pool, ZsError};
+use parking_lot::MutexGuard;
+use zspool_core::{OuterLock, Pool, ZsError};
 
 use crate::compression::Compression;
 use crate::entry::{Header, Key, OwnedKey, Pieces, Value, encode};
 use crate::error::{CacheError, Result};
 use crate::eviction::{Eviction, Queue};
-use crate::fork::ForkGate;
+use crate::fork::ForkSafeMutex;
 use crate::index::{HASH_MASK, Index, NIL};
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
@@ -42,13 +43,16 @@ use crate::ttl::{Clock, Deadlines, Ttl, deadline};
 pub struct CacheConfig {
     /// The budget: bytes of stored entries (header + key + value after compression).
     pub max_bytes: u64,
+    /// How values are compressed (only where it saves space).
     pub compression: Compression,
+    /// Which entry goes when the budget is full.
     pub eviction: Eviction,
     /// The TTL of entries set with [`Ttl::Default`]; `None`: they never expire.
     pub default_ttl: Option<Duration>,
 }
 
 impl CacheConfig {
+    /// A budget of `max_bytes`, no compression, SIEVE eviction, no TTL.
     pub fn new(max_bytes: u64) -> CacheConfig {
         CacheConfig { max_bytes, compression: Compression::None, eviction: Eviction::Sieve, default_ttl: None }
     }
@@ -62,9 +66,8 @@ pub struct Cache<P> {
     clock: Clock,
     hasher: RandomState,
     closed: AtomicBool,
-    pub(crate) inner: Mutex<Inner>,
-    /// Lets the fork handlers take `inner` with nobody queued on it (see `fork.rs`).
-    pub(crate) fork_gate: ForkGate,
+    /// The cache mutex; the fork handlers can hold it across `fork()` (see `fork.rs`).
+    pub(crate) inner: ForkSafeMutex<Inner>,
 }
 
 pub(crate) struct Inner {
@@ -112,10 +115,12 @@ enum Why {
 }
 
 impl<P: Deref<Target = Pool>> Cache<P> {
+    /// A cache over `pool` on the monotonic clock; `BadConfig` for a zero budget or a bad zstd level.
     pub fn new(pool: P, config: CacheConfig) -> Result<Cache<P>> {
         Cache::with_clock(pool, config, Clock::monotonic())
     }
 
+    /// As [`Cache::new`], on `clock` (a manual one in tests).
     pub fn with_clock(pool: P, config: CacheConfig, clock: Clock) -> Result<Cache<P>> {
         if config.max_bytes == 0 {
             return Err(CacheError::BadConfig { what: "maxbytes", value: "0".into(), allowed: "an int >= 1 (bytes)" });
@@ -132,11 +137,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             clock,
             hasher: RandomState::new(),
             closed: AtomicBool::new(false),
-            inner: Mutex::new(inner),
-            fork_gate: ForkGate::new(),
+            inner: ForkSafeMutex::new(inner),
         })
     }
 
+    /// The pool the entries live in.
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
@@ -146,21 +151,23 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         &self.pool
     }
 
+    /// How this cache was built.
     pub fn config(&self) -> &CacheConfig {
         &self.config
     }
 
+    /// The clock TTLs are measured on.
     pub fn clock(&self) -> &Clock {
         &self.clock
     }
 
     /// Closed, or (in a forked child) lost in the fork: see [`CacheError::LostInFork`].
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.fork_gate.is_lost()
+        self.closed.load(Ordering::Acquire) || self.pool.is_closed() || self.inner.is_lost()
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.fork_gate.is_lost() {
+        if self.inner.is_lost() {
             Err(CacheError::LostInFork)
         } else if self.is_closed() {
             Err(CacheError::Pool(ZsError::Closed))
@@ -171,17 +178,11 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     /// Take the cache mutex (after any fork being prepared is over).
     pub fn lock(&self) -> CacheGuard<'_, P> {
-        let waiting = self.fork_gate.enter();
-        let inner = self.inner.lock();
-        drop(waiting);
-        CacheGuard { cache: self, inner }
+        CacheGuard { cache: self, inner: self.inner.lock() }
     }
 
     /// Take the cache mutex if it is free (and no fork is being prepared).
     pub fn try_lock(&self) -> Option<CacheGuard<'_, P>> {
-        if self.fork_gate.is_pending() {
-            return None;
-        }
         self.inner.try_lock().map(|inner| CacheGuard { cache: self, inner })
     }
 
@@ -214,23 +215,28 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     // Convenience wrappers: one mutex acquisition each.
 
+    /// The value stored under `key`, copied out, or `None` (one lock acquisition).
     pub fn get(&self, key: Key<'_>) -> Result<Option<Vec<u8>>> {
         self.lock().get_with(key, |v| v.to_vec())
     }
 
+    /// Store `value` under `key`, evicting as needed (one lock acquisition).
     pub fn set(&self, key: Key<'_>, value: &[u8], ttl: Ttl) -> Result<()> {
         let encoded = self.encode(key, value, false)?;
         self.lock().insert(encoded, ttl)
     }
 
+    /// Remove `key`; whether it was there (one lock acquisition).
     pub fn remove(&self, key: Key<'_>) -> Result<bool> {
         self.lock().remove(key)
     }
 
+    /// Live entries (expired ones are dropped first).
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    /// Whether the cache holds no live entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -275,6 +281,28 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         g.inner.counters.compressed_entries = 0;
         drop(g);
         self.pool.close();
+    }
+}
+
+/// Make `fork()` safe for `cache`: every `fork()` in this process holds its mutex across the
+/// fork, before the pools' locks, for as long as the cache is alive. Its pool must be
+/// registered with [`zspool_core::register_for_fork`] too (every pool made from Python is).
+pub fn register_for_fork<P: Deref<Target = Pool> + Send + Sync + 'static>(cache: &Arc<Cache<P>>) {
+    zspool_core::register_outer_lock_for_fork(cache);
+}
+
+/// The cache's part of the core's fork protocol: its mutex, before any pool lock (`fork.rs`).
+impl<P: Deref<Target = Pool> + Send + Sync> OuterLock for Cache<P> {
+    fn fork_prepare(&self) -> bool {
+        self.inner.fork_prepare()
+    }
+
+    fn fork_parent(&self) {
+        self.inner.fork_parent();
+    }
+
+    fn fork_child(&self) {
+        self.inner.fork_child(|| Inner::empty(self.config.eviction));
     }
 }
 
@@ -614,6 +642,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         self.inner.index.len()
     }
 
+    /// Whether the cache holds no live entry.
     pub fn is_empty(&mut self) -> bool {
         self.len() == 0
     }

@@ -17,7 +17,9 @@ pub const MIN_SAVING: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     #[default]
+    /// Values are stored as given.
     None,
+    /// lz4 (fast, modest ratio).
     Lz4,
     /// zstd at this level (1..=22; 3 is zstd's default).
     Zstd(i32),

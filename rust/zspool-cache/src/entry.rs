@@ -32,22 +32,28 @@ const MAX_HEADER: usize = 4;
 /// What a key was in Python: `str` (stored as UTF-8) and `bytes` keys never compare equal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyKind {
+    /// A `bytes` key.
     Bytes,
+    /// A `str` key, stored as UTF-8.
     Str,
 }
 
 /// A borrowed key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key<'a> {
+    /// What the key was in Python.
     pub kind: KeyKind,
+    /// Its bytes (UTF-8 for a `str`).
     pub bytes: &'a [u8],
 }
 
 impl<'a> Key<'a> {
+    /// A `bytes` key.
     pub fn bytes(bytes: &'a [u8]) -> Key<'a> {
         Key { kind: KeyKind::Bytes, bytes }
     }
 
+    /// A `str` key.
     pub fn str(s: &'a str) -> Key<'a> {
         Key { kind: KeyKind::Str, bytes: s.as_bytes() }
     }
@@ -56,7 +62,9 @@ impl<'a> Key<'a> {
 /// An owned key, as iteration and `popitem` give it back.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OwnedKey {
+    /// What the key was in Python.
     pub kind: KeyKind,
+    /// Its bytes (UTF-8 for a `str`).
     pub bytes: Vec<u8>,
 }
 
@@ -255,6 +263,7 @@ impl Value<'_> {
         }
     }
 
+    /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -270,6 +279,7 @@ impl Value<'_> {
         }
     }
 
+    /// The value as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = vec![0; self.len()];
         self.copy_to(&mut out);

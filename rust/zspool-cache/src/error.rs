@@ -5,16 +5,35 @@ use std::fmt;
 
 use zspool_core::ZsError;
 
+/// The result of a cache call.
 pub type Result<T> = std::result::Result<T, CacheError>;
 
+/// Why a cache call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheError {
     /// One entry (header + key + value, after compression) does not fit the byte budget.
-    TooLarge { key_len: usize, stored_bytes: u64, max_bytes: u64 },
+    TooLarge {
+        /// The key's length in bytes.
+        key_len: usize,
+        /// The entry's size in the pool, in bytes.
+        stored_bytes: u64,
+        /// The cache's budget in bytes.
+        max_bytes: u64,
+    },
     /// Keys are at most [`crate::MAX_KEY_LEN`] bytes.
-    KeyTooLong { key_len: usize },
+    KeyTooLong {
+        /// The key's length in bytes.
+        key_len: usize,
+    },
     /// A configuration value out of range.
-    BadConfig { what: &'static str, value: String, allowed: &'static str },
+    BadConfig {
+        /// The setting.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// What is allowed instead.
+        allowed: &'static str,
+    },
     /// An object failed to decode (a bug or memory corruption, never expected).
     Corrupt(&'static str),
     /// The pool refused (full, closed).

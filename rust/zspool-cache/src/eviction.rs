@@ -20,7 +20,9 @@ use crate::index::{NIL, Slot};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Eviction {
     #[default]
+    /// SIEVE: a hand sweeps from old to new, sparing entries hit since its last pass.
     Sieve,
+    /// Least recently used.
     Lru,
 }
 

@@ -4,9 +4,9 @@
 //! `rust/zspool-py/src/cache.rs`).
 //!
 //! Each entry (a small header, the key bytes, the value bytes, compressed when that pays) is
-//! **one pool object**. The cache keeps only a compact index in Rust: no heap object per
-//! entry, 24 bytes of slot plus about 5 bytes of hash table, and 8 more for a TTL when one
-//! is used. Because the pool's handles stay valid across compaction, the pool can compact
+//! **one pool object**. The cache keeps only a compact index in Rust, with no heap object per
+//! entry (`index.rs` gives its size per entry), plus 8 bytes per entry for TTLs once one is
+//! used. Because the pool's handles stay valid across compaction, the pool can compact
 //! and return pages to the OS while the index never changes.
 //!
 //! One concept per file:
@@ -18,13 +18,16 @@
 //! - `compression.rs`: lz4 / zstd, kept only where it saves space;
 //! - `stats.rs`: counters and the stats snapshot;
 //! - `cache.rs`: the cache itself, its mutex and the data path;
-//! - `fork.rs`: the cache mutex across `fork()` (the fork gate, the `pthread_atfork` hooks);
+//! - `fork.rs`: `ForkSafeMutex`, the cache mutex that can be held
+//!   across `fork()` (behind the core's fork gate), and its `pthread_atfork` hooks;
 //! - `error.rs`: the error type.
 //!
-//! Locks: one **cache mutex** around the index, queue, deadlines and counters, taken before
-//! any pool lock (pool calls are made while holding it). Compaction never takes it. Around
-//! `fork()`, the core's `pthread_atfork` handlers take it before any pool lock
-//! ([`register_for_fork`]).
+//! Locks: one **cache mutex** around the index, queue, deadlines and counters; pool calls are
+//! made while holding it (its place in the lock order: `docs/ARCHITECTURE.md`). Compaction
+//! never takes it. Around `fork()`, the core's `pthread_atfork` handlers hold it
+//! ([`register_for_fork`], `fork.rs`).
+
+#![warn(missing_docs)]
 
 mod cache;
 mod compression;
@@ -36,11 +39,10 @@ mod index;
 mod stats;
 mod ttl;
 
-pub use cache::{Cache, CacheConfig, CacheGuard, Encoded};
+pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, register_for_fork};
 pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};
 pub use eviction::Eviction;
-pub use fork::register_for_fork;
 pub use stats::CacheStats;
 pub use ttl::{Clock, Ttl};

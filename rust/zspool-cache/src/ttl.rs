@@ -25,11 +25,14 @@ pub enum Ttl {
 /// The time source: the monotonic clock, or a manual one for tests.
 #[derive(Debug)]
 pub enum Clock {
+    /// `CLOCK_MONOTONIC`, counted from this instant.
     Monotonic(Instant),
+    /// A clock that moves only when told to (tests): nanoseconds.
     Manual(AtomicU64),
 }
 
 impl Clock {
+    /// The monotonic clock, starting now.
     pub fn monotonic() -> Clock {
         Clock::Monotonic(Instant::now())
     }

@@ -29,13 +29,13 @@
 //! behaviour) exists only so the latency benchmark can compare the two.
 //!
 //! Locks: one class lock at a time, in slices; the provider's locks inside it. One compaction
-//! runs per pool at a time (`Pool::compaction_running`); a second caller returns at once.
+//! runs per pool at a time ([`CompactionState`]'s single-runner flag); a second caller returns at once.
 
 use std::time::{Duration, Instant};
 
-use crate::class::{ClassState, SizeClass};
 use crate::pool::Pool;
-use crate::sync::{MutexGuard, Ordering, unlock_fair};
+use crate::size_class::{ClassState, SizeClass};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, MutexGuard, Ordering, unlock_fair};
 use crate::zspage::Zspage;
 
 /// Pages compaction must free before the heap is trimmed: 64 MiB of zspages, whose metadata
@@ -48,7 +48,12 @@ const TRIM_AFTER_PAGES: usize = 16_384;
 pub enum LockHold {
     /// Yield after every drained source zspage, every `slice_objects` migrated objects,
     /// every `slice` of wall time, and whenever another thread waits for the lock.
-    Yielding { slice_objects: usize, slice: Duration },
+    Yielding {
+        /// Objects migrated per slice at most.
+        slice_objects: usize,
+        /// Wall time per slice at most.
+        slice: Duration,
+    },
     /// Hold the class lock until the class is compacted (benchmark comparison only).
     WholeClass,
 }
@@ -66,6 +71,7 @@ pub struct CompactOptions {
     pub max_pages: Option<usize>,
     /// Stop once this much wall time has passed.
     pub time_budget: Option<Duration>,
+    /// How long a class lock may be kept.
     pub lock_hold: LockHold,
 }
 
@@ -87,6 +93,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The name Python sees (`"done"`, `"budget_reached"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Done => "done",
@@ -102,19 +109,79 @@ impl StopReason {
 /// What one compaction run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompactionReport {
+    /// Pages given back to the OS.
     pub pages_freed: usize,
+    /// Objects moved.
     pub objects_migrated: u64,
+    /// Bytes of the objects moved.
     pub bytes_migrated: u64,
     /// Classes that had freeable pages and were worked on.
     pub classes_scanned: usize,
     /// Times the class lock was released and re-taken mid-class.
     pub lock_yields: u64,
+    /// Wall time of the run.
     pub duration: Duration,
+    /// Why the run ended.
     pub stop_reason: StopReason,
 }
 
-/// Clears the single-compactor flag however the run ends.
-struct RunningFlag<'a>(&'a crate::sync::AtomicBool);
+/// Compaction's pool-wide state: the single-runner flag and the lifetime counters.
+#[derive(Debug)]
+pub(crate) struct CompactionState {
+    running: AtomicBool,
+    pub(crate) pages_compacted: AtomicU64,
+    /// Pages compaction freed since the heap was last trimmed.
+    freed_since_trim: AtomicUsize,
+    pub(crate) objects_migrated: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+}
+
+impl CompactionState {
+    pub(crate) fn new() -> CompactionState {
+        CompactionState {
+            running: AtomicBool::new(false),
+            pages_compacted: AtomicU64::new(0),
+            freed_since_trim: AtomicUsize::new(0),
+            objects_migrated: AtomicU64::new(0),
+            compactions: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a compaction holds the single-runner flag (the fork hooks wait for it).
+    #[cfg(not(loom))]
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// In a child after `fork()`: the run that held the flag was in a thread that is gone.
+    #[cfg(not(loom))]
+    pub(crate) fn reset_in_child(&self) {
+        self.running.store(false, Ordering::Release);
+    }
+
+    /// Take the single-runner flag, or `None` if another run holds it. SeqCst, with the
+    /// SeqCst fork gate check that follows it in `compact`: pairs with `fork_prepare` (either
+    /// it sees this run, or this run sees the fork and takes no lock).
+    fn try_start(&self) -> Option<RunningFlag<'_>> {
+        (!self.running.swap(true, Ordering::SeqCst)).then_some(RunningFlag(&self.running))
+    }
+
+    /// Count a finished run's work; `true` when enough pages were freed since the last trim
+    /// that the heap is worth trimming now (which resets the count).
+    fn record(&self, report: &CompactionReport, may_trim: bool) -> bool {
+        self.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
+        self.objects_migrated.fetch_add(report.objects_migrated, Ordering::Relaxed);
+        let freed = self.freed_since_trim.fetch_add(report.pages_freed, Ordering::Relaxed) + report.pages_freed;
+        let trim = freed >= TRIM_AFTER_PAGES && may_trim;
+        if trim {
+            self.freed_since_trim.store(0, Ordering::Relaxed);
+        }
+        trim
+    }
+}
+
+/// Clears the single-runner flag however the run ends.
+struct RunningFlag<'a>(&'a AtomicBool);
 
 impl Drop for RunningFlag<'_> {
     fn drop(&mut self) {
@@ -153,35 +220,28 @@ impl Pool {
             duration: Duration::ZERO,
             stop_reason: StopReason::Done,
         };
-        // SeqCst, with the SeqCst fork_pending load below: pairs with fork_prepare (either it
-        // sees this run, or this run sees the fork and takes no lock).
-        if self.compaction_running.swap(true, Ordering::SeqCst) {
+        let Some(_running) = self.compaction.try_start() else {
             report.stop_reason = StopReason::AlreadyRunning;
             return report;
-        }
-        let _running = RunningFlag(&self.compaction_running);
+        };
         report.stop_reason = if self.is_closed() {
             StopReason::Closed
-        } else if self.fork_pending.load(Ordering::SeqCst) {
+        } else if self.fork.gate.is_pending() {
             StopReason::Interrupted
         } else if self.can_compact() == 0 {
             StopReason::NothingFreeable
         } else {
-            self.compactions.fetch_add(1, Ordering::Relaxed);
+            self.compaction.compactions.fetch_add(1, Ordering::Relaxed);
             let deadline = options.time_budget.map(|budget| start + budget);
             self.compact_classes(options, deadline, &mut report)
         };
-        self.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
-        self.objects_migrated.fetch_add(report.objects_migrated, Ordering::Relaxed);
         // Trimming walks glibc's whole heap under its arena lock, so every other thread's
         // malloc waits for it: 0.1-0.5 ms after a million-object compaction in a small
         // process, tens of ms in one with a big fragmented heap (a test runner). It pays only
         // once compaction has freed a lot of zspage metadata, counted across runs (shrinkers
         // compact in small steps). A run with a time budget never trims, since the walk's
         // length cannot be bounded; the next run without one does.
-        let freed = self.freed_since_trim.fetch_add(report.pages_freed, Ordering::Relaxed) + report.pages_freed;
-        if freed >= TRIM_AFTER_PAGES && options.time_budget.is_none() {
-            self.freed_since_trim.store(0, Ordering::Relaxed);
+        if self.compaction.record(&report, options.time_budget.is_none()) {
             crate::os_pages::trim_heap();
         }
         report.duration = start.elapsed();
@@ -225,7 +285,7 @@ impl<'p> ClassRun<'p> {
             if self.pool.is_closed() {
                 break Some(StopReason::Closed);
             }
-            if self.pool.fork_pending.load(Ordering::Relaxed) {
+            if self.pool.fork.gate.is_pending() {
                 break Some(StopReason::Interrupted);
             }
             if state.can_compact() == 0 {
@@ -277,7 +337,7 @@ impl<'p> ClassRun<'p> {
                     // Reading the clock costs ~20 ns; do it every 8th object.
                     || (self.slice_objects.is_multiple_of(8)
                         && (self.slice_start.elapsed() >= slice || self.deadline_passed()))
-                    || self.pool.fork_pending.load(Ordering::Relaxed)
+                    || self.pool.fork.gate.is_pending()
             }
             LockHold::WholeClass => self.slice_objects.is_multiple_of(8) && self.deadline_passed(),
         }

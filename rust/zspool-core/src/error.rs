@@ -14,20 +14,56 @@ pub enum HandleProblem {
     Stale,
 }
 
+/// Why a pool call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZsError {
     /// A stale, freed, double-freed or forged handle.
-    InvalidHandle { handle: u64, problem: HandleProblem },
+    InvalidHandle {
+        /// The handle given.
+        handle: u64,
+        /// Why it names no live object.
+        problem: HandleProblem,
+    },
     /// The allocation would take the pool past `mem_limit`, or the OS refused pages.
-    PoolFull { requested_bytes: u64, pages_used: u64, mem_limit: Option<u64>, os_error: Option<i32> },
+    PoolFull {
+        /// The object size asked for, in bytes.
+        requested_bytes: u64,
+        /// Pages the pool held at the time.
+        pages_used: u64,
+        /// The pool's limit in bytes, if any.
+        mem_limit: Option<u64>,
+        /// The OS's errno, if it refused (ENOSPC: a size class or shard ran out of ids).
+        os_error: Option<i32>,
+    },
     /// The pool was closed; nothing in it can be reached any more.
     Closed,
     /// An object size outside `0..=max`.
-    SizeOutOfRange { size: u64, max: u64 },
+    SizeOutOfRange {
+        /// The size asked for, in bytes.
+        size: u64,
+        /// The largest allowed, in bytes.
+        max: u64,
+    },
     /// An access `[offset, offset + len)` that does not fit inside an object of `object_size` bytes.
-    OutOfBounds { handle: u64, offset: u64, len: u64, object_size: u64 },
+    OutOfBounds {
+        /// The object's handle.
+        handle: u64,
+        /// The first byte accessed.
+        offset: u64,
+        /// Bytes accessed.
+        len: u64,
+        /// The object's size in bytes.
+        object_size: u64,
+    },
     /// A constructor argument outside its allowed range.
-    BadConfig { what: &'static str, value: u64, allowed: &'static str },
+    BadConfig {
+        /// The argument.
+        what: &'static str,
+        /// The value given.
+        value: u64,
+        /// What is allowed instead.
+        allowed: &'static str,
+    },
 }
 
 impl fmt::Display for ZsError {
@@ -52,7 +88,7 @@ impl fmt::Display for ZsError {
                 "the size class (or large-object shard) for a {requested_bytes}-byte object is full: \
                  it holds {} zspages or has handed out all {} handle-table indices (retired ones \
                  included); the pool is unchanged; compact it (fewer zspages) or use another pool",
-                u64::from(crate::handle::MAX_ZSPAGE_ID) + 1,
+                u64::from(crate::size_class::MAX_ZSPAGE_ID) + 1,
                 crate::handle::MAX_INDEX,
             ),
             ZsError::PoolFull { requested_bytes, os_error, .. } => write!(
@@ -79,4 +115,5 @@ impl fmt::Display for ZsError {
 
 impl std::error::Error for ZsError {}
 
+/// The result of a pool call.
 pub type Result<T> = std::result::Result<T, ZsError>;

@@ -7,7 +7,7 @@
 //! there. So, around `fork()`, the forking thread:
 //!
 //! ```text
-//! fork_prepare: fork_pending = true            running compactions stop at their next slice
+//! fork_prepare: close the gate ([`ForkGate`])   running compactions stop at their next slice
 //!                                              (Interrupted) and new ones do nothing; new
 //!                                              calls wait at the gate (`Pool::enter`), holding
 //!                                              and queueing on no lock, until the fork is over
@@ -18,10 +18,10 @@
 //!                             call running, nobody waiting on any class or shard lock) -> done
 //!                 else release them all, sleep 50 us, and try again (until a 1 s deadline)
 //! fork()
-//! fork_parent:  release every lock; fork_pending = false
+//! fork_parent:  release every lock; open the gate
 //! fork_child:   release every lock (the child's one thread is the forking thread, which
 //!               holds them); zero the in-flight and waiter counters of the threads that are
-//!               gone; compaction_running = fork_pending = false
+//!               gone; clear compaction's single-runner flag; open the gate
 //! ```
 //!
 //! Quiescence is what makes the child exact: no thread was inside the pool at fork time, so
@@ -62,7 +62,7 @@
 //! A layer above the pool may have its own lock that its threads hold *while* calling into a
 //! pool (the `zspool-cache` cache mutex). The handlers must hold it across `fork()` as well,
 //! and take it *before* any pool lock: a thread holding it may be about to enter a pool, and
-//! once `fork_pending` is set it would wait at the pool's gate, still holding it. Such a
+//! once the gate is closed it would wait at the pool's gate, still holding it. Such a
 //! layer registers with [`register_outer_lock_for_fork`], and the handlers run it in the
 //! same `pthread_atfork` call as the pools, so the order is fixed here rather than left to
 //! the order in which handlers happened to be installed:
@@ -72,42 +72,156 @@
 //! parent / child: every pool (reverse order) -> every outer lock (reverse order) -> registry lock
 //! ```
 
+#[cfg(not(loom))]
 use std::sync::{Arc, Once, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(not(loom))]
+use std::time::Instant;
 
+#[cfg(not(loom))]
 use crate::pool::Pool;
-use crate::sync::Ordering;
+use crate::sync::{AtomicBool, AtomicUsize, Ordering};
 
+/// The gate every call passes on its way into a pool (or into a layer above one, such as
+/// the cache mutex of `zspool-cache`): open, except while a fork is being prepared. A caller
+/// counts itself in, then looks at the gate; if it is closed, the caller counts itself out
+/// again (so `fork_prepare` sees everything quiet) and waits, holding and queueing on no
+/// lock, until it opens. The SeqCst count and the SeqCst look pair with `fork_prepare`'s
+/// SeqCst close and its SeqCst reads of the counts: either the caller sees the gate closed,
+/// or `fork_prepare` sees the caller counted.
+#[derive(Debug)]
+pub struct ForkGate {
+    pending: AtomicBool,
+}
+
+impl Default for ForkGate {
+    fn default() -> ForkGate {
+        ForkGate::new()
+    }
+}
+
+impl ForkGate {
+    /// An open gate.
+    pub fn new() -> ForkGate {
+        ForkGate { pending: AtomicBool::new(false) }
+    }
+
+    /// Pass the gate: `count_in` counts this caller in (SeqCst) and returns a guard that
+    /// counts it out when dropped; it runs again after each wait for a fork.
+    #[inline]
+    pub fn pass<G>(&self, mut count_in: impl FnMut() -> G) -> G {
+        loop {
+            let counted = count_in();
+            if !self.pending.load(Ordering::SeqCst) {
+                return counted;
+            }
+            drop(counted);
+            while self.pending.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// [`Self::pass`], counting this caller in `count` until the returned guard is dropped.
+    #[inline]
+    pub fn pass_counted<'a>(&self, count: &'a AtomicUsize) -> Counted<'a> {
+        self.pass(|| {
+            count.fetch_add(1, Ordering::SeqCst);
+            Counted(count)
+        })
+    }
+
+    /// Whether a fork is being prepared (the gate is closed).
+    #[inline]
+    pub fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Close the gate: `fork_prepare` is starting.
+    pub fn close(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+    }
+
+    /// Open the gate: the fork is over.
+    pub fn open(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A caller counted past a [`ForkGate`] by [`ForkGate::pass_counted`]; counted out on drop.
+#[derive(Debug)]
+pub struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A pool's fork state: its gate, whether `fork_prepare` holds its locks, and the calls in
+/// flight that no activity counter sees.
+#[derive(Debug)]
+pub(crate) struct ForkState {
+    /// Closed by `fork_prepare` until the fork is over: compaction stops at its next slice.
+    pub(crate) gate: ForkGate,
+    /// `fork_prepare` holds every lock of this pool.
+    held: AtomicBool,
+    /// Calls in flight that are not counted in an `ActivityCounters` (close, stats): the
+    /// fork hooks wait for these too, without making the pool look busy to policies.
+    others_in_flight: AtomicUsize,
+}
+
+impl ForkState {
+    pub(crate) fn new() -> ForkState {
+        ForkState { gate: ForkGate::new(), held: AtomicBool::new(false), others_in_flight: AtomicUsize::new(0) }
+    }
+
+    /// Count a close or stats call in flight, through the gate.
+    pub(crate) fn enter_other(&self) -> Counted<'_> {
+        self.gate.pass_counted(&self.others_in_flight)
+    }
+}
+
+#[cfg(not(loom))]
 /// A lock outside every pool that its users take *before* any pool lock (and may hold while
 /// calling a pool), which must be held across `fork()` like the pools' own locks. The three
 /// hooks follow the pool's protocol: `fork_prepare` takes the lock, waiting for it within a
 /// deadline, and returns whether it got it with no other thread inside or queued;
 /// exactly one of `fork_parent` / `fork_child` follows and lets it go.
 pub trait OuterLock: Send + Sync {
+    /// Before `fork()`: take the lock within the deadline; whether nobody else was inside or queued.
     fn fork_prepare(&self) -> bool;
+    /// After `fork()`, in the parent: let the lock go.
     fn fork_parent(&self);
+    /// After `fork()`, in the child (one thread): let the lock go, forget vanished threads.
     fn fork_child(&self);
 }
 
+#[cfg(not(loom))]
 /// What the `pthread_atfork` handlers manage, held only as weak references.
 struct Registry {
     outer_locks: Vec<Weak<dyn OuterLock>>,
     pools: Vec<Weak<Pool>>,
 }
 
+#[cfg(not(loom))]
 /// What `prepare` locked, kept alive until `parent`/`child` unlocks it.
 struct Prepared {
     outer_locks: Vec<Arc<dyn OuterLock>>,
     pools: Vec<Arc<Pool>>,
 }
 
+#[cfg(not(loom))]
 static REGISTRY: parking_lot::Mutex<Registry> =
     parking_lot::Mutex::new(Registry { outer_locks: Vec::new(), pools: Vec::new() });
+#[cfg(not(loom))]
 /// Only touched by the handlers, with `REGISTRY` held.
 static PREPARED: parking_lot::Mutex<Prepared> =
     parking_lot::Mutex::new(Prepared { outer_locks: Vec::new(), pools: Vec::new() });
+#[cfg(not(loom))]
 static INSTALL: Once = Once::new();
 
+#[cfg(not(loom))]
 fn install_handlers() {
     INSTALL.call_once(|| {
         // SAFETY: the three handlers are `extern "C"` functions that live for the whole
@@ -117,6 +231,7 @@ fn install_handlers() {
     });
 }
 
+#[cfg(not(loom))]
 /// Make `fork()` safe for `pool`: from now on every `fork()` in this process (Python's
 /// `os.fork`, multiprocessing, a C library's) runs `fork_prepare` before it and
 /// `fork_parent`/`fork_child` after it on this pool, for as long as the pool is alive.
@@ -127,6 +242,7 @@ pub fn register_for_fork(pool: &Arc<Pool>) {
     registry.pools.push(Arc::downgrade(pool));
 }
 
+#[cfg(not(loom))]
 /// Hold `lock` across every `fork()` in this process, for as long as it is alive: its
 /// `fork_prepare` runs before any pool's, its `fork_parent`/`fork_child` after every pool's
 /// (see the module comment).
@@ -138,6 +254,7 @@ pub fn register_outer_lock_for_fork<L: OuterLock + 'static>(lock: &Arc<L>) {
     registry.outer_locks.push(weak);
 }
 
+#[cfg(not(loom))]
 extern "C" fn atfork_prepare() {
     let registry = REGISTRY.lock();
     let prepared = Prepared {
@@ -154,10 +271,12 @@ extern "C" fn atfork_prepare() {
     *PREPARED.lock() = prepared;
 }
 
+#[cfg(not(loom))]
 fn take_prepared() -> Prepared {
     std::mem::replace(&mut *PREPARED.lock(), Prepared { outer_locks: Vec::new(), pools: Vec::new() })
 }
 
+#[cfg(not(loom))]
 extern "C" fn atfork_parent() {
     let prepared = take_prepared();
     for pool in prepared.pools.iter().rev() {
@@ -172,6 +291,7 @@ extern "C" fn atfork_parent() {
     unsafe { REGISTRY.force_unlock() };
 }
 
+#[cfg(not(loom))]
 extern "C" fn atfork_child() {
     let prepared = take_prepared();
     for pool in prepared.pools.iter().rev() {
@@ -185,17 +305,19 @@ extern "C" fn atfork_child() {
     unsafe { REGISTRY.force_unlock() };
 }
 
+#[cfg(not(loom))]
 /// How long `fork_prepare` waits for the pool to go quiet before forking anyway.
 pub const QUIESCE_DEADLINE: Duration = Duration::from_secs(1);
 
+#[cfg(not(loom))]
 impl Pool {
     /// Before `fork()`: stop compaction and take every lock of the pool while no other thread
     /// is inside it. Returns whether the pool was quiescent (see the module comment).
     pub fn fork_prepare(&self) -> bool {
-        if self.fork_held.load(Ordering::Acquire) {
+        if self.fork.held.load(Ordering::Acquire) {
             return true; // prepared already (a second hook registration); stay idempotent
         }
-        self.fork_pending.store(true, Ordering::SeqCst);
+        self.fork.gate.close();
         let deadline = Instant::now() + QUIESCE_DEADLINE;
         let quiescent = loop {
             self.lock_all();
@@ -209,30 +331,30 @@ impl Pool {
             unsafe { self.unlock_all() };
             std::thread::sleep(Duration::from_micros(50));
         };
-        self.fork_held.store(true, Ordering::Release);
+        self.fork.held.store(true, Ordering::Release);
         quiescent
     }
 
     /// After `fork()`, in the parent: release what `fork_prepare` took. A no-op without it.
     pub fn fork_parent(&self) {
-        if !self.fork_held.swap(false, Ordering::AcqRel) {
+        if !self.fork.held.swap(false, Ordering::AcqRel) {
             return;
         }
-        // SAFETY: `fork_held` was set by `fork_prepare` in this thread (the forking thread),
+        // SAFETY: `fork.held` was set by `fork_prepare` in this thread (the forking thread),
         // which holds every lock with no guard alive.
         unsafe { self.unlock_all() };
-        self.fork_pending.store(false, Ordering::Release);
+        self.fork.gate.open();
     }
 
     /// After `fork()`, in the child: every lock unlocked, every counter of threads that do
     /// not exist here zeroed. Call before the child starts any thread. A no-op without a
     /// preceding `fork_prepare`.
     pub fn fork_child(&self) {
-        if !self.fork_held.swap(false, Ordering::AcqRel) {
+        if !self.fork.held.swap(false, Ordering::AcqRel) {
             return;
         }
         for class in self.classes.iter() {
-            // SAFETY: `fork_held` says this thread (the forking thread, now the child's only
+            // SAFETY: `fork.held` says this thread (the forking thread, now the child's only
             // thread) holds every lock through `fork_prepare`, with no guard alive.
             unsafe { class.lock_for_fork().fork_unlock_child() };
             class.activity.reset_in_flight();
@@ -244,10 +366,10 @@ impl Pool {
         }
         // SAFETY: as above; nobody else can have queued on the provider's locks (every
         // user of the provider is a call in flight or a compaction, and there were none).
-        unsafe { self.provider.fork_unlock_parent() };
-        self.compaction_running.store(false, Ordering::Release);
-        self.others_in_flight.store(0, Ordering::Release);
-        self.fork_pending.store(false, Ordering::Release);
+        unsafe { self.provider.fork_unlock() };
+        self.compaction.reset_in_child();
+        self.fork.others_in_flight.store(0, Ordering::Release);
+        self.fork.gate.open();
     }
 
     /// Take every lock of the pool in the lock order and keep them (guards forgotten).
@@ -268,7 +390,7 @@ impl Pool {
     unsafe fn unlock_all(&self) {
         // SAFETY: the caller's guarantee covers each lock released here.
         unsafe {
-            self.provider.fork_unlock_parent();
+            self.provider.fork_unlock();
             for shard in self.large.iter().rev() {
                 shard.lock_for_fork().fork_unlock_parent();
             }
@@ -285,11 +407,12 @@ impl Pool {
         let idle = |a: &crate::activity::ActivityCounters| a.in_flight() == 0;
         self.classes.iter().all(|c| idle(&c.activity) && !c.lock_for_fork().has_waiters())
             && self.large.iter().all(|s| idle(&s.activity) && !s.lock_for_fork().has_waiters())
-            && !self.compaction_running.load(Ordering::SeqCst)
-            && self.others_in_flight.load(Ordering::SeqCst) == 0
+            && !self.compaction.is_running()
+            && self.fork.others_in_flight.load(Ordering::SeqCst) == 0
     }
 }
 
+#[cfg(not(loom))]
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -299,7 +422,7 @@ mod tests {
     use crate::{Pool, PoolConfig, register_for_fork};
 
     /// An outer lock that records, at each hook, whether the pool was already being forked
-    /// (`fork_pending`) and whether it held its locks (`fork_held`).
+    /// (its gate closed) and whether it held its locks (`fork.held`).
     struct Recorder {
         pool: Arc<Pool>,
         events: parking_lot::Mutex<Vec<(&'static str, bool, bool)>>,
@@ -308,11 +431,7 @@ mod tests {
     impl Recorder {
         fn record(&self, hook: &'static str) {
             let pool = &self.pool;
-            self.events.lock().push((
-                hook,
-                pool.fork_pending.load(Ordering::SeqCst),
-                pool.fork_held.load(Ordering::SeqCst),
-            ));
+            self.events.lock().push((hook, pool.fork.gate.is_pending(), pool.fork.held.load(Ordering::SeqCst)));
         }
     }
 
@@ -337,7 +456,7 @@ mod tests {
         let outer = Arc::new(Recorder { pool: Arc::clone(&pool), events: parking_lot::Mutex::new(Vec::new()) });
         register_outer_lock_for_fork(&outer);
         atfork_prepare();
-        assert!(pool.fork_held.load(Ordering::SeqCst), "the pool is locked after prepare");
+        assert!(pool.fork.held.load(Ordering::SeqCst), "the pool is locked after prepare");
         atfork_parent();
         atfork_prepare();
         atfork_child();
@@ -396,7 +515,7 @@ mod tests {
             let compactor = s.spawn(|| pool.compact(&Default::default()));
             std::thread::sleep(std::time::Duration::from_millis(2));
             assert!(pool.fork_prepare());
-            assert!(!pool.compaction_running.load(crate::sync::Ordering::Relaxed));
+            assert!(!pool.compaction.is_running());
             pool.fork_parent();
             let report = compactor.join().unwrap();
             assert!(["interrupted", "done"].contains(&report.stop_reason.as_str()));

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! `owner` names the lock domain that holds the object: a size class (its class id, below 256:
-//! at most 232 classes, see `size_class.rs`) or a large-object shard (256..). Each owner keeps its own [`HandleTable`] under its own lock,
+//! at most 232 classes, see `class_table.rs`) or a large-object shard (256..). Each owner keeps its own [`HandleTable`] under its own lock,
 //! so resolving a handle never touches another class and no pool-wide table serialises
 //! classes (the kernel needs `pool->lock` for this step; we do not).
 //!
@@ -31,8 +31,12 @@ pub(crate) const OWNER_BITS: u32 = 9;
 pub(crate) const GEN_BITS: u32 = 64 - INDEX_BITS - OWNER_BITS;
 pub(crate) const MAX_INDEX: u32 = (1 << INDEX_BITS) - 1;
 
-/// The owner id of the first large-object shard; size classes use ids below it.
+/// The owner-id space, all of it here: size classes take the ids below this one (the class
+/// table checks that its classes fit), large-object shards the [`LARGE_SHARDS`] ids from it.
 pub(crate) const LARGE_OWNER_BASE: u16 = 256;
+/// Number of large-object lock shards (`large.rs`).
+pub(crate) const LARGE_SHARDS: usize = 8;
+const _: () = assert!(LARGE_OWNER_BASE as usize + LARGE_SHARDS <= 1 << OWNER_BITS, "every shard has an owner id");
 
 /// A handle's fields, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,74 +84,6 @@ const NIL: u32 = MAX_INDEX;
 pub(crate) trait PackedLocation: Copy {
     fn pack(self) -> u64;
     fn unpack(bits: u64) -> Self;
-}
-
-/// The zspage id field of a [`ClassSlot`]: a class with more zspages than this at once is full.
-pub(crate) const ZSPAGE_ID_BITS: u32 = 23;
-pub(crate) const MAX_ZSPAGE_ID: u32 = (1 << ZSPAGE_ID_BITS) - 1;
-const SLOT_OBJ_BITS: u32 = 11;
-const SLOT_SLACK_BITS: u32 = 13;
-const _: () = assert!(ZSPAGE_ID_BITS + SLOT_OBJ_BITS + SLOT_SLACK_BITS == LOCATION_BITS);
-// Every object index (at most 16 pages of 32-byte objects) fits.
-const _: () = assert!(
-    crate::size_class::MAX_CHAIN_LIMIT * crate::os_pages::PAGE_SIZE / crate::size_class::MIN_ALLOC_SIZE
-        <= 1 << SLOT_OBJ_BITS
-);
-// Every slack fits: an object of 1..=size bytes leaves at most size - 1 of its class slot
-// unused, an empty object (in the smallest class) MIN_ALLOC_SIZE.
-const _: () = assert!(
-    crate::size_class::MAX_CLASS_SIZE - 1 < 1 << SLOT_SLACK_BITS
-        && crate::size_class::MIN_ALLOC_SIZE < 1 << SLOT_SLACK_BITS
-);
-
-/// Where a size class keeps an object, and its exact size (a class holds objects of any size
-/// up to its slot size, and reads must stop at the object's end).
-///
-/// The size is kept as the *slack*, the bytes of the class slot the object leaves unused:
-/// sizes run to 8192 (14 bits) but a slack is below 8192 (13 bits), so the entry stays 8 bytes
-/// with a 23-bit zspage id. Whoever holds a slot knows its class size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClassSlot {
-    pub zspage: u32,
-    pub obj: u16,
-    pub slack: u16,
-}
-
-impl ClassSlot {
-    /// The slot for an object of `size <= class_size` bytes at (`zspage`, `obj`).
-    pub(crate) fn new(zspage: u32, obj: u16, size: usize, class_size: usize) -> ClassSlot {
-        let slack = class_size.checked_sub(size).and_then(|s| u16::try_from(s).ok());
-        ClassSlot { zspage, obj, slack: slack.expect("an object fits its class") }
-    }
-
-    /// The object's exact size in bytes, in a class of `class_size`.
-    pub(crate) fn size(self, class_size: usize) -> usize {
-        class_size - usize::from(self.slack)
-    }
-}
-
-impl PackedLocation for ClassSlot {
-    fn pack(self) -> u64 {
-        // A value that does not fit would silently name another object: refuse it loudly.
-        // The class checks zspage ids against MAX_ZSPAGE_ID before it creates a zspage.
-        assert!(
-            self.zspage <= MAX_ZSPAGE_ID
-                && u32::from(self.obj) < 1 << SLOT_OBJ_BITS
-                && u32::from(self.slack) < 1 << SLOT_SLACK_BITS,
-            "class slot out of range: {self:?}"
-        );
-        u64::from(self.slack)
-            | (u64::from(self.obj) << SLOT_SLACK_BITS)
-            | (u64::from(self.zspage) << (SLOT_SLACK_BITS + SLOT_OBJ_BITS))
-    }
-
-    fn unpack(bits: u64) -> ClassSlot {
-        ClassSlot {
-            slack: (bits & ((1 << SLOT_SLACK_BITS) - 1)) as u16,
-            obj: ((bits >> SLOT_SLACK_BITS) & ((1 << SLOT_OBJ_BITS) - 1)) as u16,
-            zspage: (bits >> (SLOT_SLACK_BITS + SLOT_OBJ_BITS)) as u32,
-        }
-    }
 }
 
 /// Where a large-object shard keeps an object: its record id. The size is in the record
@@ -326,8 +262,21 @@ pub(crate) fn random_key() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// A location that is its own bits: the table tested apart from any owner's packing.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Bits(u64);
 
-    const SLOT: ClassSlot = ClassSlot { zspage: 3, obj: 7, slack: 10 };
+    impl PackedLocation for Bits {
+        fn pack(self) -> u64 {
+            self.0
+        }
+
+        fn unpack(bits: u64) -> Bits {
+            Bits(bits)
+        }
+    }
+
+    const SLOT: Bits = Bits(0x1234);
 
     #[test]
     fn an_entry_is_eight_bytes() {
@@ -335,40 +284,9 @@ mod tests {
     }
 
     #[test]
-    fn class_slots_round_trip_at_their_limits() {
-        for slot in [
-            ClassSlot { zspage: 0, obj: 0, slack: 0 },
-            ClassSlot { zspage: MAX_ZSPAGE_ID, obj: 2047, slack: 8191 },
-            ClassSlot { zspage: 0x55_5555, obj: 0x2AA, slack: 0x1555 },
-        ] {
-            assert!(slot.pack() < 1 << LOCATION_BITS);
-            assert_eq!(ClassSlot::unpack(slot.pack()), slot);
-        }
-    }
-
-    #[test]
-    fn every_size_of_every_class_round_trips_through_a_slot() {
-        use crate::size_class::{ClassTable, MAX_CHAIN_LIMIT, MAX_CLASS_SIZE};
-        for chain in [1, 8, MAX_CHAIN_LIMIT] {
-            let table = ClassTable::new(chain);
-            for size in 0..=MAX_CLASS_SIZE {
-                let class_size = table.classes()[table.class_for(size)].size;
-                let slot = ClassSlot::new(MAX_ZSPAGE_ID, 2047, size, class_size);
-                assert_eq!(ClassSlot::unpack(slot.pack()).size(class_size), size, "size {size}, chain {chain}");
-            }
-        }
-    }
-
-    #[test]
-    #[should_panic(expected = "class slot out of range")]
-    fn a_zspage_id_past_the_field_is_refused_not_truncated() {
-        let _ = ClassSlot { zspage: MAX_ZSPAGE_ID + 1, obj: 0, slack: 1 }.pack();
-    }
-
-    #[test]
     fn entries_round_trip_through_the_table() {
         let mut table = HandleTable::new();
-        let far = ClassSlot { zspage: MAX_ZSPAGE_ID, obj: 2047, slack: 8191 };
+        let far = Bits((1 << LOCATION_BITS) - 1);
         let (i, g) = table.insert(far).unwrap();
         assert_eq!(table.get(i, g), Some(far));
         table.relocate(i, SLOT);
@@ -436,7 +354,7 @@ mod tests {
 
     #[test]
     fn free_entries_never_match_generation_zero() {
-        let mut table: HandleTable<ClassSlot> = HandleTable::new();
+        let mut table: HandleTable<Bits> = HandleTable::new();
         let (i, g) = table.insert(SLOT).unwrap();
         table.remove(i, g).unwrap();
         assert_eq!(table.get(i, 0), None);

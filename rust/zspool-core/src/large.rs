@@ -5,7 +5,7 @@
 //! (`Pool::alloc`). There is no packing to compact, so these objects never move; they are
 //! counted apart in the stats (`large_objects`, `large_object_pages`).
 //!
-//! Lock: objects are spread over [`LARGE_SHARDS`] shards, each with its own lock guarding
+//! Lock: objects are spread over `LARGE_SHARDS` shards (`handle.rs`, with the owner ids), each with its own lock guarding
 //! its handle table and the bytes of its objects, so large allocations from different
 //! threads rarely meet. A mapping is `munmap`ped only after its shard lock is dropped.
 
@@ -13,9 +13,6 @@ use crate::activity::ActivityCounters;
 use crate::handle::{HandleTable, LargeId};
 use crate::os_pages::Mapping;
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
-
-/// Number of large-object lock shards.
-pub(crate) const LARGE_SHARDS: usize = 8;
 
 #[derive(Debug)]
 pub(crate) struct LargeShard {

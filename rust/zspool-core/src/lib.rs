@@ -6,9 +6,10 @@
 //!
 //! ## Data layout (as in mm/zsmalloc.c)
 //!
-//! - **Size classes** (`size_class.rs`): object sizes 32..=8192 bytes in 16-byte steps (the
-//!   kernel stops at 4096; we go on to two pages, see there). Each class stores objects of
-//!   its size in **zspages**: chains of 1..=16 pages chosen to waste the least tail space.
+//! - **Size classes** (`class_table.rs` computes the table, `size_class.rs` is the kernel's
+//!   `struct size_class`): object sizes 32..=8192 bytes in 16-byte steps (the kernel stops at
+//!   4096; we go on to two pages, see `class_table.rs`). Each class stores objects of its
+//!   size in **zspages**: chains of 1..=16 pages chosen to waste the least tail space.
 //!   Classes whose zspages would look the same are merged.
 //! - **Zspages** (`zspage.rs`): objects laid end to end over the chain, so an object may
 //!   straddle two pages (three, above a page). Each zspage sits in one of 12 **fullness
@@ -21,17 +22,13 @@
 //!   returned with `MADV_DONTNEED`, so RSS really falls when zspages die.
 //! - **Large objects** (`large.rs`): bigger than two pages; a mapping of whole pages each.
 //!
-//! ## Locks, in the order they may nest
+//! ## Locks
 //!
-//! 1. a **class lock** (one per size class; guards its zspages, their bytes, its fullness
-//!    lists and its handle table) or a **large-object shard lock**; never two at once;
-//! 2. the **page provider's** `alive` read lock, then its free-list mutex.
-//!
-//! `fork.rs` is the one place that holds them all at once: to make `fork()` safe it takes
-//! every class lock (in class order), every shard lock (in shard order), then the provider's
-//! locks, while no other thread holds or waits for any of them. A layer above the pool
-//! whose own lock is taken before any pool lock (the cache mutex of `zspool-cache`)
-//! registers it as an [`OuterLock`], and the fork handlers take it before the pools' locks.
+//! A **class lock** per size class (its zspages, their bytes, its fullness lists and its
+//! handle table), a **large-object shard lock** per shard, and the **page provider's** two
+//! locks. The order they nest in, and how `fork.rs` holds them all across `fork()` (with
+//! the [`OuterLock`]s of layers above, such as the cache mutex of `zspool-cache`), is
+//! written once, in `docs/ARCHITECTURE.md` ("Lock order").
 //!
 //! There is no pool-wide lock on the malloc / free / read / write path. Compaction
 //! (`compaction.rs`) takes one class lock at a time, in slices, and yields it to waiters.
@@ -39,11 +36,12 @@
 //! `sync.rs` swaps every lock and atomic for loom's under `--cfg loom`, so the protocol is
 //! model-checked (`tests/loom.rs`).
 
+#![warn(missing_docs)]
+
 mod activity;
-mod class;
+mod class_table;
 mod compaction;
 mod error;
-#[cfg(not(loom))]
 mod fork;
 mod handle;
 mod large;
@@ -55,15 +53,16 @@ mod sync;
 mod zspage;
 
 pub use activity::Activity;
-pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
-pub use error::{HandleProblem, Result, ZsError};
-#[cfg(not(loom))]
-pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
-pub use os_pages::{PAGE_SIZE, process_rss_bytes};
-pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig};
-pub use size_class::{
+pub use class_table::{
     ABOVE_PAGE_CHAIN_LIMIT, CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT,
     MAX_CLASS_SIZE, MIN_ALLOC_SIZE, NUM_PAGE_SIZE_SLOTS, NUM_SIZE_SLOTS, chain_limit, chain_size, size_slot,
 };
+pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
+pub use error::{HandleProblem, Result, ZsError};
+pub use fork::{Counted, ForkGate};
+#[cfg(not(loom))]
+pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
+pub use os_pages::{PAGE_SIZE, process_rss_bytes};
+pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig, check_bounds};
 pub use stats::{ClassStats, PoolStats};
 pub use zspage::FULLNESS_GROUPS;

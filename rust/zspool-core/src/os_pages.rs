@@ -108,10 +108,14 @@ impl Drop for Mapping {
     }
 }
 
-fn discard_range(start: *mut u8, len: usize) {
-    // SAFETY: callers pass whole pages inside a live mapping that they own and that nobody
-    // else is accessing. MADV_DONTNEED on private anonymous memory only drops the frames;
-    // the range stays mapped and reads back as zeros.
+/// Drop the frames of `len` bytes of pages at `start`: they read back as zeros.
+///
+/// # Safety
+/// `start..start + len` is whole pages inside a live mapping that the caller owns, and
+/// nobody holds a reference into them (their contents are gone after this).
+unsafe fn discard_range(start: *mut u8, len: usize) {
+    // SAFETY: the caller's guarantee. MADV_DONTNEED on private anonymous memory only drops
+    // the frames; the range stays mapped and reads back as zeros.
     unsafe { libc::madvise(start.cast(), len, libc::MADV_DONTNEED) };
 }
 
@@ -165,14 +169,20 @@ impl PageProvider {
     }
 
     /// Take pages back: drop their frames (RSS falls now) and keep the addresses for reuse.
-    /// The caller must hold no references into them; no lock is held during `madvise`.
-    pub(crate) fn release_pages(&self, pages: &[PagePtr]) {
+    /// No lock is held during `madvise`.
+    ///
+    /// # Safety
+    /// `pages` came from [`Self::alloc_pages`] of this provider, none is released twice, and
+    /// nobody holds a reference into them (their contents are gone after this).
+    pub(crate) unsafe fn release_pages(&self, pages: &[PagePtr]) {
         let alive = read(&self.alive);
         if !*alive {
             return; // the arenas, and these pages with them, are already gone
         }
         for run in contiguous_runs(pages) {
-            discard_range(run.0.as_ptr(), run.1 * PAGE_SIZE);
+            // SAFETY: the runs are this provider's pages (the caller's guarantee), in an
+            // arena still mapped (`alive` is held for reading) and unreferenced.
+            unsafe { discard_range(run.0.as_ptr(), run.1 * PAGE_SIZE) };
         }
         lock(&self.state).free.extend(pages.iter().rev().copied());
     }
@@ -204,9 +214,13 @@ impl PageProvider {
         crate::sync::fork::lock_mutex(&self.state);
     }
 
+    /// Release both locks, in the parent or in the child after `fork()` (nobody can have
+    /// queued on them: every user of the provider is a pool call or a compaction, and the
+    /// fork waited for those).
+    ///
     /// # Safety
     /// This thread holds both locks through [`Self::fork_lock`].
-    pub(crate) unsafe fn fork_unlock_parent(&self) {
+    pub(crate) unsafe fn fork_unlock(&self) {
         // SAFETY: the caller's guarantee; released in reverse order of taking.
         unsafe {
             crate::sync::fork::unlock_mutex(&self.state);
@@ -271,7 +285,8 @@ mod tests {
             // SAFETY: the page is ours and PAGE_SIZE long.
             unsafe { std::ptr::write_bytes(p.as_ptr(), 0xAB, PAGE_SIZE) };
         }
-        provider.release_pages(&pages);
+        // SAFETY: the pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(&pages) };
         let mut again = Vec::new();
         provider.alloc_pages(3, &mut again).unwrap();
         for p in &again {
@@ -279,7 +294,8 @@ mod tests {
             let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), PAGE_SIZE) };
             assert!(bytes.iter().all(|&b| b == 0), "released pages must come back zeroed");
         }
-        provider.release_pages(&again);
+        // SAFETY: the pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(&again) };
         provider.unmap_all();
         assert_eq!(provider.mapped_bytes(), 0);
     }
@@ -292,6 +308,7 @@ mod tests {
         let runs: Vec<_> = contiguous_runs(&pages).collect();
         assert_eq!(runs.len(), 1, "a fresh arena hands out ascending contiguous pages");
         assert_eq!(runs[0].1, 4);
-        provider.release_pages(&pages);
+        // SAFETY: the pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(&pages) };
     }
 }

@@ -8,11 +8,10 @@
 //! read/write/free(handle) -> decode owner -> owner's lock -> handle table -> zspage -> pages
 //! ```
 //!
-//! Lock order (a thread may take a later lock while holding an earlier one, never the
-//! reverse):
-//!
-//! 1. one class lock, or one large-object shard lock (never two of either at once);
-//! 2. the provider's `alive` read lock, then its free-list mutex.
+//! Every operation on an existing object goes through one prologue, [`Pool::locate`]: check
+//! open, decode the owner, enter it through the fork gate, take its lock, re-check `closed`.
+//! Locks: one class or shard lock at a time, the provider's inside it (the lock order is in
+//! `docs/ARCHITECTURE.md`).
 //!
 //! Pool-wide state on the hot path is atomics only: `pages_used` (changed once per zspage,
 //! not per object) and the `closed` flag. Compaction's single-runner flag and counters are in
@@ -24,13 +23,15 @@
 //! its `alive` check instead of being `madvise`d after unmap.
 
 use crate::activity::{Activity, ActivityCounters, InFlight};
-use crate::class::{ClassState, SizeClass};
+use crate::class_table::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT, MAX_CLASS_SIZE};
+use crate::compaction::CompactionState;
 use crate::error::{HandleProblem, Result, ZsError};
-use crate::handle::{ClassSlot, HandleParts, HandleTable, LARGE_OWNER_BASE, random_key};
-use crate::large::{LARGE_SHARDS, LargeShard, Refusal};
+use crate::fork::{Counted, ForkState};
+use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, LARGE_SHARDS, LargeId, PackedLocation, random_key};
+use crate::large::{LargeShard, LargeState, Refusal};
 use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider};
-use crate::size_class::{ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT, MAX_CLASS_SIZE};
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::size_class::{ClassSlot, ClassState, SizeClass};
+use crate::sync::{AtomicBool, AtomicUsize, MutexGuard, Ordering};
 use crate::zspage::Zspage;
 
 /// The largest object a pool accepts: 1 GiB.
@@ -41,12 +42,19 @@ pub const MAX_OBJECT_SIZE: usize = 1 << 30;
 pub struct PoolConfig {
     /// Longest page chain a zspage of a class up to a page may use, 1..=16 (the kernel's
     /// `CONFIG_ZSMALLOC_CHAIN_SIZE`). Classes above a page always use up to 16
-    /// (`size_class.rs` says why).
+    /// (`class_table.rs` says why).
     pub max_pages_per_zspage: usize,
     /// Bytes of pages the pool may hold at once (zram's `mem_limit`); `None` for no limit.
     pub mem_limit: Option<u64>,
     /// A name for stats and logs.
     pub name: Option<String>,
+}
+
+impl PoolConfig {
+    /// The allowed `max_pages_per_zspage`, as error messages state it (`1..=MAX_CHAIN_LIMIT`).
+    pub const MAX_PAGES_ALLOWED: &'static str = "1..=16";
+    /// The allowed `mem_limit`, as error messages state it (a page at least).
+    pub const MEM_LIMIT_ALLOWED: &'static str = "at least 4096 bytes, or None";
 }
 
 impl Default for PoolConfig {
@@ -69,27 +77,110 @@ pub struct Pool {
     pub(crate) pages_used: AtomicUsize,
     pub(crate) pages_used_max: AtomicUsize,
     closed: AtomicBool,
-    pub(crate) compaction_running: AtomicBool,
-    pub(crate) pages_compacted: AtomicU64,
-    /// Pages compaction freed since the heap was last trimmed (`compaction.rs`).
-    pub(crate) freed_since_trim: AtomicUsize,
-    pub(crate) objects_migrated: AtomicU64,
-    pub(crate) compactions: AtomicU64,
-    /// Calls in flight that are not counted in an `ActivityCounters` (close, stats): the
-    /// fork hooks wait for these too, without making the pool look busy to policies.
-    pub(crate) others_in_flight: AtomicUsize,
-    /// Set by `fork_prepare` until the fork is over: compaction stops at its next slice.
-    pub(crate) fork_pending: AtomicBool,
-    /// `fork_prepare` holds every lock of this pool.
-    pub(crate) fork_held: AtomicBool,
+    /// Compaction's single-runner flag and counters (`compaction.rs`).
+    pub(crate) compaction: CompactionState,
+    /// The fork gate and what the fork hooks keep (`fork.rs`).
+    pub(crate) fork: ForkState,
 }
 
-/// Marks a close or stats call in flight until dropped (see [`Pool::enter_other`]).
-pub(crate) struct OtherInFlight<'a>(&'a AtomicUsize);
+/// A lock domain: a size class or a large-object shard, each with its own lock, handle table
+/// and activity counters. The data path's prologue ([`Pool::lock_domain`]) is written once,
+/// against this trait.
+pub(crate) trait LockDomain {
+    /// What the domain's lock guards.
+    type State;
+    /// What its handle-table entries hold.
+    type Location: PackedLocation;
+    fn activity(&self) -> &ActivityCounters;
+    fn lock(&self) -> MutexGuard<'_, Self::State>;
+    fn handles(state: &Self::State) -> &HandleTable<Self::Location>;
+    fn handles_mut(state: &mut Self::State) -> &mut HandleTable<Self::Location>;
+}
 
-impl Drop for OtherInFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl LockDomain for SizeClass {
+    type State = ClassState;
+    type Location = ClassSlot;
+    #[inline]
+    fn activity(&self) -> &ActivityCounters {
+        &self.activity
+    }
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, ClassState> {
+        SizeClass::lock(self)
+    }
+    #[inline]
+    fn handles(state: &ClassState) -> &HandleTable<ClassSlot> {
+        &state.handles
+    }
+    #[inline]
+    fn handles_mut(state: &mut ClassState) -> &mut HandleTable<ClassSlot> {
+        &mut state.handles
+    }
+}
+
+impl LockDomain for LargeShard {
+    type State = LargeState;
+    type Location = LargeId;
+    #[inline]
+    fn activity(&self) -> &ActivityCounters {
+        &self.activity
+    }
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, LargeState> {
+        LargeShard::lock(self)
+    }
+    #[inline]
+    fn handles(state: &LargeState) -> &HandleTable<LargeId> {
+        &state.handles
+    }
+    #[inline]
+    fn handles_mut(state: &mut LargeState) -> &mut HandleTable<LargeId> {
+        &mut state.handles
+    }
+}
+
+/// A lock domain locked for one call: its guard and (dropped after it) the call's in-flight
+/// mark.
+struct Locked<'a, D: LockDomain> {
+    domain: &'a D,
+    state: MutexGuard<'a, D::State>,
+    in_flight: InFlight<'a>,
+}
+
+impl<'a, D: LockDomain> Locked<'a, D> {
+    /// The location of the live object `parts` names, if any.
+    #[inline(always)]
+    fn get(&self, parts: HandleParts) -> Option<D::Location> {
+        D::handles(&self.state).get(parts.index, parts.generation)
+    }
+
+    /// The location of the live object `parts` names, or why `handle` names none.
+    #[inline(always)]
+    fn lookup(&self, handle: u64, parts: HandleParts) -> Result<D::Location> {
+        self.get(parts).ok_or_else(|| self.invalid(handle, parts))
+    }
+
+    /// Take the object `parts` names out of the handle table (the handle goes stale).
+    #[inline(always)]
+    fn remove(&mut self, handle: u64, parts: HandleParts) -> Result<D::Location> {
+        match D::handles_mut(&mut self.state).remove(parts.index, parts.generation) {
+            Some(location) => Ok(location),
+            None => Err(self.invalid(handle, parts)),
+        }
+    }
+
+    /// Why `handle` names no live object here: stale (its index was used) or unknown.
+    #[cold]
+    fn invalid(&self, handle: u64, parts: HandleParts) -> ZsError {
+        let problem =
+            if D::handles(&self.state).has_index(parts.index) { HandleProblem::Stale } else { HandleProblem::Unknown };
+        ZsError::InvalidHandle { handle, problem }
+    }
+
+    /// Drop the lock, staying in flight (for work after it: releasing pages).
+    fn unlock(self) -> InFlight<'a> {
+        drop(self.state);
+        self.in_flight
     }
 }
 
@@ -97,6 +188,12 @@ impl Drop for OtherInFlight<'_> {
 enum Owner<'a> {
     Class(&'a SizeClass),
     Large(&'a LargeShard),
+}
+
+/// The owner a handle names, locked: see [`Pool::locate`].
+enum Located<'a> {
+    Class(Locked<'a, SizeClass>),
+    Large(Locked<'a, LargeShard>),
 }
 
 /// A live object, lent to a [`Pool::read_with`] closure while its lock is held.
@@ -112,11 +209,20 @@ enum ObjectMem<'a> {
 }
 
 impl ObjectRef<'_> {
+    /// Start loading the object's first cache lines (see [`Zspage::prefetch_object`]): for a
+    /// reader about to copy it out, before it reads the first byte.
+    fn prefetch(&self) {
+        if let ObjectMem::Packed { zspage, class_size, obj } = self.mem {
+            zspage.prefetch_object(class_size, obj, self.size);
+        }
+    }
+
     /// The object's size in bytes.
     pub fn len(&self) -> usize {
         self.size
     }
 
+    /// Whether the object is empty.
     pub fn is_empty(&self) -> bool {
         self.size == 0
     }
@@ -137,33 +243,42 @@ impl ObjectRef<'_> {
     }
 }
 
-fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Result<()> {
+/// Check that `[offset, offset + len)` lies inside `handle`'s object of `size` bytes:
+/// `OutOfBounds` if not (built without allocating, so callers may use it under a lock).
+pub fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Result<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
         _ => Err(ZsError::OutOfBounds { handle, offset: offset as u64, len: len as u64, object_size: size as u64 }),
     }
 }
 
-fn invalid<L: crate::handle::PackedLocation>(handle: u64, table: &HandleTable<L>, index: u32) -> ZsError {
-    let problem = if table.has_index(index) { HandleProblem::Stale } else { HandleProblem::Unknown };
-    ZsError::InvalidHandle { handle, problem }
+/// The object at `slot` of a locked class, to lend to a reader.
+#[inline]
+fn class_object(handle: u64, state: &ClassState, slot: ClassSlot) -> ObjectRef<'_> {
+    let class_size = state.layout.size;
+    let mem = ObjectMem::Packed { zspage: state.zspage(slot.zspage), class_size, obj: slot.obj };
+    ObjectRef { handle, size: slot.size(class_size), mem }
+}
+
+/// The object `id` of a locked large-object shard, to lend to a reader.
+#[inline]
+fn large_object(handle: u64, state: &LargeState, id: LargeId) -> ObjectRef<'_> {
+    let object = state.object(id);
+    ObjectRef { handle, size: object.size, mem: ObjectMem::Large(&object.mapping) }
 }
 
 impl Pool {
+    /// A new, empty pool; `BadConfig` if `config` is out of range.
     pub fn new(config: PoolConfig) -> Result<Pool> {
         if !(1..=MAX_CHAIN_LIMIT).contains(&config.max_pages_per_zspage) {
             return Err(ZsError::BadConfig {
                 what: "max_pages_per_zspage",
                 value: config.max_pages_per_zspage as u64,
-                allowed: "1..=16",
+                allowed: PoolConfig::MAX_PAGES_ALLOWED,
             });
         }
         if let Some(limit) = config.mem_limit.filter(|&limit| limit < PAGE_SIZE as u64) {
-            return Err(ZsError::BadConfig {
-                what: "mem_limit",
-                value: limit,
-                allowed: "at least 4096 bytes, or None",
-            });
+            return Err(ZsError::BadConfig { what: "mem_limit", value: limit, allowed: PoolConfig::MEM_LIMIT_ALLOWED });
         }
         let table = ClassTable::new(config.max_pages_per_zspage);
         let classes = table.classes().iter().map(|&layout| SizeClass::new(layout)).collect();
@@ -179,17 +294,12 @@ impl Pool {
             pages_used: AtomicUsize::new(0),
             pages_used_max: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            compaction_running: AtomicBool::new(false),
-            pages_compacted: AtomicU64::new(0),
-            freed_since_trim: AtomicUsize::new(0),
-            objects_migrated: AtomicU64::new(0),
-            compactions: AtomicU64::new(0),
-            others_in_flight: AtomicUsize::new(0),
-            fork_pending: AtomicBool::new(false),
-            fork_held: AtomicBool::new(false),
+            compaction: CompactionState::new(),
+            fork: ForkState::new(),
         })
     }
 
+    /// How this pool was built.
     pub fn config(&self) -> &PoolConfig {
         &self.config
     }
@@ -199,42 +309,47 @@ impl Pool {
         &self.table
     }
 
+    /// Whether [`Pool::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Count a data-path call in flight on `counters`, through the fork gate: if a fork is
-    /// being prepared, step back out (so `fork_prepare` sees the pool quiet) and wait, without
-    /// holding or queueing on any pool lock, until it is over. The SeqCst increment in
-    /// `enter` and the SeqCst load here pair with `fork_prepare`'s store and loads: either
-    /// this call sees `fork_pending`, or `fork_prepare` sees this call in flight.
+    /// Count a data-path call in flight on `counters`, through the fork gate ([`ForkGate`]):
+    /// while a fork is being prepared the call waits there, holding and queueing on no pool
+    /// lock, and is not counted.
+    ///
+    /// [`ForkGate`]: crate::ForkGate
+    #[inline(always)]
     pub(crate) fn enter<'a>(&self, counters: &'a ActivityCounters) -> InFlight<'a> {
-        loop {
-            let in_flight = counters.enter();
-            if !self.fork_pending.load(Ordering::SeqCst) {
-                return in_flight;
-            }
-            drop(in_flight);
-            self.wait_for_fork();
-        }
+        self.fork.gate.pass(|| counters.enter())
     }
 
     /// As [`Self::enter`], for calls not counted as activity (close, stats).
-    pub(crate) fn enter_other(&self) -> OtherInFlight<'_> {
-        loop {
-            self.others_in_flight.fetch_add(1, Ordering::SeqCst);
-            if !self.fork_pending.load(Ordering::SeqCst) {
-                return OtherInFlight(&self.others_in_flight);
-            }
-            self.others_in_flight.fetch_sub(1, Ordering::SeqCst);
-            self.wait_for_fork();
-        }
+    pub(crate) fn enter_other(&self) -> Counted<'_> {
+        self.fork.enter_other()
     }
 
-    fn wait_for_fork(&self) {
-        while self.fork_pending.load(Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_micros(50));
-        }
+    /// The data path's prologue, once for every operation: enter the domain (fork gate,
+    /// activity), take its lock, and re-check `closed` under it (so no call touches a
+    /// domain that `close` has drained).
+    #[inline(always)]
+    fn lock_domain<'a, D: LockDomain>(&'a self, domain: &'a D) -> Result<Locked<'a, D>> {
+        let in_flight = self.enter(domain.activity());
+        let state = domain.lock();
+        self.check_open()?;
+        Ok(Locked { domain, state, in_flight })
+    }
+
+    /// Check the pool is open, decode `handle`'s owner and lock it ([`Self::lock_domain`]).
+    #[inline(always)]
+    fn locate(&self, handle: u64) -> Result<(HandleParts, Located<'_>)> {
+        self.check_open()?;
+        let (parts, owner) = self.owner(handle)?;
+        let located = match owner {
+            Owner::Class(class) => Located::Class(self.lock_domain(class)?),
+            Owner::Large(shard) => Located::Large(self.lock_domain(shard)?),
+        };
+        Ok((parts, located))
     }
 
     fn check_open(&self) -> Result<()> {
@@ -282,9 +397,8 @@ impl Pool {
     fn malloc_in_class(&self, size: usize, init: Option<&[&[u8]]>) -> Result<u64> {
         let class_id = self.table.class_for(size);
         let class = &self.classes[class_id];
-        let _in_flight = self.enter(&class.activity);
-        let mut state = class.lock();
-        self.check_open()?;
+        let mut locked = self.lock_domain(class)?;
+        let state = &mut *locked.state;
         let (zspage, fresh) = match state.find_zspage_with_room() {
             Some(id) => {
                 // The handle-table entry is the only metadata a malloc into an existing zspage grows.
@@ -293,12 +407,12 @@ impl Pool {
                 }
                 (id, false)
             }
-            None => (self.grow_class(&mut state, size)?, true),
+            None => (self.grow_class(state, size)?, true),
         };
         let Some((index, generation)) = state.obj_malloc(zspage, size) else {
             let dead = fresh.then(|| state.remove_zspage(zspage));
-            class.publish(&state);
-            drop(state);
+            class.publish(state);
+            let _in_flight = locked.unlock();
             if let Some(dead) = dead {
                 self.release_zspage_pages(&dead);
             }
@@ -314,7 +428,7 @@ impl Pool {
                 offset += part.len();
             }
         }
-        class.publish(&state);
+        class.publish(state);
         let owner = u16::try_from(class_id).expect("fewer than 256 classes");
         Ok(HandleParts { index, owner, generation }.encode(self.key))
     }
@@ -445,7 +559,10 @@ impl Pool {
     /// Hand a dead zspage's pages back to the OS. Call with no class lock held.
     pub(crate) fn release_zspage_pages(&self, dead: &Zspage) {
         let pages = dead.pages();
-        self.provider.release_pages(pages);
+        // SAFETY: `dead` was unlinked from its class under the class lock (no handle names
+        // an object in it any more) and is released once, here; its pages came from this
+        // pool's provider.
+        unsafe { self.provider.release_pages(pages) };
         self.unreserve_pages(pages.len());
     }
 
@@ -464,34 +581,22 @@ impl Pool {
 
     /// Free the object behind `handle`. Its bytes are zeroed; the handle goes stale.
     pub fn free(&self, handle: u64) -> Result<()> {
-        self.check_open()?;
-        let (parts, owner) = self.owner(handle)?;
-        match owner {
-            Owner::Class(class) => {
-                let _in_flight = self.enter(&class.activity);
-                let mut state = class.lock();
-                self.check_open()?;
-                let Some(slot) = state.handles.remove(parts.index, parts.generation) else {
-                    return Err(invalid(handle, &state.handles, parts.index));
-                };
-                let size = slot.size(state.layout.size);
-                let dead = state.obj_free(slot.zspage, slot.obj, size);
-                class.publish(&state);
-                drop(state);
+        match self.locate(handle)? {
+            (parts, Located::Class(mut class)) => {
+                let slot = class.remove(handle, parts)?;
+                let size = slot.size(class.state.layout.size);
+                let dead = class.state.obj_free(slot.zspage, slot.obj, size);
+                class.domain.publish(&class.state);
+                let _in_flight = class.unlock();
                 if let Some(dead) = dead {
                     self.release_zspage_pages(&dead);
                 }
             }
-            Owner::Large(shard) => {
-                let _in_flight = self.enter(&shard.activity);
-                let mut state = shard.lock();
-                self.check_open()?;
-                let Some(id) = state.handles.remove(parts.index, parts.generation) else {
-                    return Err(invalid(handle, &state.handles, parts.index));
-                };
-                let object = state.remove(id);
-                shard.publish(&state);
-                drop(state);
+            (parts, Located::Large(mut shard)) => {
+                let id = shard.remove(handle, parts)?;
+                let object = shard.state.remove(id);
+                shard.domain.publish(&shard.state);
+                let _in_flight = shard.unlock();
                 let pages = object.mapping.len() / PAGE_SIZE;
                 drop(object);
                 self.unreserve_pages(pages);
@@ -503,32 +608,16 @@ impl Pool {
     /// Run `f` on the object behind `handle` with its lock held. `f` must be short: it
     /// blocks every other operation on the object's class.
     pub fn read_with<R>(&self, handle: u64, f: impl FnOnce(&ObjectRef<'_>) -> R) -> Result<R> {
-        self.check_open()?;
-        let (parts, owner) = self.owner(handle)?;
-        match owner {
-            Owner::Class(class) => {
-                let _in_flight = self.enter(&class.activity);
-                let state = class.lock();
-                self.check_open()?;
-                let Some(slot) = state.handles.get(parts.index, parts.generation) else {
-                    return Err(invalid(handle, &state.handles, parts.index));
-                };
-                let class_size = state.layout.size;
-                let zspage = state.zspage(slot.zspage);
-                let size = slot.size(class_size);
-                zspage.prefetch_object(class_size, slot.obj, size);
-                let mem = ObjectMem::Packed { zspage, class_size, obj: slot.obj };
-                Ok(f(&ObjectRef { handle, size, mem }))
+        match self.locate(handle)? {
+            (parts, Located::Class(class)) => {
+                let slot = class.lookup(handle, parts)?;
+                let object = class_object(handle, &class.state, slot);
+                object.prefetch();
+                Ok(f(&object))
             }
-            Owner::Large(shard) => {
-                let _in_flight = self.enter(&shard.activity);
-                let state = shard.lock();
-                self.check_open()?;
-                let Some(id) = state.handles.get(parts.index, parts.generation) else {
-                    return Err(invalid(handle, &state.handles, parts.index));
-                };
-                let object = state.object(id);
-                Ok(f(&ObjectRef { handle, size: object.size, mem: ObjectMem::Large(&object.mapping) }))
+            (parts, Located::Large(shard)) => {
+                let id = shard.lookup(handle, parts)?;
+                Ok(f(&large_object(handle, &shard.state, id)))
             }
         }
     }
@@ -552,6 +641,7 @@ impl Pool {
             order.push((owner, u32::try_from(i).expect("batch of fewer than 2^32 handles")));
         }
         order.sort_unstable();
+        let parts_of = |i: usize| HandleParts::decode(handles[i], self.key);
         let mut located: Vec<(usize, Option<ClassSlot>)> = Vec::new();
         for group in order.chunk_by(|a, b| a.0 == b.0) {
             let first = handles[group[0].1 as usize];
@@ -566,48 +656,31 @@ impl Pool {
             };
             match owner {
                 Owner::Class(class) => {
-                    let _in_flight = self.enter(&class.activity);
-                    let state = class.lock();
-                    self.check_open()?;
-                    let class_size = state.layout.size;
+                    let class = self.lock_domain(class)?;
+                    let class_size = class.state.layout.size;
                     located.clear();
                     for &(_, i) in group {
-                        let parts = HandleParts::decode(handles[i as usize], self.key);
-                        let slot = state.handles.get(parts.index, parts.generation);
+                        let slot = class.get(parts_of(i as usize));
                         if let Some(slot) = slot {
-                            state.zspage(slot.zspage).prefetch(class_size, slot.obj);
+                            class.state.zspage(slot.zspage).prefetch(class_size, slot.obj);
                         }
                         located.push((i as usize, slot));
                     }
                     for &(i, slot) in &located {
                         let handle = handles[i];
                         match slot {
-                            Some(slot) => {
-                                let zspage = state.zspage(slot.zspage);
-                                let mem = ObjectMem::Packed { zspage, class_size, obj: slot.obj };
-                                f(i, Ok(&ObjectRef { handle, size: slot.size(class_size), mem }));
-                            }
-                            None => {
-                                let index = HandleParts::decode(handle, self.key).index;
-                                f(i, Err(invalid(handle, &state.handles, index)));
-                            }
+                            Some(slot) => f(i, Ok(&class_object(handle, &class.state, slot))),
+                            None => f(i, Err(class.invalid(handle, parts_of(i)))),
                         }
                     }
                 }
                 Owner::Large(shard) => {
-                    let _in_flight = self.enter(&shard.activity);
-                    let state = shard.lock();
-                    self.check_open()?;
+                    let shard = self.lock_domain(shard)?;
                     for &(_, i) in group {
-                        let handle = handles[i as usize];
-                        let parts = HandleParts::decode(handle, self.key);
-                        match state.handles.get(parts.index, parts.generation) {
-                            Some(id) => {
-                                let object = state.object(id);
-                                let mem = ObjectMem::Large(&object.mapping);
-                                f(i as usize, Ok(&ObjectRef { handle, size: object.size, mem }));
-                            }
-                            None => f(i as usize, Err(invalid(handle, &state.handles, parts.index))),
+                        let (i, handle) = (i as usize, handles[i as usize]);
+                        match shard.lookup(handle, parts_of(i)) {
+                            Ok(id) => f(i, Ok(&large_object(handle, &shard.state, id))),
+                            Err(e) => f(i, Err(e)),
                         }
                     }
                 }
@@ -641,28 +714,16 @@ impl Pool {
 
     /// Copy `data` into the object at byte `offset`.
     pub fn write(&self, handle: u64, offset: usize, data: &[u8]) -> Result<()> {
-        self.check_open()?;
-        let (parts, owner) = self.owner(handle)?;
-        match owner {
-            Owner::Class(class) => {
-                let _in_flight = self.enter(&class.activity);
-                let mut state = class.lock();
-                self.check_open()?;
-                let Some(slot) = state.handles.get(parts.index, parts.generation) else {
-                    return Err(invalid(handle, &state.handles, parts.index));
-                };
-                let class_size = state.layout.size;
+        match self.locate(handle)? {
+            (parts, Located::Class(mut class)) => {
+                let slot = class.lookup(handle, parts)?;
+                let class_size = class.state.layout.size;
                 check_bounds(handle, offset, data.len(), slot.size(class_size))?;
-                state.zspage_mut(slot.zspage).write(class_size, slot.obj, offset, data);
+                class.state.zspage_mut(slot.zspage).write(class_size, slot.obj, offset, data);
             }
-            Owner::Large(shard) => {
-                let _in_flight = self.enter(&shard.activity);
-                let state = shard.lock();
-                self.check_open()?;
-                let Some(id) = state.handles.get(parts.index, parts.generation) else {
-                    return Err(invalid(handle, &state.handles, parts.index));
-                };
-                let object = state.object(id);
+            (parts, Located::Large(shard)) => {
+                let id = shard.lookup(handle, parts)?;
+                let object = shard.state.object(id);
                 check_bounds(handle, offset, data.len(), object.size)?;
                 let mapping = &object.mapping;
                 // SAFETY: offset + data.len() <= size <= mapping.len(); the shard lock is held,
@@ -679,6 +740,7 @@ impl Pool {
             + self.large.iter().map(LargeShard::objects).sum::<usize>()
     }
 
+    /// Whether no object is live (a racy snapshot under concurrent use).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -724,6 +786,12 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_allowed_ranges_state_the_limits() {
+        assert_eq!(PoolConfig::MAX_PAGES_ALLOWED, format!("1..={MAX_CHAIN_LIMIT}"));
+        assert!(PoolConfig::MEM_LIMIT_ALLOWED.starts_with(&format!("at least {PAGE_SIZE} bytes")));
+    }
 
     #[test]
     fn a_class_out_of_zspage_ids_is_full_not_corrupt() {

@@ -1,183 +1,378 @@
-//! The size-class table: which class an object of a given size lives in, and how each
-//! class lays its objects out over a chain of pages. Pure arithmetic, computed once per
-//! pool; no locks.
+//! One size class: its zspages, their fullness lists, and the handle table of its objects.
 //!
-//! Up to a page this is the kernel's rule (mm/zsmalloc.c since v6.3) with 4 KiB pages:
-//! - class sizes run from [`MIN_ALLOC_SIZE`] (32) to [`PAGE_SIZE`] in [`CLASS_DELTA`] (16)
-//!   byte steps: 255 size slots;
-//! - a class's zspage is the chain of `1..=max_pages_per_zspage` pages that wastes the
-//!   fewest tail bytes (`(pages * PAGE_SIZE) % size`, first minimum wins); power-of-two sizes
-//!   always take one page (`calculate_zspage_chain_size`);
-//! - walking from the largest slot down, a slot whose `(pages_per_zspage, objs_per_zspage)`
-//!   equals the previous (larger) class's is merged into it: its objects go to the larger
-//!   class, which wastes nothing extra per zspage and halves the lists to keep.
+//! Lock: `SizeClass::state` (the *class lock*) guards everything in [`ClassState`]: the
+//! zspages and the bytes of every object in them, the fullness lists and the handle table.
+//! Malloc, free, read and write of an object take only its class's lock; compaction takes it
+//! in slices (see `compaction.rs`). The page provider's lock may be taken inside it; no other
+//! pool lock is. Page frames are handed back to the OS only after the class lock is dropped.
 //!
-//! Unlike the kernel we keep the handle outside the object (in the class's handle table),
-//! so an object of `n` bytes goes to the first class of size `>= n`, with no 8-byte header.
-//!
-//! ## Above a page: our divergence
-//!
-//! The kernel stops at `PAGE_SIZE` because zram never stores more than a page. We are a
-//! general allocator, and page-sized *values* plus a few bytes of header (a cache entry's
-//! flags and key) are common, so the classes go on, in the same 16-byte steps, up to
-//! [`MAX_CLASS_SIZE`] (two pages): 256 more slots. Only objects above that take the
-//! large-object path (`large.rs`, whole pages of their own, never moved).
-//!
-//! Their chains use the same least-waste rule, starting at the fewest pages that hold one
-//! object (`size.div_ceil(PAGE_SIZE)`, power-of-two sizes take exactly that) and going up to
-//! [`ABOVE_PAGE_CHAIN_LIMIT`] = 16 pages *whatever the pool's `max_pages_per_zspage`*: an
-//! object just over a page needs a long chain to pack well. Measured with a 4109-byte object
-//! (a 4096-byte value in a cache entry) and with sizes uniform over 4097..=8192, the memory
-//! per object (pages per zspage / objects per zspage) is:
-//!
-//! | chain limit | classes above a page | 4109 bytes cost | uniform 4097..=8192: waste |
-//! |---|---|---|---|
-//! | large path (whole pages) | - | 8192 | 33.3 % |
-//! | 4  | 3  | 5461 | 13.0 % |
-//! | 8 (the default for small classes) | 11 | 4681 | 4.4 % |
-//! | 16 | 40 | 4369 | 1.5 % |
-//!
-//! 16 is the longest chain the kernel allows and a pool may be configured with. Longer would
-//! pack a little better (24 pages: 0.8 % waste) but needs 88 classes above a page, 280 in all
-//! with a 16-page pool, past the 256 owner ids a handle has for classes (`LARGE_OWNER_BASE`);
-//! with 16, every chain limit gives at most 232. The price is granularity: one zspage of such
-//! a class is up to 64 KiB, so a class holds at most that much in a partly used zspage (a pool
-//! with one 5000-byte object holds 16 pages for it), and compaction frees memory in steps of
-//! that size.
-//!
-//! No object of 4097..=8192 bytes costs more here than on the large path (two pages): the
-//! two-page chain with one object is always a candidate and wastes `2 * PAGE_SIZE - size`; the
-//! chosen chain wastes at most that, shared by at least one object, so each object costs at
-//! most `size + waste <= 2 * PAGE_SIZE` (test `no_class_above_a_page_costs_more_than_the_large_path`).
+//! `obj_allocated` and `obj_used` are mirrored into atomics on every change so that
+//! `can_compact` (the shrinker's count) reads them without the lock, as the kernel does.
 
-use crate::handle::LARGE_OWNER_BASE;
-use crate::os_pages::PAGE_SIZE;
+use crate::activity::ActivityCounters;
+use crate::class_table::ClassLayout;
+use crate::handle::{HandleTable, LOCATION_BITS, PackedLocation};
+use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
+use crate::zspage::{FULLNESS_GROUPS, Fullness, Zspage};
 
-/// The smallest class size in bytes.
-pub const MIN_ALLOC_SIZE: usize = 32;
-/// The step between class sizes in bytes (`PAGE_SIZE >> CLASS_BITS` in the kernel).
-pub const CLASS_DELTA: usize = 16;
-/// The largest class size in bytes: two pages. Bigger objects take the large-object path.
-pub const MAX_CLASS_SIZE: usize = 2 * PAGE_SIZE;
-/// Number of size slots from 32 to 8192 bytes: 511 (the kernel's 255 up to a page, then 256).
-pub const NUM_SIZE_SLOTS: usize = (MAX_CLASS_SIZE - MIN_ALLOC_SIZE).div_ceil(CLASS_DELTA) + 1;
-/// Size slots up to a page: the kernel's `ZS_SIZE_CLASSES`, 255.
-pub const NUM_PAGE_SIZE_SLOTS: usize = (PAGE_SIZE - MIN_ALLOC_SIZE).div_ceil(CLASS_DELTA) + 1;
-/// The largest chain a pool may be configured with (the kernel's Kconfig allows 4..16).
-pub const MAX_CHAIN_LIMIT: usize = 16;
-/// The chain limit of classes above a page, whatever the pool is configured with (see the
-/// table at the top of this file: it is what wastes least).
-pub const ABOVE_PAGE_CHAIN_LIMIT: usize = MAX_CHAIN_LIMIT;
-/// The default chain limit, as `CONFIG_ZSMALLOC_CHAIN_SIZE`.
-pub const DEFAULT_MAX_PAGES_PER_ZSPAGE: usize = 8;
+/// The zspage id field of a [`ClassSlot`]: a class with more zspages than this at once is full.
+pub(crate) const ZSPAGE_ID_BITS: u32 = 23;
+pub(crate) const MAX_ZSPAGE_ID: u32 = (1 << ZSPAGE_ID_BITS) - 1;
+const SLOT_OBJ_BITS: u32 = 11;
+const SLOT_SLACK_BITS: u32 = 13;
+const _: () = assert!(ZSPAGE_ID_BITS + SLOT_OBJ_BITS + SLOT_SLACK_BITS == LOCATION_BITS);
+// Every object index (at most 16 pages of 32-byte objects) fits.
+const _: () = assert!(
+    crate::class_table::MAX_CHAIN_LIMIT * crate::os_pages::PAGE_SIZE / crate::class_table::MIN_ALLOC_SIZE
+        <= 1 << SLOT_OBJ_BITS
+);
+// Every slack fits: an object of 1..=size bytes leaves at most size - 1 of its class slot
+// unused, an empty object (in the smallest class) MIN_ALLOC_SIZE.
+const _: () = assert!(
+    crate::class_table::MAX_CLASS_SIZE - 1 < 1 << SLOT_SLACK_BITS
+        && crate::class_table::MIN_ALLOC_SIZE < 1 << SLOT_SLACK_BITS
+);
 
-/// How one physical class lays out its objects.
+/// Where a size class keeps an object, and its exact size (a class holds objects of any size
+/// up to its slot size, and reads must stop at the object's end).
+///
+/// The size is kept as the *slack*, the bytes of the class slot the object leaves unused:
+/// sizes run to 8192 (14 bits) but a slack is below 8192 (13 bits), so the entry stays 8 bytes
+/// with a 23-bit zspage id. Whoever holds a slot knows its class size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClassLayout {
-    /// The kernel's class index: the size slot this physical class was created for.
-    pub index: usize,
-    /// Object slot size in bytes.
-    pub size: usize,
-    pub pages_per_zspage: usize,
-    pub objs_per_zspage: usize,
+pub(crate) struct ClassSlot {
+    pub zspage: u32,
+    pub obj: u16,
+    pub slack: u16,
 }
 
-/// All classes of one pool: the physical classes (ascending size) and the map from size
-/// slot to physical class.
-#[derive(Debug, Clone)]
-pub struct ClassTable {
-    classes: Vec<ClassLayout>,
-    slot_to_class: [u16; NUM_SIZE_SLOTS],
-}
-
-/// Size of the class in size slot `slot`.
-pub fn slot_size(slot: usize) -> usize {
-    (MIN_ALLOC_SIZE + slot * CLASS_DELTA).min(MAX_CLASS_SIZE)
-}
-
-/// The size slot an object of `size` bytes (`size <= MAX_CLASS_SIZE`) belongs to.
-pub fn size_slot(size: usize) -> usize {
-    if size <= MIN_ALLOC_SIZE { 0 } else { (size - MIN_ALLOC_SIZE).div_ceil(CLASS_DELTA).min(NUM_SIZE_SLOTS - 1) }
-}
-
-/// The longest chain a class of `size` bytes may use in a pool configured with
-/// `max_pages_per_zspage`: that, up to a page; [`ABOVE_PAGE_CHAIN_LIMIT`] above it.
-pub fn chain_limit(size: usize, max_pages_per_zspage: usize) -> usize {
-    if size <= PAGE_SIZE { max_pages_per_zspage } else { ABOVE_PAGE_CHAIN_LIMIT }
-}
-
-/// Pages per zspage for a class of `size` bytes: the chain of at most `max_pages` pages with
-/// the least tail waste. A chain holds at least one object, so it has at least
-/// `size.div_ceil(PAGE_SIZE)` pages (1 up to a page, as in the kernel), and a power-of-two
-/// size takes exactly that many, wasting nothing.
-pub fn chain_size(size: usize, max_pages: usize) -> usize {
-    let min_pages = size.div_ceil(PAGE_SIZE).max(1);
-    if size.is_power_of_two() {
-        return min_pages;
+impl ClassSlot {
+    /// The slot for an object of `size <= class_size` bytes at (`zspage`, `obj`).
+    pub(crate) fn new(zspage: u32, obj: u16, size: usize, class_size: usize) -> ClassSlot {
+        let slack = class_size.checked_sub(size).and_then(|s| u16::try_from(s).ok());
+        ClassSlot { zspage, obj, slack: slack.expect("an object fits its class") }
     }
-    let mut best = (usize::MAX, min_pages);
-    for pages in min_pages..=max_pages {
-        let waste = (pages * PAGE_SIZE) % size;
-        if waste < best.0 {
-            best = (waste, pages);
+
+    /// The object's exact size in bytes, in a class of `class_size`.
+    pub(crate) fn size(self, class_size: usize) -> usize {
+        class_size - usize::from(self.slack)
+    }
+}
+
+impl PackedLocation for ClassSlot {
+    fn pack(self) -> u64 {
+        // A value that does not fit would silently name another object: refuse it loudly.
+        // The class checks zspage ids against MAX_ZSPAGE_ID before it creates a zspage.
+        assert!(
+            self.zspage <= MAX_ZSPAGE_ID
+                && u32::from(self.obj) < 1 << SLOT_OBJ_BITS
+                && u32::from(self.slack) < 1 << SLOT_SLACK_BITS,
+            "class slot out of range: {self:?}"
+        );
+        u64::from(self.slack)
+            | (u64::from(self.obj) << SLOT_SLACK_BITS)
+            | (u64::from(self.zspage) << (SLOT_SLACK_BITS + SLOT_OBJ_BITS))
+    }
+
+    fn unpack(bits: u64) -> ClassSlot {
+        ClassSlot {
+            slack: (bits & ((1 << SLOT_SLACK_BITS) - 1)) as u16,
+            obj: ((bits >> SLOT_SLACK_BITS) & ((1 << SLOT_OBJ_BITS) - 1)) as u16,
+            zspage: (bits >> (SLOT_SLACK_BITS + SLOT_OBJ_BITS)) as u32,
         }
     }
-    best.1
 }
 
-impl ClassTable {
-    /// Build the table for chains of at most `max_pages_per_zspage` pages (1..=16) for
-    /// classes up to a page (above a page, see [`chain_limit`]).
-    pub fn new(max_pages_per_zspage: usize) -> ClassTable {
-        assert!((1..=MAX_CHAIN_LIMIT).contains(&max_pages_per_zspage));
-        let mut classes_desc: Vec<ClassLayout> = Vec::new();
-        let mut slot_to_desc = [0usize; NUM_SIZE_SLOTS];
-        for slot in (0..NUM_SIZE_SLOTS).rev() {
-            let size = slot_size(slot);
-            let pages_per_zspage = chain_size(size, chain_limit(size, max_pages_per_zspage));
-            let objs_per_zspage = pages_per_zspage * PAGE_SIZE / size;
-            if let Some(prev) = classes_desc.last()
-                && prev.pages_per_zspage == pages_per_zspage
-                && prev.objs_per_zspage == objs_per_zspage
-            {
-                slot_to_desc[slot] = classes_desc.len() - 1;
-                continue;
+#[derive(Debug)]
+pub(crate) struct SizeClass {
+    pub(crate) layout: ClassLayout,
+    state: WaitedMutex<ClassState>,
+    obj_allocated: AtomicUsize,
+    obj_used: AtomicUsize,
+    pub(crate) activity: ActivityCounters,
+}
+
+impl SizeClass {
+    pub(crate) fn new(layout: ClassLayout) -> SizeClass {
+        SizeClass {
+            layout,
+            state: WaitedMutex::new(ClassState::new(layout)),
+            obj_allocated: AtomicUsize::new(0),
+            obj_used: AtomicUsize::new(0),
+            activity: ActivityCounters::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ClassState> {
+        self.state.lock()
+    }
+
+    /// The class lock itself, for the fork hooks (`fork.rs`), which hold it across `fork()`.
+    #[cfg(not(loom))]
+    pub(crate) fn lock_for_fork(&self) -> &WaitedMutex<ClassState> {
+        &self.state
+    }
+
+    /// Whether a thread is blocked on this class's lock right now.
+    pub(crate) fn lock_is_contended(&self) -> bool {
+        self.state.has_waiters()
+    }
+
+    /// Publish the counters of a locked state to the lock-free mirrors.
+    pub(crate) fn publish(&self, state: &ClassState) {
+        self.obj_allocated.store(state.obj_allocated, Ordering::Relaxed);
+        self.obj_used.store(state.obj_used, Ordering::Relaxed);
+    }
+
+    /// Live objects, without the lock.
+    pub(crate) fn objects(&self) -> usize {
+        self.obj_used.load(Ordering::Relaxed)
+    }
+
+    /// The kernel's `zs_can_compact`: pages compaction could free in this class, without
+    /// the lock. Wasted object slots, in whole zspages, times pages per zspage.
+    pub(crate) fn can_compact(&self) -> usize {
+        can_compact(&self.layout, self.obj_allocated.load(Ordering::Relaxed), self.obj_used.load(Ordering::Relaxed))
+    }
+}
+
+pub(crate) fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) -> usize {
+    obj_allocated.saturating_sub(obj_used) / layout.objs_per_zspage * layout.pages_per_zspage
+}
+
+/// Everything the class lock guards.
+#[derive(Debug)]
+pub(crate) struct ClassState {
+    pub(crate) layout: ClassLayout,
+    /// Zspages by id; `None` marks an id free for reuse (listed in `free_ids`).
+    zspages: Vec<Option<Zspage>>,
+    free_ids: Vec<u32>,
+    /// Zspage ids per fullness group; the last element is the list head.
+    groups: [Vec<u32>; FULLNESS_GROUPS],
+    pub(crate) handles: HandleTable<ClassSlot>,
+    /// The most zspages this class may hold at once: a handle-table entry has room for
+    /// zspage ids up to `MAX_ZSPAGE_ID` (lowered in tests).
+    max_zspages: usize,
+    pub(crate) obj_allocated: usize,
+    pub(crate) obj_used: usize,
+    pub(crate) payload_bytes: u64,
+}
+
+impl ClassState {
+    fn new(layout: ClassLayout) -> ClassState {
+        ClassState {
+            layout,
+            zspages: Vec::new(),
+            free_ids: Vec::new(),
+            groups: Default::default(),
+            handles: HandleTable::new(),
+            max_zspages: MAX_ZSPAGE_ID as usize + 1,
+            obj_allocated: 0,
+            obj_used: 0,
+            payload_bytes: 0,
+        }
+    }
+
+    pub(crate) fn zspage(&self, id: u32) -> &Zspage {
+        self.zspages[id as usize].as_ref().expect("live zspage id")
+    }
+
+    pub(crate) fn zspage_mut(&mut self, id: u32) -> &mut Zspage {
+        self.zspages[id as usize].as_mut().expect("live zspage id")
+    }
+
+    pub(crate) fn zspage_exists(&self, id: u32) -> bool {
+        matches!(self.zspages.get(id as usize), Some(Some(_)))
+    }
+
+    /// Zspage count in each fullness group.
+    pub(crate) fn group_counts(&self) -> [usize; FULLNESS_GROUPS] {
+        std::array::from_fn(|g| self.groups[g].len())
+    }
+
+    pub(crate) fn zspage_count(&self) -> usize {
+        self.groups.iter().map(Vec::len).sum()
+    }
+
+    pub(crate) fn can_compact(&self) -> usize {
+        can_compact(&self.layout, self.obj_allocated, self.obj_used)
+    }
+
+    /// The kernel's `find_get_zspage`: the head of the fullest non-full group.
+    pub(crate) fn find_zspage_with_room(&self) -> Option<u32> {
+        Fullness::with_room().rev().find_map(|g| self.groups[g.index()].last().copied())
+    }
+
+    /// Compaction's destination: the fullest non-full zspage other than `except`.
+    pub(crate) fn fullest_with_room(&self, except: Option<u32>) -> Option<u32> {
+        Fullness::partly_used().rev().find_map(|g| self.head_except(g, except))
+    }
+
+    /// Compaction's source: the emptiest non-empty, non-full zspage other than `except`.
+    pub(crate) fn emptiest(&self, except: Option<u32>) -> Option<u32> {
+        Fullness::partly_used().find_map(|g| self.head_except(g, except))
+    }
+
+    fn head_except(&self, group: Fullness, except: Option<u32>) -> Option<u32> {
+        self.groups[group.index()].iter().rev().copied().find(|&id| Some(id) != except)
+    }
+
+    /// Whether one more zspage gets an id that fits a handle-table entry. Without it the
+    /// class is full: `PoolFull`, never a truncated id.
+    pub(crate) fn has_zspage_id(&self) -> bool {
+        !self.free_ids.is_empty() || self.zspages.len() < self.max_zspages
+    }
+
+    #[cfg(test)]
+    pub(crate) fn limit_zspages_for_test(&mut self, max_zspages: usize) {
+        self.max_zspages = max_zspages;
+    }
+
+    /// Make room, fallibly, for everything adding one zspage (and later removing it) can
+    /// grow: the zspage vector, the free-id stack, every fullness list (a zspage may move
+    /// to any of them) and one handle-table entry. After this succeeds, `add_zspage`,
+    /// `obj_malloc`, the fullness moves and `remove_zspage` allocate nothing, so running out
+    /// of memory is a `PoolFull` error and never an abort.
+    pub(crate) fn try_reserve_zspage(&mut self) -> Result<(), std::collections::TryReserveError> {
+        let zspages = self.zspage_count() + 1;
+        if self.free_ids.is_empty() {
+            self.zspages.try_reserve(1)?;
+        }
+        self.free_ids.try_reserve(zspages.saturating_sub(self.free_ids.len()))?;
+        for group in self.groups.iter_mut() {
+            group.try_reserve(zspages.saturating_sub(group.len()))?;
+        }
+        self.handles.try_reserve_one()
+    }
+
+    /// Add a zspage built from fresh pages; it starts in the empty group. Call
+    /// `has_zspage_id` and `try_reserve_zspage` first: then this allocates nothing.
+    pub(crate) fn add_zspage(&mut self, zspage: Zspage) -> u32 {
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.zspages[id as usize] = Some(zspage);
+                id
             }
-            classes_desc.push(ClassLayout { index: slot, size, pages_per_zspage, objs_per_zspage });
-            slot_to_desc[slot] = classes_desc.len() - 1;
+            None => {
+                self.zspages.push(Some(zspage));
+                debug_assert!(self.zspages.len() <= self.max_zspages, "has_zspage_id was checked");
+                u32::try_from(self.zspages.len() - 1).expect("zspage ids fit a handle-table entry")
+            }
+        };
+        self.link(id, Fullness::EMPTY);
+        self.obj_allocated += self.layout.objs_per_zspage;
+        id
+    }
+
+    /// Allocate an object of `size` bytes in zspage `id` and record it in the handle table.
+    /// Returns (table index, generation); `None` if the handle table is exhausted.
+    pub(crate) fn obj_malloc(&mut self, id: u32, size: usize) -> Option<(u32, u32)> {
+        let class_size = self.layout.size;
+        let (index, generation) = self.handles.insert(ClassSlot::new(id, 0, size, class_size))?;
+        let obj = self.zspage_mut(id).alloc_obj(index).expect("zspage chosen with room");
+        self.handles.relocate(index, ClassSlot::new(id, obj, size, class_size));
+        self.obj_used += 1;
+        self.payload_bytes += size as u64;
+        self.fix_fullness(id);
+        Some((index, generation))
+    }
+
+    /// Free object `obj` of zspage `id`, which held `size` bytes. If the zspage becomes empty
+    /// it is unlinked and returned for the caller to release its pages after unlocking.
+    pub(crate) fn obj_free(&mut self, id: u32, obj: u16, size: usize) -> Option<Zspage> {
+        let class_size = self.layout.size;
+        self.zspage_mut(id).free_obj(class_size, obj, size);
+        self.obj_used -= 1;
+        self.payload_bytes -= size as u64;
+        self.fix_fullness(id);
+        (self.zspage(id).inuse() == 0).then(|| self.remove_zspage(id))
+    }
+
+    /// Move the object at (`src`, `obj`), owned by handle-table index `owner`, into zspage
+    /// `dst`, and point its handle at the new place. Returns the bytes moved. The object's
+    /// bytes are copied and the handle rewritten under the class lock, so no reader can see
+    /// the object half-moved.
+    pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
+        let class_size = self.layout.size;
+        let slot = self.handles.location_at(owner);
+        let size = slot.size(class_size);
+        let [Some(from), Some(to)] = self.zspages.get_disjoint_mut([src as usize, dst as usize]).expect("src != dst")
+        else {
+            unreachable!("compaction picked a dead zspage")
+        };
+        let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
+        from.copy_obj_to(class_size, obj, size, to, new_obj);
+        from.free_obj(class_size, obj, size);
+        self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
+        self.fix_fullness(src);
+        self.fix_fullness(dst);
+        size
+    }
+
+    /// Unlink a zspage whose objects are all gone and hand it back, for the caller to
+    /// release its pages (and drop its metadata) after unlocking.
+    pub(crate) fn remove_zspage(&mut self, id: u32) -> Zspage {
+        let zspage = self.zspages[id as usize].take().expect("live zspage id");
+        debug_assert_eq!(zspage.inuse(), 0);
+        self.unlink(id, zspage.group(), zspage.group_pos());
+        self.free_ids.push(id);
+        self.obj_allocated -= self.layout.objs_per_zspage;
+        zspage
+    }
+
+    /// Empty the class for pool close: every zspage, whatever it holds.
+    pub(crate) fn drain_all(&mut self) -> Vec<Zspage> {
+        let pages = self.zspages.drain(..).flatten().collect();
+        self.free_ids.clear();
+        self.groups = Default::default();
+        self.handles.clear();
+        self.obj_allocated = 0;
+        self.obj_used = 0;
+        self.payload_bytes = 0;
+        pages
+    }
+
+    /// Re-list zspage `id` if its fullness group changed (`fix_fullness` in the kernel).
+    fn fix_fullness(&mut self, id: u32) {
+        let zspage = self.zspage(id);
+        let (old, pos) = (zspage.group(), zspage.group_pos());
+        let new = Fullness::of(zspage.inuse(), self.layout.objs_per_zspage);
+        if new != old {
+            self.unlink(id, old, pos);
+            self.link(id, new);
         }
-        let n = classes_desc.len();
-        // A class id is the owner field of its objects' handles, below the large shards'.
-        assert!(n <= usize::from(LARGE_OWNER_BASE), "{n} classes do not fit the handle's owner ids");
-        classes_desc.reverse();
-        let mut slot_to_class = [0u16; NUM_SIZE_SLOTS];
-        for (slot, desc) in slot_to_desc.iter().enumerate() {
-            slot_to_class[slot] = u16::try_from(n - 1 - desc).expect("fewer than 256 classes");
+    }
+
+    fn link(&mut self, id: u32, group: Fullness) {
+        let list = &mut self.groups[group.index()];
+        list.push(id);
+        let pos = list.len() - 1;
+        self.zspage_mut(id).set_group(group, pos);
+    }
+
+    fn unlink(&mut self, id: u32, group: Fullness, pos: usize) {
+        let list = &mut self.groups[group.index()];
+        debug_assert_eq!(list[pos], id);
+        list.swap_remove(pos);
+        if let Some(&moved) = list.get(pos) {
+            // The former tail now sits at `pos`; its zspage may already be detached (taken)
+            // when we are removing it ourselves, in which case `moved != id` still holds.
+            if let Some(Some(z)) = self.zspages.get_mut(moved as usize) {
+                z.set_group_pos(pos);
+            }
         }
-        ClassTable { classes: classes_desc, slot_to_class }
     }
 
-    /// The physical classes, smallest first. A class's position here is its class id.
-    pub fn classes(&self) -> &[ClassLayout] {
-        &self.classes
-    }
-
-    /// The class id for an object of `size <= MAX_CLASS_SIZE` bytes.
-    pub fn class_for(&self, size: usize) -> usize {
-        usize::from(self.slot_to_class[size_slot(size)])
-    }
-
-    /// The kernel's `zs_huge_class_size`: objects from this size up to a page get a whole page
-    /// each. (Above a page every class packs several objects per zspage again, except the
-    /// 8192-byte one; the kernel has no such classes.)
-    pub fn huge_class_size(&self) -> usize {
-        self.classes
-            .iter()
-            .filter(|c| c.size <= PAGE_SIZE && !(c.pages_per_zspage == 1 && c.objs_per_zspage == 1))
-            .map(|c| c.size)
-            .max()
-            .unwrap_or(0)
-            + 1
+    /// Heap bytes of metadata (handle table and zspage bookkeeping), for the stats.
+    pub(crate) fn metadata_bytes(&self) -> usize {
+        // Every id slot costs its `Option<Zspage>`; only live zspages own a metadata
+        // allocation (page list and owner words).
+        let per_live_zspage = Zspage::meta_bytes(self.layout.pages_per_zspage, self.layout.objs_per_zspage);
+        let lists: usize = self.groups.iter().map(Vec::capacity).sum::<usize>() + self.free_ids.capacity();
+        self.handles.heap_bytes()
+            + self.zspages.capacity() * std::mem::size_of::<Option<Zspage>>()
+            + lists * std::mem::size_of::<u32>()
+            + self.zspage_count() * per_live_zspage
     }
 }
 
@@ -185,118 +380,34 @@ impl ClassTable {
 mod tests {
     use super::*;
 
-    /// The kernel's rule written out independently, straight from mm/zsmalloc.c
-    /// (`calculate_zspage_chain_size` and the `can_merge` walk in `zs_create_pool`), to
-    /// derive the physical class count for a chain limit.
-    fn kernel_physical_classes(chain: usize) -> usize {
-        let mut count = 0;
-        let mut prev: Option<(usize, usize)> = None;
-        let mut i = NUM_PAGE_SIZE_SLOTS as isize - 1;
-        while i >= 0 {
-            let size = (32 + i as usize * 16).min(4096);
-            let mut pages = 1;
-            if !size.is_power_of_two() {
-                let mut min_waste = usize::MAX;
-                for p in 1..=chain {
-                    let waste = (p * 4096) % size;
-                    if waste < min_waste {
-                        min_waste = waste;
-                        pages = p;
-                    }
-                }
-            }
-            let objs = pages * 4096 / size;
-            if prev != Some((pages, objs)) {
-                count += 1;
-                prev = Some((pages, objs));
-            }
-            i -= 1;
-        }
-        count
-    }
-
     #[test]
-    fn merged_class_counts_match_the_kernel_rule() {
-        // Documentation/mm/zsmalloc.rst tabulates 69 / 123 / 191 physical classes for chain
-        // sizes 4 / 8 / 16. That table predates the power-of-two shortcut in
-        // calculate_zspage_chain_size; the rule as the kernel runs it today gives
-        // 69 / 119 / 192, and so do we (our classes above a page come on top).
-        for (chain, expected) in [(4, 69), (8, 119), (16, 192)] {
-            assert_eq!(kernel_physical_classes(chain), expected, "the derivation itself, chain {chain}");
-            let table = ClassTable::new(chain);
-            let up_to_a_page = table.classes().iter().filter(|c| c.size <= PAGE_SIZE).count();
-            assert_eq!(up_to_a_page, expected, "zspool's table, chain {chain}");
+    fn class_slots_round_trip_at_their_limits() {
+        for slot in [
+            ClassSlot { zspage: 0, obj: 0, slack: 0 },
+            ClassSlot { zspage: MAX_ZSPAGE_ID, obj: 2047, slack: 8191 },
+            ClassSlot { zspage: 0x55_5555, obj: 0x2AA, slack: 0x1555 },
+        ] {
+            assert!(slot.pack() < 1 << LOCATION_BITS);
+            assert_eq!(ClassSlot::unpack(slot.pack()), slot);
         }
     }
 
     #[test]
-    fn huge_watermarks_match_the_documentation() {
-        // Same table: the largest class that still packs several objects per zspage is
-        // 3264 / 3632 / 3840 bytes. The kernel's zs_huge_class_size is that minus 7 (its
-        // objects carry an 8-byte handle header); ours stores the handle out of line, so
-        // objects from that size + 1 up sit alone in a page.
-        for (chain, watermark) in [(4, 3264), (8, 3632), (16, 3840)] {
-            assert_eq!(ClassTable::new(chain).huge_class_size(), watermark + 1);
-        }
-    }
-
-    #[test]
-    fn every_size_maps_to_a_class_that_fits_it() {
-        for chain in 1..=MAX_CHAIN_LIMIT {
+    fn every_size_of_every_class_round_trips_through_a_slot() {
+        use crate::class_table::{ClassTable, MAX_CHAIN_LIMIT, MAX_CLASS_SIZE};
+        for chain in [1, 8, MAX_CHAIN_LIMIT] {
             let table = ClassTable::new(chain);
             for size in 0..=MAX_CLASS_SIZE {
-                let class = table.classes()[table.class_for(size)];
-                assert!(class.size >= size, "size {size} in class of {}", class.size);
-                assert!(class.objs_per_zspage >= 1 && class.pages_per_zspage <= chain_limit(size, chain));
-                assert_eq!(class.objs_per_zspage, class.pages_per_zspage * PAGE_SIZE / class.size);
-            }
-            assert_eq!(table.classes().last().unwrap().size, MAX_CLASS_SIZE);
-        }
-    }
-
-    #[test]
-    fn class_ids_fit_below_the_large_owners_at_every_chain_limit() {
-        for chain in 1..=MAX_CHAIN_LIMIT {
-            let table = ClassTable::new(chain);
-            assert!(table.classes().len() < usize::from(LARGE_OWNER_BASE), "chain {chain}");
-        }
-        assert_eq!(ClassTable::new(MAX_CHAIN_LIMIT).classes().len(), 192 + 40);
-    }
-
-    #[test]
-    fn classes_above_a_page_take_up_to_sixteen_pages_whatever_the_pool_limit() {
-        let above = |chain| -> Vec<ClassLayout> {
-            let table = ClassTable::new(chain);
-            table.classes().iter().filter(|c| c.size > PAGE_SIZE).map(|c| ClassLayout { index: 0, ..*c }).collect()
-        };
-        let reference = above(MAX_CHAIN_LIMIT);
-        assert_eq!(reference.len(), 40);
-        for chain in 1..MAX_CHAIN_LIMIT {
-            assert_eq!(above(chain), reference, "chain {chain}");
-        }
-        // A page-sized value in a cache entry (13 bytes of header and key): 15 of them in 16
-        // pages, 4369 bytes each instead of the large path's 8192. (Slots 4112..=4368 all pack
-        // 15 per 16 pages, so they are merged into the 4368-byte class.)
-        let table = ClassTable::new(DEFAULT_MAX_PAGES_PER_ZSPAGE);
-        let class = table.classes()[table.class_for(4109)];
-        assert_eq!((class.size, class.pages_per_zspage, class.objs_per_zspage), (4368, 16, 15));
-        let top = table.classes()[table.class_for(MAX_CLASS_SIZE)];
-        assert_eq!((top.size, top.pages_per_zspage, top.objs_per_zspage), (8192, 2, 1));
-    }
-
-    #[test]
-    fn no_class_above_a_page_costs_more_than_the_large_path() {
-        // Per object, a class costs pages_per_zspage * PAGE_SIZE / objs_per_zspage bytes; the
-        // large path would map size.div_ceil(PAGE_SIZE) = 2 pages for every size here.
-        for chain in 1..=MAX_CHAIN_LIMIT {
-            let table = ClassTable::new(chain);
-            for size in PAGE_SIZE + 1..=MAX_CLASS_SIZE {
-                let c = table.classes()[table.class_for(size)];
-                assert!(
-                    c.pages_per_zspage * PAGE_SIZE <= 2 * PAGE_SIZE * c.objs_per_zspage,
-                    "size {size}: class {c:?} costs more than two pages per object"
-                );
+                let class_size = table.classes()[table.class_for(size)].size;
+                let slot = ClassSlot::new(MAX_ZSPAGE_ID, 2047, size, class_size);
+                assert_eq!(ClassSlot::unpack(slot.pack()).size(class_size), size, "size {size}, chain {chain}");
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "class slot out of range")]
+    fn a_zspage_id_past_the_field_is_refused_not_truncated() {
+        let _ = ClassSlot { zspage: MAX_ZSPAGE_ID + 1, obj: 0, slack: 1 }.pack();
     }
 }

@@ -17,16 +17,20 @@ pub struct ClassStats {
     pub index: usize,
     /// Object slot size in bytes.
     pub size: usize,
+    /// Pages in each zspage of this class.
     pub pages_per_zspage: usize,
+    /// Object slots in each zspage of this class.
     pub objs_per_zspage: usize,
     /// Zspages per fullness group: `[0]` empty, `[1..=10]` up to 10 %, 20 % … 90 %, 99 %
     /// in use, `[11]` full (the kernel's `ZS_INUSE_RATIO_*`).
     pub fullness: [usize; FULLNESS_GROUPS],
+    /// Zspages in this class.
     pub zspages: usize,
     /// Object slots in the class's zspages, used or not.
     pub obj_allocated: usize,
     /// Live objects.
     pub obj_used: usize,
+    /// Pages held by the class.
     pub pages_used: usize,
     /// Pages compaction could free now (`can_compact`).
     pub freeable: usize,
@@ -37,6 +41,7 @@ pub struct ClassStats {
 /// Pool totals, after zram's `mm_stat`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolStats {
+    /// The pool's name, if it was given one.
     pub name: Option<String>,
     /// Pages held for objects (zspages and large objects).
     pub pages_used: usize,
@@ -44,6 +49,7 @@ pub struct PoolStats {
     pub mem_used_bytes: u64,
     /// The most bytes of pages ever held at once.
     pub mem_used_max: u64,
+    /// The pool's `mem_limit` in bytes, if any.
     pub mem_limit: Option<u64>,
     /// Live objects.
     pub objects: usize,
@@ -52,6 +58,7 @@ pub struct PoolStats {
     /// Live objects on the large path (larger than `MAX_CLASS_SIZE`, or 4097..=8192 bytes
     /// allocated at `mem_limit`, see `large.rs`), and the pages they hold.
     pub large_objects: usize,
+    /// Pages held by large objects.
     pub large_object_pages: usize,
     /// Pages a full compaction would free now.
     pub freeable_pages: usize,
@@ -124,9 +131,9 @@ impl Pool {
             large_object_pages,
             freeable_pages: self.can_compact(),
             metadata_bytes,
-            pages_compacted: self.pages_compacted.load(Ordering::Relaxed),
-            objects_migrated: self.objects_migrated.load(Ordering::Relaxed),
-            compactions: self.compactions.load(Ordering::Relaxed),
+            pages_compacted: self.compaction.pages_compacted.load(Ordering::Relaxed),
+            objects_migrated: self.compaction.objects_migrated.load(Ordering::Relaxed),
+            compactions: self.compaction.compactions.load(Ordering::Relaxed),
         }
     }
 }

@@ -121,12 +121,12 @@ impl<T> WaitedMutex<T> {
 }
 
 /// Fork support (`fork.rs`): take a lock and keep it past the end of the call, then release
-/// it in the parent or re-initialise it in the child. Not modelled under loom: loom has no
+/// it in the parent or in the child. Not modelled under loom: loom has no
 /// fork, and these bypass guards on purpose.
 #[cfg(not(loom))]
 impl<T> WaitedMutex<T> {
     /// Lock and forget the guard: the lock stays held until [`Self::fork_unlock_parent`] or
-    /// [`Self::fork_reinit_child`].
+    /// [`Self::fork_unlock_child`].
     pub(crate) fn fork_lock(&self) {
         std::mem::forget(self.lock());
     }

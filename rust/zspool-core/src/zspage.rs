@@ -25,11 +25,46 @@ use std::ptr::NonNull;
 
 use crate::os_pages::{PAGE_SIZE, PagePtr};
 
-/// Fullness groups, the kernel's `ZS_INUSE_RATIO_*`: 0 = empty, 1..=10 = up to
+/// Number of fullness groups, the kernel's `ZS_INUSE_RATIO_*`: 0 = empty, 1..=10 = up to
 /// 10 %, 20 %, … 90 %, 99 % in use, 11 = full.
 pub const FULLNESS_GROUPS: usize = 12;
-pub(crate) const GROUP_EMPTY: usize = 0;
-pub(crate) const GROUP_FULL: usize = FULLNESS_GROUPS - 1;
+
+/// The fullness group of a zspage (see [`FULLNESS_GROUPS`]); a class keeps one list per group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fullness(u8);
+
+impl Fullness {
+    /// No object in use.
+    pub(crate) const EMPTY: Fullness = Fullness(0);
+    /// Every object in use.
+    pub(crate) const FULL: Fullness = Fullness(FULLNESS_GROUPS as u8 - 1);
+
+    /// The group of a zspage with `inuse` of its `objs_per_zspage` objects in use.
+    pub(crate) fn of(inuse: usize, objs_per_zspage: usize) -> Fullness {
+        if inuse == 0 {
+            Fullness::EMPTY
+        } else if inuse == objs_per_zspage {
+            Fullness::FULL
+        } else {
+            Fullness((100 * inuse / objs_per_zspage / 10 + 1) as u8)
+        }
+    }
+
+    /// Groups with room for an object (all but full), emptiest first.
+    pub(crate) fn with_room() -> impl DoubleEndedIterator<Item = Fullness> {
+        (Fullness::EMPTY.0..Fullness::FULL.0).map(Fullness)
+    }
+
+    /// Groups neither empty nor full, emptiest first: compaction's sources and destinations.
+    pub(crate) fn partly_used() -> impl DoubleEndedIterator<Item = Fullness> {
+        (Fullness::EMPTY.0 + 1..Fullness::FULL.0).map(Fullness)
+    }
+
+    /// This group's position in a per-group array.
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
 
 /// Marks a free slot's owner word (handle-table indices use 28 bits, so never this one).
 const FREE_TAG: u32 = 1 << 31;
@@ -39,16 +74,6 @@ const PREFETCH_OBJECT_MAX: usize = 1024;
 /// The end of the free list.
 const NO_SLOT: u16 = u16::MAX;
 const _: () = assert!(crate::handle::MAX_INDEX < FREE_TAG);
-
-pub(crate) fn fullness_group(inuse: usize, objs_per_zspage: usize) -> usize {
-    if inuse == 0 {
-        GROUP_EMPTY
-    } else if inuse == objs_per_zspage {
-        GROUP_FULL
-    } else {
-        100 * inuse / objs_per_zspage / 10 + 1
-    }
-}
 
 /// 24 bytes: the metadata allocation and small counters (this struct sits in the class's
 /// zspage vector, one per zspage id).
@@ -62,7 +87,7 @@ pub(crate) struct Zspage {
     free_head: u16,
     inuse: u16,
     /// The fullness group whose list holds this zspage, and its position in that list.
-    group: u8,
+    group: Fullness,
     group_pos: u32,
 }
 
@@ -105,7 +130,7 @@ impl Zspage {
             // aligned for u32 (meta_layout).
             unsafe { meta.as_ptr().add(offset).cast::<u32>().add(i).write(FREE_TAG | next) };
         }
-        Some(Zspage { meta, pages, objs, free_head: 0, inuse: 0, group: 0, group_pos: 0 })
+        Some(Zspage { meta, pages, objs, free_head: 0, inuse: 0, group: Fullness::EMPTY, group_pos: 0 })
     }
 
     /// Give the zspage its page chain, exactly `pages_per_zspage` pages.
@@ -147,16 +172,16 @@ impl Zspage {
         self.free_head == NO_SLOT
     }
 
-    pub(crate) fn group(&self) -> usize {
-        usize::from(self.group)
+    pub(crate) fn group(&self) -> Fullness {
+        self.group
     }
 
     pub(crate) fn group_pos(&self) -> usize {
         self.group_pos as usize
     }
 
-    pub(crate) fn set_group(&mut self, group: usize, pos: usize) {
-        self.group = u8::try_from(group).expect("12 groups");
+    pub(crate) fn set_group(&mut self, group: Fullness, pos: usize) {
+        self.group = group;
         self.set_group_pos(pos);
     }
 
@@ -387,7 +412,8 @@ mod tests {
         assert_eq!(zspage.alloc_obj(21), Some(1));
         assert!(zspage.is_full());
         assert_eq!(zspage.find_alloced_obj(1), Some((1, 21)));
-        provider.release_pages(zspage.pages());
+        // SAFETY: the zspage's pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(zspage.pages()) };
         provider.unmap_all();
     }
 
@@ -413,7 +439,8 @@ mod tests {
         assert_eq!(&back[..5000], &data[..]);
         assert!(back[5000..].iter().all(|&b| b == 0), "nothing past the object's size");
         for zspage in [&from, &to] {
-            provider.release_pages(zspage.pages());
+            // SAFETY: the zspage's pages came from this provider, once; nothing refers into them.
+            unsafe { provider.release_pages(zspage.pages()) };
         }
         provider.unmap_all();
     }
@@ -436,7 +463,8 @@ mod tests {
             assert!(zspage.alloc_obj(owner).is_some());
         }
         assert!(zspage.is_full());
-        provider.release_pages(zspage.pages());
+        // SAFETY: the zspage's pages came from this provider, once; nothing refers into them.
+        unsafe { provider.release_pages(zspage.pages()) };
         provider.unmap_all();
     }
 }

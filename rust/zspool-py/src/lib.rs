@@ -34,6 +34,10 @@ mod _core {
     #[pymodule_export]
     const MAX_CLASS_SIZE: usize = zspool_core::MAX_CLASS_SIZE;
 
+    /// A pool's `max_pages_per_zspage` when none is given (8, as the kernel's default).
+    #[pymodule_export]
+    const DEFAULT_MAX_PAGES_PER_ZSPAGE: usize = zspool_core::DEFAULT_MAX_PAGES_PER_ZSPAGE;
+
     /// The largest object a pool accepts, in bytes (1 GiB).
     #[pymodule_export]
     const MAX_OBJECT_SIZE: usize = zspool_core::MAX_OBJECT_SIZE;

@@ -26,7 +26,9 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString};
-use zspool_core::{CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, LockHold, MAX_OBJECT_SIZE, PoolConfig, ZsError};
+use zspool_core::{
+    CompactOptions, DEFAULT_MAX_PAGES_PER_ZSPAGE, LockHold, MAX_OBJECT_SIZE, PoolConfig, ZsError, check_bounds,
+};
 
 use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
 use crate::stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
@@ -191,20 +193,6 @@ impl Destination {
     }
 }
 
-/// Check that `[offset, offset + len)` lies inside an object of `object_size` bytes, with
-/// the core's error (built without Python, so it can be made under a core lock).
-fn check_extent(handle: u64, offset: usize, len: usize, object_size: usize) -> Result<(), ZsError> {
-    match offset.checked_add(len) {
-        Some(end) if end <= object_size => Ok(()),
-        _ => Err(ZsError::OutOfBounds {
-            handle,
-            offset: offset as u64,
-            len: len as u64,
-            object_size: object_size as u64,
-        }),
-    }
-}
-
 /// Outcome of the locked part of a read.
 enum ReadStep<'py> {
     /// Small enough: copied under the lock into this new `bytes`.
@@ -231,7 +219,8 @@ impl Pool {
             .read_with(handle, |object| {
                 let object_size = object.len();
                 let len = size.unwrap_or_else(|| object_size.saturating_sub(offset));
-                check_extent(handle, offset, len, object_size)?;
+                // The core's error, built without Python, so it can be made under a core lock.
+                check_bounds(handle, offset, len, object_size)?;
                 if len > DETACH_THRESHOLD {
                     return Ok(ReadStep::Large { len });
                 }
@@ -278,6 +267,7 @@ impl Pool {
     #[new]
     #[pyo3(
         signature = (*, max_pages_per_zspage = None, mem_limit = None, name = None),
+        // The 8 is `DEFAULT_MAX_PAGES_PER_ZSPAGE` (a text signature must be a literal).
         text_signature = "(*, max_pages_per_zspage=8, mem_limit=None, name=None)"
     )]
     fn new(
@@ -302,13 +292,13 @@ impl Pool {
             None => DEFAULT_MAX_PAGES_PER_ZSPAGE,
             Some(obj) => u64_arg(obj, "max_pages_per_zspage")?
                 .and_then(|v| usize::try_from(v).map_err(|_| v.to_string()))
-                .map_err(|text| config_error("max_pages_per_zspage", text, "1..=16"))?,
+                .map_err(|text| config_error("max_pages_per_zspage", text, PoolConfig::MAX_PAGES_ALLOWED))?,
         };
         let mem_limit = match mem_limit {
             None => None,
             Some(obj) => Some(
                 u64_arg(obj, "mem_limit")?
-                    .map_err(|text| config_error("mem_limit", text, "at least 4096 bytes, or None"))?,
+                    .map_err(|text| config_error("mem_limit", text, PoolConfig::MEM_LIMIT_ALLOWED))?,
             ),
         };
         let inner =
@@ -392,7 +382,7 @@ impl Pool {
         self.inner
             .read_with(handle, |object| {
                 let object_size = object.len();
-                check_extent(handle, offset, 0, object_size)?;
+                check_bounds(handle, offset, 0, object_size)?;
                 let n = dst.len().min(object_size - offset);
                 object.read(offset, &mut dst[..n]).map(|()| n)
             })

@@ -10,57 +10,72 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use zspool_core::FULLNESS_GROUPS;
 
-/// Pool totals (after zram's `mm_stat`), a snapshot taken by `Pool.stats()`.
-#[pyclass(frozen, module = "zspool", get_all)]
-pub struct PoolStats {
-    /// The pool's name, or None.
-    name: Option<String>,
-    /// Pages held for objects (zspages and large objects).
-    pages_used: usize,
-    /// `pages_used` in bytes.
-    mem_used_bytes: u64,
-    /// The most bytes of pages ever held at once.
-    mem_used_max: u64,
-    /// The pool's mem_limit in bytes, or None.
-    mem_limit: Option<u64>,
-    /// Live objects.
-    objects: usize,
-    /// Bytes of live objects (their requested sizes).
-    payload_bytes: u64,
-    /// Live objects with pages of their own (larger than MAX_CLASS_SIZE, or stored at mem_limit).
-    large_objects: usize,
-    /// Pages held by large objects.
-    large_object_pages: usize,
-    /// Pages a full compaction would free now.
-    freeable_pages: usize,
-    /// Heap bytes of bookkeeping, outside `mem_used_bytes`.
-    metadata_bytes: usize,
-    /// Pages freed by compaction, ever.
-    pages_compacted: u64,
-    /// Objects moved by compaction, ever.
-    objects_migrated: u64,
-    /// Compaction runs that had something to do.
-    compactions: u64,
+/// A frozen snapshot pyclass of a core stats struct, from one list of its fields: the struct
+/// (each field a read-only attribute), `From` the core struct (destructured whole, so a field
+/// added to the core struct but not listed here fails to compile) and `as_dict()`, in the
+/// listed order.
+macro_rules! stats_snapshot {
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident from zspool_core::$core:ident {
+            $($(#[doc = $field_doc:literal])* $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[pyclass(frozen, module = "zspool", get_all)]
+        pub struct $name {
+            $($(#[doc = $field_doc])* $field: $ty,)*
+        }
+
+        impl From<zspool_core::$core> for $name {
+            fn from(s: zspool_core::$core) -> $name {
+                let zspool_core::$core { $($field),* } = s;
+                $name { $($field),* }
+            }
+        }
+
+        impl $name {
+            /// The fields as a new dict.
+            fn fields_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                let d = PyDict::new(py);
+                $(d.set_item(stringify!($field), &self.$field)?;)*
+                Ok(d)
+            }
+        }
+    };
 }
 
-impl From<zspool_core::PoolStats> for PoolStats {
-    fn from(s: zspool_core::PoolStats) -> PoolStats {
-        PoolStats {
-            name: s.name,
-            pages_used: s.pages_used,
-            mem_used_bytes: s.mem_used_bytes,
-            mem_used_max: s.mem_used_max,
-            mem_limit: s.mem_limit,
-            objects: s.objects,
-            payload_bytes: s.payload_bytes,
-            large_objects: s.large_objects,
-            large_object_pages: s.large_object_pages,
-            freeable_pages: s.freeable_pages,
-            metadata_bytes: s.metadata_bytes,
-            pages_compacted: s.pages_compacted,
-            objects_migrated: s.objects_migrated,
-            compactions: s.compactions,
-        }
+stats_snapshot! {
+    /// Pool totals (after zram's `mm_stat`), a snapshot taken by `Pool.stats()`.
+    PoolStats from zspool_core::PoolStats {
+        /// The pool's name, or None.
+        name: Option<String>,
+        /// Pages held for objects (zspages and large objects).
+        pages_used: usize,
+        /// `pages_used` in bytes.
+        mem_used_bytes: u64,
+        /// The most bytes of pages ever held at once.
+        mem_used_max: u64,
+        /// The pool's mem_limit in bytes, or None.
+        mem_limit: Option<u64>,
+        /// Live objects.
+        objects: usize,
+        /// Bytes of live objects (their requested sizes).
+        payload_bytes: u64,
+        /// Live objects with pages of their own (larger than MAX_CLASS_SIZE, or stored at mem_limit).
+        large_objects: usize,
+        /// Pages held by large objects.
+        large_object_pages: usize,
+        /// Pages a full compaction would free now.
+        freeable_pages: usize,
+        /// Heap bytes of bookkeeping, outside `mem_used_bytes`.
+        metadata_bytes: usize,
+        /// Pages freed by compaction, ever.
+        pages_compacted: u64,
+        /// Objects moved by compaction, ever.
+        objects_migrated: u64,
+        /// Compaction runs that had something to do.
+        compactions: u64,
     }
 }
 
@@ -68,22 +83,7 @@ impl From<zspool_core::PoolStats> for PoolStats {
 impl PoolStats {
     /// The fields as a new dict.
     fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
-        d.set_item("name", &self.name)?;
-        d.set_item("pages_used", self.pages_used)?;
-        d.set_item("mem_used_bytes", self.mem_used_bytes)?;
-        d.set_item("mem_used_max", self.mem_used_max)?;
-        d.set_item("mem_limit", self.mem_limit)?;
-        d.set_item("objects", self.objects)?;
-        d.set_item("payload_bytes", self.payload_bytes)?;
-        d.set_item("large_objects", self.large_objects)?;
-        d.set_item("large_object_pages", self.large_object_pages)?;
-        d.set_item("freeable_pages", self.freeable_pages)?;
-        d.set_item("metadata_bytes", self.metadata_bytes)?;
-        d.set_item("pages_compacted", self.pages_compacted)?;
-        d.set_item("objects_migrated", self.objects_migrated)?;
-        d.set_item("compactions", self.compactions)?;
-        Ok(d)
+        self.fields_dict(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
