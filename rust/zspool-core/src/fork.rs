@@ -164,7 +164,8 @@ impl Drop for Counted<'_> {
 pub(crate) struct ForkState {
     /// Closed by `fork_prepare` until the fork is over: compaction stops at its next slice.
     pub(crate) gate: ForkGate,
-    /// `fork_prepare` holds every lock of this pool.
+    /// `fork_prepare` holds every lock of this pool (no fork hooks under loom).
+    #[cfg_attr(loom, allow(dead_code))]
     held: AtomicBool,
     /// Calls in flight that are not counted in an `ActivityCounters` (close, stats): the
     /// fork hooks wait for these too, without making the pool look busy to policies.
