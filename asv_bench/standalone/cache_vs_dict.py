@@ -11,13 +11,19 @@ Throughput (one process, the same data for all three): single set / get / delete
 and batches spelled the same way for each structure (zspool's get_many / set_many, a dict's
 list comprehension of get() and update()), all keys at once and in calls of 1,000. Best of 3.
 
+Random keys (`--random`: only this table): every peer (dict, cachetools, cachebox, lru-dict,
+moka-py, theine, zspool.Cache, and zspool.Pool.load next to dict.get) at N entries, each in
+its own process, operations on random live keys; medians of `--rounds` interleaved runs.
+
     python asv_bench/standalone/cache_vs_dict.py [--n 1000000] [--ops 200000] [--repeat 4]
-    python asv_bench/standalone/cache_vs_dict.py --quick    # small N, one run (make test)
+    python asv_bench/standalone/cache_vs_dict.py --random [--rounds 3]
+    python asv_bench/standalone/cache_vs_dict.py --quick    # every table at small N, one run (make test)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -186,19 +192,253 @@ def spread(values: list[float], fmt: str = "{:.2f}") -> str:
     return median if len(values) == 1 else f"{median} ({fmt.format(values[0])}-{fmt.format(values[-1])})"
 
 
+# Random keys at 1M entries: every peer, each in its own process --------------------------
+#
+# The issue-13 workload: N entries with ETC values and 11-character str keys "k%010d", then
+# `--ops` operations on live keys picked at random (so each one misses the CPU caches the way
+# a real service's lookups do), per operation: get(), [] (getitem), `in`, set (an overwrite
+# with a value of the same size) and delete. Each structure is built and timed in a child
+# process of its own (no structure inherits another's heap); the parent runs the children
+# `--rounds` times, interleaved, and reports the median of each figure and of each ratio.
+# Times are the timing thread's CPU time, so that other processes on a shared machine do not
+# count (the cache misses that these numbers are about do).
+
+RANDOM_KINDS = (
+    "dict",
+    "cachetools",
+    "cachebox",
+    "lru-dict",
+    "moka-py",
+    "theine",
+    "zspool",
+    "zspool.Pool",
+)
+RANDOM_OPS = ("get", "getitem", "contains", "set", "delete")
+
+
+def make_peer(kind: str, n: int) -> Any:
+    """An empty structure of `kind` with room for `n` entries and no eviction."""
+    if kind == "dict":
+        return {}
+    if kind == "cachetools":
+        return cachetools.LRUCache(maxsize=2 * n)
+    if kind == "cachebox":
+        import cachebox
+
+        return cachebox.LRUCache(maxsize=2 * n)
+    if kind == "lru-dict":
+        import lru
+
+        return lru.LRU(2 * n)
+    if kind == "moka-py":
+        import moka_py
+
+        return moka_py.Moka(2 * n)
+    if kind == "theine":
+        import theine
+
+        return theine.Cache(2 * n)
+    if kind == "zspool":
+        return zspool.Cache(BIG)
+    raise ValueError(kind)
+
+
+def peer_ops(kind: str, m: Any) -> dict[str, Callable[[list[str], list[bytes]], None] | None]:
+    """Each operation as a loop over keys (and values), spelled the way a user of `kind`
+    writes it: the mapping protocol where the structure has it, its own methods where not."""
+
+    def get(ks: list[str], vs: list[bytes]) -> None:
+        g = m.get
+        for k in ks:
+            g(k)
+
+    def getitem(ks: list[str], vs: list[bytes]) -> None:
+        for k in ks:
+            m[k]
+
+    def contains(ks: list[str], vs: list[bytes]) -> None:
+        for k in ks:
+            k in m
+
+    def setitem(ks: list[str], vs: list[bytes]) -> None:
+        for k, v in zip(ks, vs, strict=True):
+            m[k] = v
+
+    def delitem(ks: list[str], vs: list[bytes]) -> None:
+        for k in ks:
+            del m[k]
+
+    def set_method(ks: list[str], vs: list[bytes]) -> None:
+        s = m.set
+        for k, v in zip(ks, vs, strict=True):
+            s(k, v)
+
+    def remove_method(ks: list[str], vs: list[bytes]) -> None:
+        r = m.remove if kind == "moka-py" else m.delete
+        for k in ks:
+            r(k)
+
+    if kind in ("moka-py", "theine"):
+        # Neither is a mapping: no [] and no `in`; set and remove are methods.
+        return {
+            "get": get,
+            "getitem": None,
+            "contains": None,
+            "set": set_method,
+            "delete": remove_method,
+        }
+    return {"get": get, "getitem": getitem, "contains": contains, "set": setitem, "delete": delitem}
+
+
+def best_cpu(fn: Callable[[], None], repeat: int = 3) -> float:
+    """The least thread CPU time of `repeat` calls, in seconds: on a machine shared with other
+    work, time spent descheduled does not count (cache misses, the subject here, do)."""
+    times = []
+    for _ in range(repeat):
+        t = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t)
+    return min(times)
+
+
+def random_child(kind: str, n: int, ops: int) -> dict[str, float]:
+    """ns per operation of `kind` on `ops` random live keys of `n` entries (best of 3)."""
+    sizes = etc_sizes(n, seed=0)
+    source = PayloadSource(seed=0)
+    rng = random.Random(3)
+    picks = [rng.randrange(n) for _ in range(ops)]
+    if kind == "zspool.Pool":
+        return pool_load_child(n, sizes, source, picks)
+    keys = [f"k{i:010d}" for i in range(n)]
+    m = make_peer(kind, n)
+    fill = peer_ops(kind, m)["set"]
+    assert fill is not None
+    fill(keys, [bytes(source.take(size)) for size in sizes])
+    ks = [keys[i] for i in picks]
+    vs = [bytes(source.take(sizes[i])) for i in picks]
+    out: dict[str, float] = {}
+    for op, loop in peer_ops(kind, m).items():
+        if loop is None:
+            continue
+        if op == "delete":
+            # Distinct keys (a key is deleted once per round), put back untimed after each.
+            gone = list(dict.fromkeys(ks))
+            times = []
+            for _ in range(3):
+                times.append(best_cpu(functools.partial(loop, gone, vs), 1) / len(gone))
+                fill(gone, vs[: len(gone)])
+            out[op] = min(times) * 1e9
+        else:
+            out[op] = best_cpu(functools.partial(loop, ks, vs)) / ops * 1e9
+    if kind in ("zspool", "theine"):
+        m.close()  # theine: its maintenance thread
+    return out
+
+
+def pool_load_child(
+    n: int, sizes: list[int], source: PayloadSource, picks: list[int]
+) -> dict[str, float]:
+    """`Pool.load` of random handles next to `dict.get` of random keys, same data, one process:
+    the issue's `load` target is a ratio to the dict read in the same run."""
+    keys = [f"k{i:010d}" for i in range(n)]
+    pool = zspool.Pool()
+    d: dict[str, bytes] = {}
+    handles = []
+    for key, size in zip(keys, sizes, strict=True):
+        value = source.take(size)
+        handles.append(pool.store(value))
+        d[key] = bytes(value)
+    hs = [handles[i] for i in picks]
+    ks = [keys[i] for i in picks]
+
+    def load() -> None:
+        f = pool.load
+        for h in hs:
+            f(h)
+
+    def get() -> None:
+        g = d.get
+        for k in ks:
+            g(k)
+
+    out = {"load": best_cpu(load) / len(hs) * 1e9, "dict.get": best_cpu(get) / len(ks) * 1e9}
+    pool.close()
+    return out
+
+
+def random_peers(n: int, ops: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Every kind's ns per operation (median over `rounds` interleaved child runs), plus
+    zspool's ratio to each peer computed within each round and then taken the median of."""
+    runs: dict[str, list[dict[str, float]]] = {kind: [] for kind in RANDOM_KINDS}
+    for _ in range(rounds):
+        for kind in RANDOM_KINDS:
+            args = ["--random-child", kind, "--n", str(n), "--ops", str(ops)]
+            proc = subprocess.run(
+                [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+            )
+            runs[kind].append(json.loads(proc.stdout))
+    med: dict[str, dict[str, float]] = {}
+    for kind, rs in runs.items():
+        med[kind] = {op: statistics.median(r[op] for r in rs) for op in rs[0]}
+    for peer in ("dict", "cachebox"):
+        med[f"zspool / {peer}"] = {
+            op: statistics.median(
+                z[op] / p[op] for z, p in zip(runs["zspool"], runs[peer], strict=True)
+            )
+            for op in RANDOM_OPS
+            if op in runs[peer][0]
+        }
+    med["load / dict.get"] = {
+        "load": statistics.median(r["load"] / r["dict.get"] for r in runs["zspool.Pool"])
+    }
+    return med
+
+
+def print_random(n: int, ops: int, rounds: int, med: dict[str, dict[str, float]]) -> None:
+    print(
+        f"## Random keys: {n:,} entries (ETC values, 11-character str keys), {ops:,} random live keys"
+    )
+    print(
+        f"ns per operation (thread CPU time), median of {rounds} rounds (each structure in its own process, best of 3 in it)\n"
+    )
+    print("| structure | " + " | ".join(RANDOM_OPS) + " |")
+    print("|---|" + "---:|" * len(RANDOM_OPS))
+    for kind in RANDOM_KINDS[:-1]:
+        cells = [f"{med[kind][op]:.0f}" if op in med[kind] else "-" for op in RANDOM_OPS]
+        print(f"| {kind} | " + " | ".join(cells) + " |")
+    for ratio in ("zspool / dict", "zspool / cachebox"):
+        cells = [f"{med[ratio][op]:.2f}" if op in med[ratio] else "-" for op in RANDOM_OPS]
+        print(f"| **{ratio}** | " + " | ".join(cells) + " |")
+    p = med["zspool.Pool"]
+    print(
+        f"\nzspool.Pool.load of a random handle: {p['load']:.0f} ns, dict.get of a random key:"
+        f" {p['dict.get']:.0f} ns, ratio {med['load / dict.get']['load']:.2f} (median of per-round ratios)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="entries in the memory runs")
     parser.add_argument("--ops", type=int, default=200_000, help="entries in the throughput runs")
     parser.add_argument("--repeat", type=int, default=4, help="throughput runs (each best of 3) to aggregate")
-    parser.add_argument("--quick", action="store_true", help="--n 20000 --ops 5000 --repeat 1 (make test)")
+    parser.add_argument("--random", action="store_true", help="only the random-key table of every peer")
+    parser.add_argument("--rounds", type=int, default=3, help="child runs per structure (--random)")
+    parser.add_argument("--quick", action="store_true", help="every table at small N, one run (make test)")
+    parser.add_argument("--random-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.n, args.ops, args.repeat = 20_000, 5_000, 1
+        args.n, args.ops, args.repeat, args.rounds = 20_000, 5_000, 1, 1
     if args.child:
         print(json.dumps(memory_child(args.child, args.n)))
         return
+    if args.random_child:
+        print(json.dumps(random_child(args.random_child, args.n, args.ops)))
+        return
+    if args.random or args.quick:
+        print_random(args.n, args.ops, args.rounds, random_peers(args.n, args.ops, args.rounds))
+        if args.random:
+            return
     mem = {}
     for kind in ("zspool", "dict", "cachetools"):
         argv = [sys.executable, __file__, "--child", kind, "--n", str(args.n)]

@@ -462,6 +462,13 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     fn remove_slot(&mut self, id: u32, why: Why) -> Result<()> {
         let handle = self.inner.index.slots[id as usize].handle();
         let info = self.pool().read_with(handle, |object| entry_info(object, &Header::read(object)?))??;
+        self.remove_found(id, info, why)
+    }
+
+    /// [`CacheGuard::remove_slot`] for a caller that read the entry's `info` in the lookup
+    /// that found it: one pool call (the free) instead of two.
+    fn remove_found(&mut self, id: u32, info: EntryInfo, why: Why) -> Result<()> {
+        let handle = self.inner.index.slots[id as usize].handle();
         self.pool().free(handle)?;
         let inner = &mut *self.inner;
         inner.queue.unlink(&mut inner.index.slots, id);
@@ -728,8 +735,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Delete `key`; whether it was there.
     pub fn remove(&mut self, key: Key<'_>) -> Result<bool> {
         let hash = self.cache.hash(key);
-        match self.lookup(key, hash, |_, _| Ok(()))? {
-            Some((id, _)) => self.remove_slot(id, Why::Deleted).map(|()| true),
+        match self.lookup(key, hash, entry_info)? {
+            Some((id, info)) => self.remove_found(id, info, Why::Deleted).map(|()| true),
             None => Ok(false),
         }
     }

@@ -209,6 +209,14 @@ enum ObjectMem<'a> {
 }
 
 impl ObjectRef<'_> {
+    /// Start loading the object's first cache lines (see [`Zspage::prefetch_object`]): for a
+    /// reader about to copy it out, before it reads the first byte.
+    fn prefetch(&self) {
+        if let ObjectMem::Packed { zspage, class_size, obj } = self.mem {
+            zspage.prefetch_object(class_size, obj, self.size);
+        }
+    }
+
     /// The object's size in bytes.
     pub fn len(&self) -> usize {
         self.size
@@ -606,7 +614,9 @@ impl Pool {
         match self.locate(handle)? {
             (parts, Located::Class(class)) => {
                 let slot = class.lookup(handle, parts)?;
-                Ok(f(&class_object(handle, &class.state, slot)))
+                let object = class_object(handle, &class.state, slot);
+                object.prefetch();
+                Ok(f(&object))
             }
             (parts, Located::Large(shard)) => {
                 let id = shard.lookup(handle, parts)?;
