@@ -209,8 +209,11 @@ def test_idle_only_policy_recompresses_when_idle() -> None:
         deadline = time.monotonic() + 10
         while cache.recompressible_pages() and time.monotonic() < deadline:
             time.sleep(0.02)
+        # The policy recompresses while that frees a page: what is left when it stops saves
+        # less than one (recompressible_pages() is 0), not necessarily no value at all.
+        assert cache.recompressible_pages() == 0
         d = cache.stats().dictionary
-        assert d.values_recompressed == 4_000 and d.recompress_pages_freed > 0
+        assert d.values_recompressed > 3_000 and d.recompress_pages_freed > 0
         check(cache, 4_000)
 
 

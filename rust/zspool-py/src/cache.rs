@@ -44,7 +44,7 @@ use zspool_cache::{
 
 use crate::dictionary::{DictionaryReport, RecompressReport};
 use crate::errors::{Kind, to_py};
-use crate::objects::{Int, bytes_object, str_object};
+use crate::objects::{Int, bytes_object, seconds_arg, str_object};
 use crate::pool::Pool;
 use crate::stats::PoolStats;
 
@@ -668,12 +668,30 @@ impl Cache {
     fn recompress(
         &self,
         py: Python<'_>,
-        max_bytes: Option<u64>,
-        time_budget: Option<f64>,
+        max_bytes: Option<&Bound<'_, PyAny>>,
+        time_budget: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RecompressReport> {
-        let budget = match time_budget {
+        let max_bytes = match max_bytes.filter(|obj| !obj.is_none()) {
             None => None,
-            Some(s) if s >= 0.0 && s.is_finite() => Some(Duration::from_secs_f64(s)),
+            // More bytes than a u64 holds is no limit; a negative count is a mistake.
+            Some(obj) => match obj.extract::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) if obj.is_instance_of::<PyInt>() && obj.gt(0)? => None,
+                Err(_) if obj.is_instance_of::<PyInt>() => {
+                    return Err(PyValueError::new_err(format!("max_bytes={obj} must be >= 0 bytes, or None")));
+                }
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "max_bytes must be an int (bytes) or None, not {}",
+                        type_name(obj)
+                    )));
+                }
+            },
+        };
+        let budget = match time_budget.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()? {
+            None => None,
+            // A budget too long for a Duration is no budget.
+            Some(s) if s >= 0.0 => Duration::try_from_secs_f64(s).ok(),
             Some(s) => return Err(PyValueError::new_err(format!("time_budget={s} must be >= 0 seconds, or None"))),
         };
         let inner = &self.inner;

@@ -45,3 +45,17 @@ pub(crate) fn bytes_object<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<
     // SAFETY: as in `str_object`.
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), len)) }
 }
+
+/// A number of seconds (or microseconds) passed from Python, as `f64`: what pyo3's `f64`
+/// extraction gives, except that an int too large for a float is the infinity of its sign
+/// (pyo3 raises `OverflowError` there, an error no caller documents) and the range check is
+/// left to the caller, which knows what the number means.
+pub(crate) fn seconds_arg(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
+    match obj.extract::<f64>() {
+        Ok(secs) => Ok(secs),
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyOverflowError>(obj.py()) => {
+            Ok(if obj.gt(0)? { f64::INFINITY } else { f64::NEG_INFINITY })
+        }
+        Err(err) => Err(err),
+    }
+}

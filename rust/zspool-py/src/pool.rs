@@ -31,11 +31,13 @@ use zspool_core::{
 
 use crate::buffer::Buffer;
 use crate::errors::{Kind, OrRaise, buffer_error, to_py, type_error, value_error};
-use crate::objects::Int;
+use crate::objects::{Int, seconds_arg};
 use crate::stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
 
 /// Objects moved per lock hold by `compact` when the caller does not say.
 const DEFAULT_SLICE_OBJECTS: usize = 64;
+/// Microseconds of compaction between yields of the class lock, unless the caller says.
+const DEFAULT_SLICE_US: f64 = 50.0;
 
 /// Copies longer than this (bytes) release the GIL when that is safe (see the module doc).
 const DETACH_THRESHOLD: usize = 64 * 1024;
@@ -450,18 +452,20 @@ impl Pool {
 
     /// Move objects out of sparse zspages and give emptied pages back to the OS.
     #[pyo3(
-        signature = (max_pages = None, time_budget = None, *, slice_objects = None, slice_us = 50.0),
+        signature = (max_pages = None, time_budget = None, *, slice_objects = None, slice_us = None),
         text_signature = "(self, max_pages=None, time_budget=None, *, slice_objects=64, slice_us=50.0)"
     )]
     fn compact(
         &self,
         py: Python<'_>,
         max_pages: Option<&Bound<'_, PyAny>>,
-        time_budget: Option<f64>,
+        time_budget: Option<&Bound<'_, PyAny>>,
         slice_objects: Option<&Bound<'_, PyAny>>,
-        slice_us: f64,
+        slice_us: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CompactionReport> {
         self.check_open(py)?;
+        let time_budget = time_budget.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()?;
+        let slice_us = slice_us.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()?.unwrap_or(DEFAULT_SLICE_US);
         let slice_objects = match slice_objects {
             None => DEFAULT_SLICE_OBJECTS,
             Some(obj) => u64_arg(obj, "slice_objects")?
