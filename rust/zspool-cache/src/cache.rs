@@ -361,6 +361,7 @@ impl<P: Deref<Target = Pool> + Send + Sync> OuterLock for Cache<P> {
     }
 
     fn fork_child(&self) {
+        self.dicts.fork_child();
         self.inner.fork_child(|| Inner::empty(self.config.eviction));
     }
 }

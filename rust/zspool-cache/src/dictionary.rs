@@ -24,17 +24,25 @@
 //! id or checksum: the entry header already holds the original length and the dictionary
 //! id, and those fields cost 9..13 bytes a value, about 8% of a 120-byte result.
 //!
-//! Locks: the set of live dictionaries ([`DictSet`]) is behind its own `RwLock`, innermost:
-//! read to decode a value (inside a pool read, so after a class lock) or to clone the current
-//! dictionary before an encode (no other lock), and written only under the cache mutex with
-//! no pool lock held; the cache mutex also guards the usage counts (`Inner::dict_usage`).
+//! Locks and fork: the set of live dictionaries ([`DictSet`]) is an immutable `Vec` behind
+//! an `ArcSwap`, so reading it takes no lock: a decode (inside a pool read, after a class
+//! lock) or an encode (no lock) loads a snapshot. It is replaced whole (copy on write) and
+//! only under the cache mutex, which also guards the usage counts (`Inner::dict_usage`).
+//! That is what makes it fork-safe without a hook of its own: a lock read under a class lock
+//! could not be taken in the cache's `fork_prepare` (before the pools' locks) without
+//! deadlocking against such a reader, and a reader or writer caught by `fork()` would hold it
+//! forever in the child. Here a thread caught mid-read leaves at most a leaked reference in
+//! the child, and no writer can be mid-update at a fork, since the fork protocol holds the
+//! cache mutex across it (`fork.rs`; when it could not be taken the child's cache is lost
+//! anyway). The one piece of state a vanished thread could leave set, the `training` flag,
+//! is cleared in the child (`DictSet::fork_child`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 use zstd::zstd_safe::{CCtx, CParameter, DCtx, DParameter, FrameFormat};
 
@@ -245,7 +253,8 @@ pub(crate) fn judge_raw_bytes(samples: &[Vec<u8>]) -> u64 {
 pub(crate) struct DictSet {
     pub(crate) mode: Dictionary,
     pub(crate) level: i32,
-    live: RwLock<Vec<Arc<Dict>>>,
+    /// Oldest first. Replaced whole, under the cache mutex (see the module doc).
+    live: ArcSwap<Vec<Arc<Dict>>>,
     /// Compressible values (and their bytes) stored while there was no dictionary: what
     /// `dictionary=True` waits for.
     seen_values: AtomicU64,
@@ -266,7 +275,7 @@ impl DictSet {
         DictSet {
             mode,
             level,
-            live: RwLock::new(Vec::new()),
+            live: ArcSwap::from_pointee(Vec::new()),
             seen_values: AtomicU64::new(0),
             seen_bytes: AtomicU64::new(0),
             train_at_bytes: AtomicU64::new(TRAIN_AFTER_BYTES),
@@ -282,17 +291,19 @@ impl DictSet {
 
     /// The dictionary new values are compressed with.
     pub(crate) fn current(&self) -> Option<Arc<Dict>> {
-        self.live.read().last().cloned()
+        self.live.load().last().cloned()
     }
 
     pub(crate) fn current_id(&self) -> Option<u32> {
-        self.live.read().last().map(|d| d.id)
+        self.live.load().last().map(|d| d.id)
     }
 
     /// Run `f` with dictionary `id` (`None` if no such dictionary is live: a corrupt entry).
     pub(crate) fn with<R>(&self, id: u32, f: impl FnOnce(&Dict) -> R) -> Option<R> {
-        let live = self.live.read();
-        live.iter().find(|d| d.id == id).map(|d| f(d))
+        // The snapshot is held only to find the dictionary (arc-swap's guards are for short
+        // reads); `f` decompresses a whole value with the dictionary's own `Arc`.
+        let dict = self.live.load().iter().find(|d| d.id == id).cloned();
+        dict.map(|d| f(&d))
     }
 
     pub(crate) fn allocate_id(&self) -> u32 {
@@ -301,29 +312,43 @@ impl DictSet {
 
     /// Make `dict` current (under the cache mutex).
     pub(crate) fn install(&self, dict: Arc<Dict>) {
-        self.live.write().push(dict);
+        let mut live = Vec::clone(&self.live.load());
+        live.push(dict);
+        self.live.store(Arc::new(live));
     }
 
     /// Take dictionary `id` out of the live set if nothing but the set holds it (under the
     /// cache mutex, once no value uses it and it is not current); returns it for freeing.
     pub(crate) fn retire(&self, id: u32) -> Option<Arc<Dict>> {
-        let mut live = self.live.write();
+        let live = self.live.load();
         let pos = live.iter().position(|d| d.id == id)?;
-        // The current one stays; so does one an encoded-but-not-yet-stored entry still holds.
+        // The current one stays; so does one an encoded-but-not-yet-stored entry (or a decode
+        // running now) still holds: it is freed by a later `retire_unused`.
         if pos + 1 == live.len() || Arc::strong_count(&live[pos]) > 1 {
             return None;
         }
-        Some(live.remove(pos))
+        let mut rest = Vec::clone(&live);
+        let dict = rest.remove(pos);
+        drop(live);
+        self.live.store(Arc::new(rest));
+        Some(dict)
     }
 
     /// Every live dictionary, oldest first (for stats and sweeps).
     pub(crate) fn all(&self) -> Vec<Arc<Dict>> {
-        self.live.read().clone()
+        Vec::clone(&self.live.load())
     }
 
     /// Drop every dictionary (the cache is closing; the pool frees their objects).
     pub(crate) fn clear(&self) {
-        self.live.write().clear();
+        self.live.store(Arc::new(Vec::new()));
+    }
+
+    /// In a forked child: an automatic training that was running in the parent ran on a
+    /// thread the child does not have, so it will never clear the flag; clear it so the
+    /// child can train (the child's one thread is the forking one, not training).
+    pub(crate) fn fork_child(&self) {
+        self.training.store(false, Ordering::Release);
     }
 
     /// A compressible value was stored with no dictionary yet; whether it is time to train.
@@ -521,6 +546,14 @@ mod tests {
     fn too_few_samples_is_an_error() {
         assert!(matches!(train(&records(10), 4096), Err(CacheError::Dictionary(_))));
         assert!(matches!(train(&records(1000), 10), Err(CacheError::BadConfig { .. })));
+    }
+
+    #[test]
+    fn a_forked_child_can_train_after_a_training_thread_vanished() {
+        let dicts = DictSet::new(Dictionary::Train, 3);
+        assert!(!dicts.training.swap(true, Ordering::Acquire)); // a thread starts training ...
+        dicts.fork_child(); // ... and does not exist in the child
+        assert!(!dicts.training.swap(true, Ordering::Acquire), "the child may train");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! (before the pool's locks) while another thread uses the cache, and a mutex that another
 //! thread sits on past the deadline leaves the cache closed in the child instead of hung.
 //!
+//! Trained zstd dictionaries are read by threads outside the cache mutex (an encode, a decode
+//! under a pool class lock): a fork among them must leave the child able to read every value
+//! and install a new dictionary.
+//!
 //! Each child runs only the checks below and leaves with `_exit`; the parent waits for it with
 //! a deadline and kills it if it hangs (the failure this file exists to catch). The tests take
 //! turns (`FORKS`): this binary's process-wide fork handlers see every cache of every test.
@@ -11,19 +15,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use zspool_cache::{Cache, CacheConfig, CacheError, Key, Ttl};
+use zspool_cache::{Cache, CacheConfig, CacheError, Compression, Dictionary, Key, Ttl};
 use zspool_core::{Pool, PoolConfig, QUIESCE_DEADLINE};
 
 static FORKS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const CHILD_DEADLINE: Duration = Duration::from_secs(20);
 
 /// A cache over a pool, both registered for fork as the Python bindings register them.
-fn fork_safe_cache() -> Arc<Cache<Arc<Pool>>> {
+fn fork_safe_cache_with(config: CacheConfig) -> Arc<Cache<Arc<Pool>>> {
     let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
     zspool_core::register_for_fork(&pool);
-    let cache = Arc::new(Cache::new(pool, CacheConfig::new(64 << 20)).unwrap());
+    let cache = Arc::new(Cache::new(pool, config).unwrap());
     zspool_cache::register_for_fork(&cache);
     cache
+}
+
+fn fork_safe_cache() -> Arc<Cache<Arc<Pool>>> {
+    fork_safe_cache_with(CacheConfig::new(64 << 20))
 }
 
 /// Fork; in the child run `child` and `_exit(0)` if it returns, 1 if it panics. In the parent,
@@ -166,5 +174,124 @@ fn a_mutex_held_past_the_deadline_closes_the_cache_in_the_child_only() {
     });
     assert!(!cache.is_closed(), "the parent's cache is unaffected");
     assert_eq!(cache.get(Key::str("a")).unwrap().as_deref(), Some(&b"1"[..]));
+    cache.close();
+}
+
+/// A JSON record, as dictionary-compressed caches hold: shared field names, small vocabularies.
+fn record(i: usize, generation: usize) -> Vec<u8> {
+    let names = ["Alice", "Bruno", "Chen", "Dana", "Emeka", "Farah", "Greta", "Hiro"];
+    let cities = ["Lyon", "Osaka", "Toronto", "Lagos", "Quito", "Perth"];
+    format!(
+        "{{\"id\": {i}, \"gen\": {generation}, \"name\": \"{}\", \"email\": \"{}{}@example.com\", \
+         \"city\": \"{}\", \"active\": {}, \"created_at\": \"2026-{:02}-{:02}T{:02}:00:00Z\"}}",
+        names[i % 8],
+        names[i % 8].to_lowercase(),
+        i % 97,
+        cities[(i * 7) % 6],
+        i.is_multiple_of(3),
+        1 + i % 12,
+        1 + i % 28,
+        i % 24,
+    )
+    .into_bytes()
+}
+
+#[test]
+fn fork_while_threads_use_and_replace_dictionaries() {
+    let _turn = FORKS.lock().unwrap();
+    let config =
+        CacheConfig { compression: Compression::Zstd(3), dictionary: Dictionary::Train, ..CacheConfig::new(64 << 20) };
+    let cache = fork_safe_cache_with(config);
+    const FROZEN: usize = 2000;
+    const PER_THREAD: usize = 300;
+    for i in 0..FROZEN {
+        cache.set(Key::str(&format!("frozen{i}")), &record(i, 0), Ttl::Default).unwrap();
+    }
+    // A small dictionary, so that the child's default-sized one beats it and is installed.
+    let small_id = cache.train_dictionary(Some(256)).unwrap().expect("a dictionary beats plain zstd");
+    let small = cache.dictionary().unwrap().unwrap();
+    for i in 0..FROZEN {
+        cache.set(Key::str(&format!("frozen{i}")), &record(i, 1), Ttl::Default).unwrap();
+    }
+    assert_eq!(cache.dictionary_stats().dictionaries.iter().find(|d| d.id == small_id).unwrap().usage.values, 2000);
+    let stop = AtomicBool::new(false);
+    let rounds = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        // Writers encode with the current dictionary outside the mutex and read back (a decode
+        // under a class lock); one thread keeps installing new versions (the writes of the
+        // live set), which retire the old ones as their last values are overwritten.
+        for t in 0..2 {
+            let (cache, stop, rounds) = (&cache, &stop, &rounds);
+            s.spawn(move || {
+                let mut generation = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    generation += 1;
+                    for i in 0..PER_THREAD {
+                        let key = format!("t{t}-{i}");
+                        cache.set(Key::str(&key), &record(i, generation), Ttl::Default).unwrap();
+                        assert_eq!(cache.get(Key::str(&key)).unwrap(), Some(record(i, generation)));
+                        let frozen = i * 7 % FROZEN;
+                        assert_eq!(cache.get(Key::str(&format!("frozen{frozen}"))).unwrap(), Some(record(frozen, 1)));
+                    }
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // Encoders of short values (`set_many`'s encoding without the GIL): they read the
+        // current dictionary so often that forks catch them inside that read.
+        for _ in 0..2 {
+            let (cache, stop) = (&cache, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..100 {
+                        std::hint::black_box(cache.encode(Key::str("e"), b"x", false).unwrap());
+                    }
+                }
+            });
+        }
+        {
+            let (cache, stop, small) = (&cache, &stop, &small);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    cache.install_dictionary(small).unwrap();
+                }
+            });
+        }
+        let _stop = StopOnDrop(&stop);
+        while rounds.load(Ordering::Relaxed) < 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..8 {
+            let status = run_child(|| {
+                for i in 0..FROZEN {
+                    assert_eq!(cache.get(Key::str(&format!("frozen{i}"))).unwrap(), Some(record(i, 1)), "frozen{i}");
+                }
+                for t in 0..2 {
+                    for i in 0..PER_THREAD {
+                        let got = cache.get(Key::str(&format!("t{t}-{i}"))).unwrap().expect("written before the fork");
+                        assert!(got.starts_with(format!("{{\"id\": {i}, \"gen\": ").as_bytes()), "t{t}-{i}");
+                    }
+                }
+                // Writes of the live set: an install (which retires the unused old versions).
+                let id = cache.train_dictionary(None).unwrap().expect("16 KiB beats the 256-byte dictionary");
+                assert_eq!(cache.dictionary_stats().current, Some(id));
+                for i in 0..PER_THREAD {
+                    cache.set(Key::str(&format!("child{i}")), &record(i, 9), Ttl::Default).unwrap();
+                }
+                for i in 0..PER_THREAD {
+                    assert_eq!(cache.get(Key::str(&format!("child{i}"))).unwrap(), Some(record(i, 9)));
+                }
+                for i in 0..FROZEN {
+                    assert_eq!(cache.get(Key::str(&format!("frozen{i}"))).unwrap(), Some(record(i, 1)), "frozen{i}");
+                }
+                cache.close();
+            });
+            assert_eq!(status, 0, "the child failed (its panic is above)");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    for i in 0..FROZEN {
+        assert_eq!(cache.get(Key::str(&format!("frozen{i}"))).unwrap(), Some(record(i, 1)));
+    }
     cache.close();
 }
