@@ -21,6 +21,11 @@ serialized in a :class:`zspool.Cache` (see :mod:`zspool.contrib._near_cache`) wi
 number of the connection that read them. Invalidation is redis-py's: the server's push for
 a key drops every reply that read it, a push without keys (FLUSHDB/FLUSHALL) and a lost
 connection flush everything.
+
+Give each ``redis.Redis`` client its own ``ClientCache`` (share the client between threads,
+as redis-py intends): before serving a cached reply redis-py drains pending invalidations
+from the connection that cached it, under that client's pool lock, so a cache shared by two
+clients would let one thread read from another client's socket while it is in use.
 """
 
 from __future__ import annotations
