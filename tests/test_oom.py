@@ -17,7 +17,7 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import resource, sys
+    import array, resource, sys
     from zspool import Pool, PoolFullError
 
     def vm_bytes():
@@ -30,8 +30,11 @@ SCRIPT = textwrap.dedent(
     datas = [bytes([i + 1]) * n for i, n in enumerate(SIZES)]
     buf = bytearray(max(SIZES))
     view = memoryview(buf)
-    handles = [0] * 400_000
-    kinds = [0] * 400_000
+    # Arrays, not lists: a list would keep every handle's int object alive, and 400,000 of
+    # them under the limit used up the interpreter's reserve below at large headrooms.
+    handles = array.array("Q", bytes(8 * 400_000))
+    kinds = array.array("B", bytes(400_000))
+    FREED = 255  # a kind no object has: the object was freed
     pool = Pool(name="oom")
     stored = 0
     headroom = int(sys.argv[1]) * 2**20
@@ -41,8 +44,8 @@ SCRIPT = textwrap.dedent(
     # it is free), so those come from memory already mapped, never from a new arena the low
     # limit would refuse: that made the interpreter, not zspool, raise MemoryError at some
     # headrooms.
-    spare = [bytearray(48) for _ in range(80_000)]
-    reserve = spare[::10_000]
+    spare = [bytearray(48) for _ in range(400_000)]
+    reserve = spare[::5_000]
     del spare
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     resource.setrlimit(resource.RLIMIT_AS, (vm_bytes() + headroom, hard))
@@ -81,7 +84,7 @@ SCRIPT = textwrap.dedent(
     freed = 0
     for j in range(0, stored, 4):
         pool.free(handles[j])
-        handles[j] = -1
+        kinds[j] = FREED
         freed += 1
     again = 0
     for _ in range(freed // 2):
@@ -91,7 +94,7 @@ SCRIPT = textwrap.dedent(
         except PoolFullError:
             break
     resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    live = [j for j in range(stored) if handles[j] != -1]
+    live = [j for j in range(stored) if kinds[j] != FREED]
     bad += sum(1 for j in live if pool.load(handles[j]) != datas[kinds[j]])
     stats = pool.stats()
     expected = len(live) + again
