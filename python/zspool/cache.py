@@ -111,7 +111,9 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
       never returned. Resolution 1 ns; TTLs past the clock's range (~584 years) never expire.
     - ``eviction``: ``"sieve"`` (scan-resistant, the default) or ``"lru"``.
     - ``serializer``: ``None`` (values must be ``bytes``), ``"pickle"``, or an object with
-      ``dumps``/``loads``; ``bytes`` values are always stored as they are.
+      ``dumps``/``loads``; ``bytes`` values are always stored as they are. An error of
+      ``dumps`` (``pickle.PicklingError`` for a value pickle cannot serialize) propagates
+      unchanged, and nothing is stored.
     - ``policy``: a shrinker policy (an installed name such as ``"idle-only"``, or an
       object) registered with the cache's pool, with ``policy_options``; the cache then
       runs a :class:`Reclaimer` thread (``reclaimer_interval_s`` seconds between ticks)
