@@ -656,7 +656,21 @@ impl Cache {
     /// of the stored values and make it current; its id, or None if it did not beat the
     /// current one (GIL released).
     #[pyo3(signature = (size = None))]
-    fn train_dictionary(&self, py: Python<'_>, size: Option<usize>) -> PyResult<Option<u32>> {
+    fn train_dictionary(&self, py: Python<'_>, size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u32>> {
+        let size = match size.filter(|obj| !obj.is_none()) {
+            None => None,
+            Some(obj) if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() => {
+                return Err(PyTypeError::new_err(format!(
+                    "size must be an int (bytes) or None, not {}",
+                    type_name(obj)
+                )));
+            }
+            // A negative size, or one past usize, is out of the range the cache states (pyo3
+            // would raise OverflowError, which no caller documents).
+            Some(obj) => Some(obj.extract::<usize>().map_err(|_| {
+                PyValueError::new_err(format!("size={obj} is out of range: allowed 256..=1048576 bytes, or None"))
+            })?),
+        };
         let inner = &self.inner;
         py.detach(|| inner.train_dictionary(size)).or_raise(py)
     }
