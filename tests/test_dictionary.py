@@ -114,8 +114,9 @@ def test_bad_training_and_recompress_arguments() -> None:
         with pytest.raises(ValueError, match="too few values"):
             cache.train_dictionary()
         fill(cache, 500)
-        with pytest.raises(ValueError, match="dictionary size"):
-            cache.train_dictionary(size=10)
+        for size in (10, -1, 1 << 70, (1 << 20) + 1):
+            with pytest.raises(zspool.ConfigError, match="dictionary size"):
+                cache.train_dictionary(size=size)
         with pytest.raises(ValueError, match="time_budget"):
             cache.recompress(time_budget=-1)
         assert cache.recompress().stop_reason == "no_dictionary"

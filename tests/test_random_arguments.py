@@ -109,6 +109,7 @@ CACHE_METHODS: dict[str, tuple[str, ...]] = {
     "expire": (), "stats": (), "clear": (), "items": (), "values": (), "keys": (),
     "update": (), "compact": ("max_pages", "time_budget"), "__eq__": (), "maxsize": (),
     "currsize": (), "ttl": (), "__copy__": (), "__reduce__": (),
+    "train_dictionary": ("size",), "recompress": ("max_bytes", "time_budget"),
 }  # fmt: skip
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import cachetools
 
 import zspool
-from zspool.workload import PayloadSource, etc_sizes, reclaim_python_heap, rss_bytes
+from zspool.workload import PayloadSource, best_time, etc_sizes, reclaim_python_heap, rss_bytes, spread
 
 BIG = 1 << 40
 
@@ -120,15 +120,6 @@ def breakdown(cache: Any, n: int, rss: int) -> dict[str, float]:
     return {k: v / n for k, v in parts.items()}
 
 
-def best(fn: Callable[[], None], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def each(call: Callable[[Any], Any], batches: list[Any]) -> None:
     """Call on every batch, dropping each result before the next call (as a service would)."""
     for batch in batches:
@@ -156,11 +147,11 @@ def throughput(ops: int) -> dict[str, dict[str, float]]:
             for k in keys:
                 del m[k]
 
-        r = {"set": best(fill), "get": best(read)}
+        r = {"set": best_time(fill), "get": best_time(read)}
         times = []
         for _ in range(3):
             fill()
-            times.append(best(delete, 1))
+            times.append(best_time(delete, 1))
         r["delete"] = min(times)
         fill()
         # Batches, spelled the same way for every structure so that only the lookups differ:
@@ -173,23 +164,16 @@ def throughput(ops: int) -> dict[str, dict[str, float]]:
 
         get_batch: Callable[[list[bytes]], Any] = m.get_many if kind == "zspool" else get_list
         put_batch: Callable[[list[tuple[bytes, bytes]]], Any] = m.set_many if kind == "zspool" else m.update
-        r["get_all"] = best(lambda: each(get_batch, [keys]))
-        r["get_1k"] = best(lambda: each(get_batch, chunks))
-        r["set_all"] = best(lambda: each(put_batch, [items]))
-        r["set_1k"] = best(lambda: each(put_batch, item_chunks))
+        r["get_all"] = best_time(lambda: each(get_batch, [keys]))
+        r["get_1k"] = best_time(lambda: each(get_batch, chunks))
+        r["set_all"] = best_time(lambda: each(put_batch, [items]))
+        r["set_1k"] = best_time(lambda: each(put_batch, item_chunks))
         if kind == "zspool":
             # The cache's own one-key-at-a-time spelling of the all-keys list, for scale.
-            r["get_all_single"] = best(lambda: each(get_list, [keys]))
+            r["get_all_single"] = best_time(lambda: each(get_list, [keys]))
             m.close()
         out[kind] = {k: v / ops * 1e9 for k, v in r.items()}  # ns per item
     return out
-
-
-def spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    """A figure over several runs: the median, and min-max when there is more than one run."""
-    values = sorted(values)
-    median = fmt.format(statistics.median(values))
-    return median if len(values) == 1 else f"{median} ({fmt.format(values[0])}-{fmt.format(values[-1])})"
 
 
 # Random keys at 1M entries: every peer, each in its own process --------------------------

@@ -12,10 +12,12 @@ N JSON user profiles (``zspool.records``: seeded, about 300 bytes each) under ke
 
 Memory: one child process per row (so that one structure's freed heap cannot hide
 another's growth), RSS growth divided by the payload (key + value bytes). Latency (one
-process, same data, best of 3): ``get`` and ``set`` of one record per call, as ratios
-against the uncompressed ``zspool.Cache`` in the same run.
+process holding the four zspool caches of the same data): ``get`` and ``set`` of one record
+per call on ``--ops`` random live keys, as ratios against the uncompressed ``zspool.Cache``
+timed in the same round (thread CPU time, best of 3); ``--rounds`` interleaved rounds, reported as the median and the
+min-max of the per-round ratios.
 
-    python asv_bench/standalone/records.py [--n 100000] [--ops 50000] [--quick]
+    python asv_bench/standalone/records.py [--n 100000] [--ops 50000] [--rounds 5] [--quick]
 
 ``--quick`` (run by ``make test``: a few seconds) checks that every row runs and that the
 dictionary row after recompression beats plain zstd; it asserts no speed.
@@ -26,19 +28,21 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import random
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import cachebox
 import cachetools
 import zspool
 from zspool.records import user_record_bytes, user_records
-from zspool.workload import rss_bytes
+from zspool.workload import best_time, rss_bytes, spread
 
 BIG = 1 << 40
+LATENCY_ROWS = ["zspool", "zspool lz4", "zspool zstd", "zspool zstd+dict after recompress"]
 ROWS = [
     "zspool",
     "zspool lz4",
@@ -85,6 +89,7 @@ def memory_child(row: str, n: int) -> dict[str, Any]:
     del key, value
     out: dict[str, Any] = {"row": row, "n": n, "payload": payload}
     if row.endswith("after recompress"):
+        wait_for_dictionary(m)
         started = time.perf_counter()
         report = m.recompress()
         elapsed = time.perf_counter() - started
@@ -109,41 +114,58 @@ def run_child(row: str, n: int) -> dict[str, Any]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def best_of(fn: Callable[[], None], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def wait_for_dictionary(cache: zspool.Cache, timeout: float = 120.0) -> None:
+    """``dictionary=True`` trains in a background thread once enough values came in: a
+    ``recompress()`` before it finished would find no dictionary to recompress with."""
+    deadline = time.monotonic() + timeout
+    while cache.stats().dictionary.current is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no dictionary trained within {timeout} s")
+        time.sleep(0.01)
 
 
-def latency(n: int, ops: int) -> dict[str, dict[str, float]]:
-    """Seconds per get and per set of one ~300-byte record, for each zspool variant."""
+def filled(row: str, keys: list[str], values: list[bytes]) -> Any:
+    cache = make(row)
+    for k, v in zip(keys, values, strict=True):
+        cache[k] = v
+    if row.endswith("recompress"):
+        wait_for_dictionary(cache)
+        cache.recompress()
+    return cache
+
+
+def latency(n: int, ops: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Per row: ns per get and per set of one ~300-byte record on random live keys, and the
+    ratios to the uncompressed cache timed in the same round, one of each per round."""
     values = list(user_records(n))
     keys = [f"user:{i}" for i in range(n)]
-    probe = keys[:: max(1, n // ops)][:ops]
-    out = {}
-    for row in ["zspool", "zspool lz4", "zspool zstd", "zspool zstd+dict after recompress"]:
-        cache = make(row)
-        for k, v in zip(keys, values, strict=True):
-            cache[k] = v
-        if row.endswith("recompress"):
-            cache.recompress()
+    rng = random.Random(0)
+    probe = rng.sample(keys, min(ops, n))
+    pairs = list(zip(probe, rng.sample(values, len(probe)), strict=True))
+    caches = {row: filled(row, keys, values) for row in LATENCY_ROWS}
+    out: dict[str, dict[str, list[float]]] = {
+        row: {"get_ns": [], "set_ns": [], "get_ratio": [], "set_ratio": []} for row in LATENCY_ROWS
+    }
+    for _ in range(rounds):
+        ns: dict[str, tuple[float, float]] = {}
+        for row, cache in caches.items():
 
-        def get_all(c: Any = cache) -> None:
-            for k in probe:
-                c[k]
+            def get_all(get: Any = cache.get) -> None:
+                for k in probe:
+                    get(k)
 
-        get_s = best_of(get_all) / len(probe)
-        pairs = list(zip(probe, values, strict=False))
+            def put_all(c: Any = cache) -> None:
+                for k, v in pairs:
+                    c[k] = v
 
-        def put_all(c: Any = cache, pairs: list[tuple[str, bytes]] = pairs) -> None:
-            for k, v in pairs:
-                c[k] = v
-
-        set_s = best_of(put_all) / len(probe)
-        out[row] = {"get_s": get_s, "set_s": set_s}
+            get_s, set_s = (best_time(f, clock=time.thread_time) for f in (get_all, put_all))
+            ns[row] = (get_s / len(probe) * 1e9, set_s / len(probe) * 1e9)
+        for row, (get_ns, set_ns) in ns.items():
+            out[row]["get_ns"].append(get_ns)
+            out[row]["set_ns"].append(set_ns)
+            out[row]["get_ratio"].append(get_ns / ns["zspool"][0])
+            out[row]["set_ratio"].append(set_ns / ns["zspool"][1])
+    for cache in caches.values():
         cache.close()
     return out
 
@@ -154,15 +176,15 @@ def main() -> None:
     )
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--ops", type=int, default=50_000)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument(
         "--quick", action="store_true", help="a few seconds: every row runs once, small n"
     )
     args = ap.parse_args()
     if args.quick:
-        args.n, args.ops = 8_000, 2_000
+        args.n, args.ops, args.rounds = 8_000, 2_000, 3
     rows = [run_child(row, args.n) for row in ROWS]
-    lat = latency(args.n, args.ops)
-    base = lat["zspool"]
+    lat = latency(args.n, args.ops, args.rounds)
     print(
         f"{args.n:,} records, {rows[0]['payload'] / args.n:.0f} payload bytes each (key + JSON)\n"
     )
@@ -170,12 +192,13 @@ def main() -> None:
     print(f"|{'-' * 40}|-------------------:|--------------------:|--------------------:|")
     for r in rows:
         t = lat.get(r["row"])
-        get = f"{t['get_s'] / base['get_s']:.2f}x" if t else ""
-        put = f"{t['set_s'] / base['set_s']:.2f}x" if t else ""
+        get = spread(t["get_ratio"]) + "x" if t else ""
+        put = spread(t["set_ratio"]) + "x" if t else ""
         print(f"| {r['row']:38} | {r['rss_per_payload_byte']:18.3f} | {get:>19} | {put:>19} |")
-    print()
+    print(f"\nratios: median (min-max) of {args.rounds} interleaved rounds; ns per call, median:")
     for row, t in lat.items():
-        print(f"{row:38} get {t['get_s'] * 1e9:7.0f} ns   set {t['set_s'] * 1e9:7.0f} ns")
+        get_ns, set_ns = statistics.median(t["get_ns"]), statistics.median(t["set_ns"])
+        print(f"{row:38} get {get_ns:7.0f} ns   set {set_ns:7.0f} ns")
     after = next(r for r in rows if r["row"].endswith("after recompress"))
     zstd = next(r for r in rows if r["row"] == "zspool zstd")
     print(

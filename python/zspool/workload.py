@@ -15,7 +15,9 @@ import ctypes
 import gc
 import os
 import random
-from collections.abc import Iterator
+import statistics
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +32,8 @@ __all__ = [
     "payload_source",
     "PayloadSource",
     "rss_bytes",
+    "best_time",
+    "spread",
 ]
 
 ETC_SCALE = 214.476
@@ -112,3 +116,22 @@ def fragment(pool: Pool, count: int, *, free_fraction: float = 0.7, seed: int = 
         pool.free(handle)
         del stored[handle]
     return stored
+
+
+def best_time(fn: Callable[[], object], repeat: int = 3, clock: Callable[[], float] = time.perf_counter) -> float:
+    """The shortest of ``repeat`` timed calls of ``fn``, in seconds of ``clock``: the run least
+    disturbed by the rest of the machine (``time.thread_time`` also leaves out the time the
+    thread waited for a CPU, on a shared machine most of the noise)."""
+    times = []
+    for _ in range(repeat):
+        started = clock()
+        fn()
+        times.append(clock() - started)
+    return min(times)
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """A figure over several runs: the median, and min-max when there is more than one run."""
+    values = sorted(values)
+    median = fmt.format(statistics.median(values))
+    return median if len(values) == 1 else f"{median} ({fmt.format(values[0])}-{fmt.format(values[-1])})"

@@ -270,7 +270,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
 
     /// The value stored under `key`, copied out, or `None` (one lock acquisition).
     pub fn get(&self, key: Key<'_>) -> Result<Option<Vec<u8>>> {
-        self.lock().get_with(key, |v| v.to_vec())
+        self.lock().get_with(key, |v| v.to_vec())?.transpose()
     }
 
     /// Store `value` under `key`, evicting as needed (one lock acquisition).

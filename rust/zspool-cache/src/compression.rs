@@ -1,12 +1,14 @@
 //! Value compression: lz4 (`lz4_flex`, pure Rust) or zstd (the reference C library through
-//! the `zstd` crate), applied per value and kept only where it saves space.
+//! the `zstd` crate, in the frames and per-thread contexts of `zstd_frame.rs`), applied per
+//! value and kept only where it saves space.
 //!
 //! "Saves space" means the compressed value plus its length prefix is at least
 //! [`MIN_SAVING`] bytes smaller than the raw value: one 16-byte step of the pool's size
 //! classes, so a kept compression almost always lands the object in a smaller class.
-//! Values shorter than [`MIN_COMPRESS_LEN`] are never tried. No locks: pure functions.
+//! Values shorter than [`MIN_COMPRESS_LEN`] are never tried. No locks.
 
 use crate::error::CacheError;
+use crate::zstd_frame::{self, With};
 
 /// Values shorter than this (bytes) are stored raw without trying.
 pub const MIN_COMPRESS_LEN: usize = 64;
@@ -53,7 +55,7 @@ pub(crate) fn compress(compression: Compression, value: &[u8], prefix_len: usize
     let (codec, packed) = match compression {
         Compression::None => return None,
         Compression::Lz4 => (Codec::Lz4, lz4_flex::block::compress(value)),
-        Compression::Zstd(level) => (Codec::Zstd, zstd::bulk::compress(value, level).ok()?),
+        Compression::Zstd(level) => (Codec::Zstd, zstd_frame::compress(value, With::Level(level)).ok()?),
     };
     (packed.len() + prefix_len + MIN_SAVING <= value.len()).then_some((codec, packed))
 }
@@ -66,7 +68,7 @@ pub(crate) fn decompress(codec: Codec, packed: &[u8], out: &mut [u8]) -> Result<
             packed.len()
         }
         Codec::Lz4 => lz4_flex::block::decompress_into(packed, out).map_err(|_| CacheError::Corrupt("lz4"))?,
-        Codec::Zstd => zstd::bulk::decompress_to_buffer(packed, out).map_err(|_| CacheError::Corrupt("zstd"))?,
+        Codec::Zstd => return zstd_frame::decompress(packed, out, None),
     };
     if written == out.len() { Ok(()) } else { Err(CacheError::Corrupt("decompressed length")) }
 }

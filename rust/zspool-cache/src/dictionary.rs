@@ -17,12 +17,9 @@
 //! `currsize` (the budget covers them). zstd also keeps each one *prepared*, digested once
 //! into an encoder (`EncoderDictionary`, a `ZSTD_CDict`) and a decoder
 //! (`DecoderDictionary`, a `ZSTD_DDict`) on the heap, so that no call loads a dictionary:
-//! every compression and decompression references a prepared one from a per-thread
-//! context.
+//! every compression and decompression references a prepared one.
 //!
-//! **Frames.** Values are compressed as magicless zstd frames without content size, dict
-//! id or checksum: the entry header already holds the original length and the dictionary
-//! id, and those fields cost 9..13 bytes a value, about 8% of a 120-byte result.
+//! **Frames** and per-thread contexts: `zstd_frame.rs`.
 //!
 //! Locks and fork: the set of live dictionaries ([`DictSet`]) is an immutable `Vec` behind
 //! an `ArcSwap`, so reading it takes no lock: a decode (inside a pool read, after a class
@@ -37,17 +34,16 @@
 //! anyway). The one piece of state a vanished thread could leave set, the `training` flag,
 //! is cleared in the child (`DictSet::fork_child`).
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
-use zstd::zstd_safe::{CCtx, CParameter, DCtx, DParameter, FrameFormat};
 
 use crate::compression::MIN_COMPRESS_LEN;
 use crate::error::{CacheError, Result};
+use crate::zstd_frame::{self, With};
 
 /// Bytes of a dictionary trained without an explicit size (the 16 KiB measured
 /// best on 300-byte records).
@@ -56,6 +52,9 @@ pub const DEFAULT_DICTIONARY_SIZE: usize = 16 * 1024;
 pub const MIN_DICTIONARY_SIZE: usize = 256;
 /// The largest dictionary accepted (trained or given).
 pub const MAX_DICTIONARY_SIZE: usize = 1 << 20;
+/// [`MIN_DICTIONARY_SIZE`]..=[`MAX_DICTIONARY_SIZE`] as the errors state it (a test checks
+/// that the two agree).
+pub const DICTIONARY_SIZES: &str = "256..=1048576 bytes";
 /// `dictionary=True` trains once this many bytes of compressible values were stored...
 pub const TRAIN_AFTER_BYTES: u64 = 2 << 20;
 /// ... or this many compressible values, whichever comes first.
@@ -97,44 +96,13 @@ pub(crate) struct Dict {
     decoder: DecoderDictionary<'static>,
 }
 
-thread_local! {
-    /// Per-thread contexts, made once: a context is 100s of KiB of tables, too much to make
-    /// per value, and a per-cache one would serialise the compressions that run outside the
-    /// cache mutex.
-    static ENCODER: RefCell<Option<CCtx<'static>>> = const { RefCell::new(None) };
-    static DECODER: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
-}
-
-fn zstd_error(what: &str, code: usize) -> CacheError {
-    CacheError::Dictionary(format!("{what}: {}", zstd::zstd_safe::get_error_name(code)))
-}
-
-fn new_encoder() -> Result<CCtx<'static>> {
-    let mut cctx = CCtx::try_create().ok_or(CacheError::Dictionary("zstd could not allocate a context".into()))?;
-    for param in [
-        CParameter::Format(FrameFormat::Magicless),
-        CParameter::ContentSizeFlag(false),
-        CParameter::ChecksumFlag(false),
-        CParameter::DictIdFlag(false),
-    ] {
-        cctx.set_parameter(param).map_err(|c| zstd_error("zstd parameter", c))?;
-    }
-    Ok(cctx)
-}
-
-fn new_decoder() -> Result<DCtx<'static>> {
-    let mut dctx = DCtx::try_create().ok_or(CacheError::Dictionary("zstd could not allocate a context".into()))?;
-    dctx.set_parameter(DParameter::Format(FrameFormat::Magicless)).map_err(|c| zstd_error("zstd parameter", c))?;
-    Ok(dctx)
-}
-
 impl Dict {
     /// Check and prepare `bytes` (a zstd dictionary) at compression `level`; `handle` is
     /// set when the dictionary is stored in the pool.
     pub(crate) fn prepare(id: u32, bytes: &[u8], level: i32) -> Result<Dict> {
         if bytes.len() < MIN_DICTIONARY_SIZE || bytes.len() > MAX_DICTIONARY_SIZE {
             return Err(CacheError::Dictionary(format!(
-                "a dictionary of {} bytes is out of range: {MIN_DICTIONARY_SIZE}..={MAX_DICTIONARY_SIZE} bytes",
+                "a dictionary of {} bytes is out of range: {DICTIONARY_SIZES}",
                 bytes.len()
             )));
         }
@@ -161,27 +129,9 @@ impl Dict {
         }
     }
 
-    /// `value` compressed with this dictionary (a magicless frame, see the module doc).
+    /// `value` compressed with this dictionary.
     fn compress_raw(&self, value: &[u8]) -> Result<Vec<u8>> {
-        ENCODER.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let mut cctx: CCtx<'_> = match slot.take() {
-                Some(cctx) => cctx,
-                None => new_encoder()?,
-            };
-            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(value.len()));
-            cctx.ref_cdict(self.encoder.as_cdict()).map_err(|c| zstd_error("zstd", c))?;
-            let done = cctx.compress2(&mut out, value);
-            // Forget the dictionary before the context outlives this borrow of it.
-            if cctx.disable_dictionary().is_ok() {
-                // SAFETY: `CCtx<'a>` borrows only the dictionaries referenced into it; the
-                // only one (`self.encoder`) was dereferenced just above, so the context
-                // refers to nothing and may live as long as the thread.
-                *slot = Some(unsafe { std::mem::transmute::<CCtx<'_>, CCtx<'static>>(cctx) });
-            }
-            done.map_err(|c| zstd_error("zstd", c))?;
-            Ok(out)
-        })
+        zstd_frame::compress(value, With::Dictionary(&self.encoder))
     }
 
     /// `value` compressed, or `None` when that does not save at least `MIN_SAVING` bytes
@@ -194,15 +144,7 @@ impl Dict {
     /// Decompress `packed` into `out` (exactly the original length) with the prepared
     /// decoder: no dictionary is loaded per call.
     pub(crate) fn decompress(&self, packed: &[u8], out: &mut [u8]) -> Result<()> {
-        let written = DECODER.with(|cell| -> Result<usize> {
-            let mut slot = cell.borrow_mut();
-            if slot.is_none() {
-                *slot = Some(new_decoder()?);
-            }
-            let dctx = slot.as_mut().expect("made above");
-            dctx.decompress_using_ddict(out, packed, self.decoder.as_ddict()).map_err(|_| CacheError::Corrupt("zstd"))
-        })?;
-        if written == out.len() { Ok(()) } else { Err(CacheError::Corrupt("decompressed length")) }
+        zstd_frame::decompress(packed, out, Some(&self.decoder))
     }
 }
 
@@ -219,12 +161,13 @@ pub(crate) fn train(samples: &[Vec<u8>], size: usize) -> Result<Vec<u8>> {
         .map_err(|e| CacheError::Dictionary(format!("zstd could not train a dictionary on these values: {e}")))
 }
 
+/// The error of a dictionary size out of [`DICTIONARY_SIZES`]; `size` as the caller gave it.
+pub fn bad_size(size: impl std::fmt::Display) -> CacheError {
+    CacheError::BadConfig { what: "dictionary size", value: size.to_string(), allowed: DICTIONARY_SIZES }
+}
+
 pub(crate) fn check_size(size: usize) -> Result<()> {
-    if (MIN_DICTIONARY_SIZE..=MAX_DICTIONARY_SIZE).contains(&size) {
-        Ok(())
-    } else {
-        Err(CacheError::BadConfig { what: "dictionary size", value: size.to_string(), allowed: "256..=1048576 bytes" })
-    }
+    if (MIN_DICTIONARY_SIZE..=MAX_DICTIONARY_SIZE).contains(&size) { Ok(()) } else { Err(bad_size(size)) }
 }
 
 /// Bytes of `samples` ([`JUDGE_VALUES`] of them, evenly spread) once compressed with `dict`, or with
@@ -237,7 +180,7 @@ pub(crate) fn judge(samples: &[Vec<u8>], dict: Option<&Dict>, level: i32) -> u64
         .map(|v| {
             let packed = match dict {
                 Some(d) => d.compress_raw(v).ok(),
-                None => zstd::bulk::compress(v, level).ok(),
+                None => zstd_frame::compress(v, With::Level(level)).ok(),
             };
             packed.map_or(v.len(), |p| p.len().min(v.len())) as u64
         })
@@ -298,12 +241,11 @@ impl DictSet {
         self.live.load().last().map(|d| d.id)
     }
 
-    /// Run `f` with dictionary `id` (`None` if no such dictionary is live: a corrupt entry).
-    pub(crate) fn with<R>(&self, id: u32, f: impl FnOnce(&Dict) -> R) -> Option<R> {
-        // The snapshot is held only to find the dictionary (arc-swap's guards are for short
-        // reads); `f` decompresses a whole value with the dictionary's own `Arc`.
-        let dict = self.live.load().iter().find(|d| d.id == id).cloned();
-        dict.map(|d| f(&d))
+    /// Dictionary `id` (`None` if no such dictionary is live: a corrupt entry). The snapshot
+    /// is held only to find it (arc-swap's guards are for short reads); the caller keeps the
+    /// dictionary's own `Arc` for as long as it decompresses with it.
+    pub(crate) fn get(&self, id: u32) -> Option<Arc<Dict>> {
+        self.live.load().iter().find(|d| d.id == id).cloned()
     }
 
     pub(crate) fn allocate_id(&self) -> u32 {
@@ -524,6 +466,11 @@ mod tests {
             assert_eq!(&out, v);
         }
         assert!(judge(&samples, Some(&dict), 3) * 2 < judge(&samples, None, 3));
+    }
+
+    #[test]
+    fn the_stated_size_range_is_the_checked_one() {
+        assert_eq!(DICTIONARY_SIZES, format!("{MIN_DICTIONARY_SIZE}..={MAX_DICTIONARY_SIZE} bytes"));
     }
 
     #[test]

@@ -280,25 +280,25 @@ impl Header {
     }
 
     /// The value of this entry, ready to be copied out (`dicts`: the cache's dictionaries,
-    /// for a value compressed with one).
+    /// for a value compressed with one). A compressed value is decompressed by the copy,
+    /// straight into the caller's buffer.
     pub(crate) fn value<'a>(&self, object: &'a ObjectRef<'a>, dicts: &DictSet) -> Result<Value<'a>> {
-        let (orig_len, start) = self.value_extent(object)?;
-        if self.codec == Codec::Raw {
-            return Ok(Value { serialized: self.serialized, data: Data::Raw { object, start, len: orig_len } });
-        }
-        let mut packed = vec![0u8; object.len() - start];
-        object.read(start, &mut packed)?;
-        let mut out = vec![0u8; orig_len];
-        match self.dict {
-            Some(id) => dicts.with(id, |d| d.decompress(&packed, &mut out)).ok_or(CacheError::Corrupt("dict id"))??,
-            None => decompress(self.codec, &packed, &mut out)?,
-        }
-        Ok(Value { serialized: self.serialized, data: Data::Decoded(out) })
+        let (len, start) = self.value_extent(object)?;
+        let data = match (self.codec, self.dict) {
+            (Codec::Raw, _) => Data::Raw { object, start, len },
+            (_, Some(id)) => {
+                let dict = dicts.get(id).ok_or(CacheError::Corrupt("dict id"))?;
+                Data::Packed { object, start, len, codec: self.codec, dict: Some(dict) }
+            }
+            (_, None) => Data::Packed { object, start, len, codec: self.codec, dict: None },
+        };
+        Ok(Value { serialized: self.serialized, data })
     }
 }
 
 /// A value lent to a callback while its pool object is locked: copy it out with
-/// [`Value::copy_to`] (a raw value is copied straight from the pool's pages).
+/// [`Value::copy_to`] (a raw value is copied straight from the pool's pages, a compressed
+/// one decompressed into the destination).
 pub struct Value<'a> {
     /// The value was stored as a serializer's output (see the module doc).
     pub serialized: bool,
@@ -306,16 +306,30 @@ pub struct Value<'a> {
 }
 
 enum Data<'a> {
-    Raw { object: &'a ObjectRef<'a>, start: usize, len: usize },
-    Decoded(Vec<u8>),
+    Raw {
+        object: &'a ObjectRef<'a>,
+        start: usize,
+        len: usize,
+    },
+    /// `len` is the length once decompressed.
+    Packed {
+        object: &'a ObjectRef<'a>,
+        start: usize,
+        len: usize,
+        codec: Codec,
+        dict: Option<Arc<Dict>>,
+    },
 }
+
+/// Compressed values up to this many bytes are read off the pool's pages into a stack
+/// buffer before decompression (the frames of the small values compression is for).
+const STACK_PACKED: usize = 1024;
 
 impl Value<'_> {
     /// The value's length in bytes (decompressed).
     pub fn len(&self) -> usize {
         match &self.data {
-            Data::Raw { len, .. } => *len,
-            Data::Decoded(v) => v.len(),
+            Data::Raw { len, .. } | Data::Packed { len, .. } => *len,
         }
     }
 
@@ -324,22 +338,38 @@ impl Value<'_> {
         self.len() == 0
     }
 
-    /// Copy the value into `dst`, which must be exactly [`Value::len`] bytes.
-    pub fn copy_to(&self, dst: &mut [u8]) {
+    /// Copy the value into `dst`, which must be exactly [`Value::len`] bytes; a compressed
+    /// value that does not decompress to exactly that is [`CacheError::Corrupt`].
+    pub fn copy_to(&self, dst: &mut [u8]) -> Result<()> {
+        if dst.len() != self.len() {
+            return Err(CacheError::Corrupt("copy_to needs a buffer of exactly len() bytes"));
+        }
         match &self.data {
-            Data::Raw { object, start, len } => {
-                assert_eq!(dst.len(), *len, "copy_to needs a buffer of exactly len() bytes");
-                object.read(*start, dst).expect("extent checked when the header was read");
+            Data::Raw { object, start, .. } => Ok(object.read(*start, dst)?),
+            Data::Packed { object, start, codec, dict, .. } => {
+                let packed_len = object.len() - start;
+                let mut stack = [0u8; STACK_PACKED];
+                let mut heap;
+                let packed = if packed_len <= STACK_PACKED {
+                    &mut stack[..packed_len]
+                } else {
+                    heap = vec![0u8; packed_len];
+                    &mut heap[..]
+                };
+                object.read(*start, packed)?;
+                match dict {
+                    Some(dict) => dict.decompress(packed, dst),
+                    None => decompress(*codec, packed, dst),
+                }
             }
-            Data::Decoded(v) => dst.copy_from_slice(v),
         }
     }
 
     /// The value as a new vector.
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
         let mut out = vec![0; self.len()];
-        self.copy_to(&mut out);
-        out
+        self.copy_to(&mut out)?;
+        Ok(out)
     }
 }
 

@@ -44,12 +44,13 @@ mod recompress;
 mod stats;
 mod training;
 mod ttl;
+mod zstd_frame;
 
 pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, EntryRef, register_for_fork};
 pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
 pub use dictionary::{
-    DEFAULT_DICTIONARY_SIZE, Dictionary, DictionaryReport, DictionaryStats, MAX_DICTIONARY_SIZE, MIN_DICTIONARY_SIZE,
-    TRAIN_AFTER_BYTES, TRAIN_AFTER_VALUES, Usage,
+    DEFAULT_DICTIONARY_SIZE, DICTIONARY_SIZES, Dictionary, DictionaryReport, DictionaryStats, MAX_DICTIONARY_SIZE,
+    MIN_DICTIONARY_SIZE, TRAIN_AFTER_BYTES, TRAIN_AFTER_VALUES, Usage, bad_size,
 };
 pub use entry::{Key, KeyKind, MAX_KEY_LEN, OwnedKey, Value};
 pub use error::{CacheError, Result};

@@ -238,7 +238,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// An old dictionary's bytes divided among the values still on it (0 for no dictionary).
     fn share_of_dictionary(&self, dict: Option<u32>) -> u64 {
         let Some(id) = dict else { return 0 };
-        let len = self.cache.dicts.with(id, |d| d.len as u64).unwrap_or(0);
+        let len = self.cache.dicts.get(id).map_or(0, |d| d.len as u64);
         let values = self.inner.dict_usage.by_dict.get(&id).map_or(1, |u| u.values.max(1));
         len / values
     }
@@ -256,7 +256,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             if header.dict == Some(dict.id) || old.value_before < MIN_COMPRESS_LEN as u64 {
                 return Ok(None);
             }
-            let value = header.value(object, dicts)?.to_vec();
+            let value = header.value(object, dicts)?.to_vec()?;
             Ok(Some((header.key(object)?, header.serialized(), value, old)))
         })??;
         let Some((key, serialized, value, old)) = found else { return Ok(0) };

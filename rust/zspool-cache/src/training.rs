@@ -219,7 +219,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let Some(slot) = self.inner.index.slots.get(id as usize).filter(|s| s.is_live()) else { return Ok(None) };
         let dicts = &self.cache.dicts;
         let value = self.pool().read_with(slot.handle(), |object| -> Result<Vec<u8>> {
-            Ok(Header::read(object)?.value(object, dicts)?.to_vec())
+            Header::read(object)?.value(object, dicts)?.to_vec()
         })??;
         Ok(Some(value))
     }

@@ -82,7 +82,7 @@ fn lru_evicts_the_least_recently_used() {
     c.set(k("k3"), b"123456", Ttl::Default).unwrap();
     assert_eq!(c.get(k("k1")).unwrap(), None);
     let mut g = c.lock();
-    let popped = g.popitem_with(|key, v| (key.bytes, v.to_vec())).unwrap().unwrap();
+    let popped = g.popitem_with(|key, v| (key.bytes, v.to_vec().unwrap())).unwrap().unwrap();
     assert_eq!(popped, (b"k2".to_vec(), b"123456".to_vec()));
 }
 
@@ -209,12 +209,12 @@ fn pop_keeps_an_entry_changed_since_it_was_peeked() {
     let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
     let c = Cache::new(pool, CacheConfig::new(1 << 20)).unwrap();
     c.set(k("a"), b"old", Ttl::Default).unwrap();
-    let (entry, value) = c.lock().peek_with(k("a"), |v| v.to_vec()).unwrap().unwrap();
+    let (entry, value) = c.lock().peek_with(k("a"), |v| v.to_vec().unwrap()).unwrap().unwrap();
     assert_eq!(value, b"old");
     c.set(k("a"), b"new", Ttl::Default).unwrap(); // overwritten meanwhile
     assert!(!c.lock().remove_entry(entry).unwrap(), "the new entry is not the one peeked");
     assert_eq!(c.get(k("a")).unwrap().unwrap(), b"new");
-    let (entry, _) = c.lock().peek_with(k("a"), |v| v.to_vec()).unwrap().unwrap();
+    let (entry, _) = c.lock().peek_with(k("a"), |v| v.to_vec().unwrap()).unwrap().unwrap();
     assert!(c.lock().remove_entry(entry).unwrap());
     assert!(c.get(k("a")).unwrap().is_none());
     assert!(!c.lock().remove_entry(entry).unwrap(), "removed once");
@@ -247,7 +247,7 @@ fn get_many_matches_one_get_per_key() {
     asked.push(Key::bytes(b"k1")); // same bytes as a stored str key: a miss
     asked.push(k("k3")); // a key twice in one batch
     let mut got = vec![None; asked.len()];
-    c.lock().get_many_with(&asked, |i, v| got[i] = Some(v.to_vec())).unwrap();
+    c.lock().get_many_with(&asked, |i, v| got[i] = Some(v.to_vec().unwrap())).unwrap();
     // Expected values from the model (what was stored, less what expired), not from the cache.
     let mut expected: Vec<Option<Vec<u8>>> =
         (0..keys.len()).map(|i| if i.is_multiple_of(50) { None } else { Some(value_of(i)) }).collect();

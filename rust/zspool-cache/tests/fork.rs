@@ -109,7 +109,7 @@ fn fork_while_threads_hold_and_wait_for_the_mutex() {
                         g.insert(e, Ttl::Default).unwrap();
                     }
                     for (k, v) in keys.iter().zip(&values) {
-                        assert_eq!(g.get_with(Key::str(k), |got| got.to_vec()).unwrap().as_ref(), Some(v));
+                        assert_eq!(g.get_with(Key::str(k), |got| got.to_vec().unwrap()).unwrap().as_ref(), Some(v));
                     }
                     drop(g);
                     rounds.fetch_add(1, Ordering::Relaxed);

@@ -39,7 +39,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use zspool_cache::{
     CacheConfig, CacheError, CacheGuard, Compression, Dictionary, EntryRef, Eviction, Key, KeyKind, OwnedKey, Ttl,
-    Value,
+    Value, bad_size,
 };
 
 use crate::dictionary::{DictionaryReport, RecompressReport};
@@ -169,10 +169,8 @@ fn dictionary_arg(dictionary: Option<&Bound<'_, PyAny>>) -> PyResult<Dictionary>
 /// with the `MemoryError` of an allocation that fails (a large value under `RLIMIT_AS`).
 fn value_bytes<'py>(py: Python<'py>, v: &Value<'_>) -> PyResult<(Bound<'py, PyBytes>, bool)> {
     // Allocating a bytes object runs no Python code: allowed under the locks (rule 2).
-    let bytes = PyBytes::new_with(py, v.len(), |buf| {
-        v.copy_to(buf);
-        Ok(())
-    })?;
+    // A compressed value is decompressed straight into it.
+    let bytes = PyBytes::new_with(py, v.len(), |buf| v.copy_to(buf).or_raise(py))?;
     Ok((bytes, v.serialized))
 }
 
@@ -665,11 +663,9 @@ impl Cache {
                     type_name(obj)
                 )));
             }
-            // A negative size, or one past usize, is out of the range the cache states (pyo3
+            // A negative size, or one past usize, is out of the range like any other (pyo3
             // would raise OverflowError, which no caller documents).
-            Some(obj) => Some(obj.extract::<usize>().map_err(|_| {
-                PyValueError::new_err(format!("size={obj} is out of range: allowed 256..=1048576 bytes, or None"))
-            })?),
+            Some(obj) => Some(obj.extract::<usize>().map_err(|_| cache_err(py, bad_size(obj)))?),
         };
         let inner = &self.inner;
         py.detach(|| inner.train_dictionary(size)).or_raise(py)
