@@ -38,9 +38,10 @@ dev-build:
 	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install --quiet -e '.[test]' $(addprefix -e ,$(PLUGINS))
 
 # --- issue 15: integrations (zspool.contrib) and release artifacts ---
-# The near-cache tests start a real valkey-server (8.0, bookworm-backports; idempotent).
+# The real servers the tests start: valkey-server (8.0, bookworm-backports) for the near-cache
+# tests, redis-server and memcached for the peers harness (Debian; idempotent).
 contrib-deps:
-	bash tests/contrib/install-valkey.sh
+	bash tests/contrib/install-servers.sh
 
 # What an index accepts: a manylinux2014 (glibc 2.17) abi3 wheel for CPython >= 3.11, linked
 # with zig, and the sdist; auditwheel must report the manylinux tag and twine the metadata OK.

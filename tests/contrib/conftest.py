@@ -1,5 +1,5 @@
 """A real valkey-server for the near-cache tests: started on 127.0.0.1 on a free port with no
-persistence, stopped by PID. ``make test`` installs it (tests/contrib/install-valkey.sh); a
+persistence, stopped by PID. ``make test`` installs it (tests/contrib/install-servers.sh); a
 missing server fails the tests rather than skipping them."""
 
 from __future__ import annotations
