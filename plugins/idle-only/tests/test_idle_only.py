@@ -3,10 +3,12 @@
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 
 from zspool import Pool, Reclaimer
+from zspool.shrinker_policy import SHRINK_STOP, ShrinkControl, ShrinkReason
 from zspool.workload import fragment
 from zspool_policy_idle_only import IdleOnlyPolicy
 
@@ -75,9 +77,43 @@ def test_scan_stops_as_soon_as_the_pool_is_busy_again() -> None:
         assert shrinker.stats.scan_calls == 1
 
 
+def test_one_scan_ends_within_scan_s_however_little_each_slice_frees() -> None:
+    """A recompression that frees nothing per slice (a slow machine, values that barely
+    shrink) must not keep one scan running past the shrinker's time limit."""
+
+    class Stingy:
+        slices = 0
+
+        def pages(self) -> int:
+            return 1_000
+
+        def __call__(self, time_budget: float | None) -> SimpleNamespace:
+            Stingy.slices += 1
+            time.sleep(time_budget or 0)
+            return SimpleNamespace(pages_freed=0, stop_reason="budget_reached")
+
+    with Pool() as pool:
+        policy = IdleOnlyPolicy(idle_s=0.0, slice_s=0.005, scan_s=0.05)
+        sc = ShrinkControl(
+            reason=ShrinkReason.TICK,
+            nr_to_scan=1_000,
+            freeable=0,
+            activity=pool.activity(),
+            recompressible=1_000,
+            recompress=Stingy(),  # type: ignore[arg-type]  # its reports: the two fields read
+        )
+        started = time.monotonic()
+        assert policy.scan_objects(pool, sc) == SHRINK_STOP
+        # Counted, not timed: about scan_s / slice_s slices, far fewer than an unbounded loop.
+        assert 1 <= Stingy.slices <= 12
+        assert time.monotonic() - started < 1.0
+
+
 def test_rejects_bad_options() -> None:
     with pytest.raises(ValueError, match="slice_s"):
         IdleOnlyPolicy(slice_s=0)
+    with pytest.raises(ValueError, match="scan_s"):
+        IdleOnlyPolicy(slice_s=0.01, scan_s=0.001)
 
 
 def test_critical_pressure_compacts_even_while_busy() -> None:

@@ -4,7 +4,10 @@ Sergey Senozhatsky's 2015 idea for zram ("STOP (or forbid) any shrinker activiti
 serves IO requests"), as a zspool policy. The pool is *busy* while an operation is in flight
 or one finished less than ``idle_s`` seconds ago. The scan compacts in slices of at most
 ``slice_s`` seconds and re-checks between slices, so it stops within one slice of the pool
-becoming busy again.
+becoming busy again. One scan works for at most ``scan_s`` seconds in all, then returns what
+it freed: the reclaimer calls again on its next tick, and a scan stays well inside the
+shrinker's time limit (``Shrinker.time_limit_s``) however slowly pages come free (a slow
+machine, a recompression that frees little per slice).
 
 Two exceptions, where waiting for idleness would let something worse happen:
 
@@ -36,11 +39,14 @@ _COARSE_CLOCK_S = 0.005
 
 
 class IdleOnlyPolicy:
-    def __init__(self, idle_s: float = 1.0, slice_s: float = 0.002) -> None:
-        if idle_s < 0 or slice_s <= 0:
-            raise ValueError(f"idle_s={idle_s} must be >= 0 and slice_s={slice_s} > 0 (seconds)")
+    def __init__(self, idle_s: float = 1.0, slice_s: float = 0.002, scan_s: float = 0.1) -> None:
+        if idle_s < 0 or slice_s <= 0 or scan_s < slice_s:
+            raise ValueError(
+                f"idle_s={idle_s} must be >= 0, slice_s={slice_s} > 0 and scan_s={scan_s} >= slice_s (seconds)"
+            )
         self.idle_s = idle_s
         self.slice_s = slice_s
+        self.scan_s = scan_s
         # When this policy's own last recompression slice ended, per pool (time.monotonic()).
         self._own_work_end: weakref.WeakKeyDictionary[Pool, float] = weakref.WeakKeyDictionary()
 
@@ -66,8 +72,13 @@ class IdleOnlyPolicy:
     def scan_objects(self, pool: Pool, sc: ShrinkControl) -> int:
         if self.urgent(sc):
             return pool.compact(max_pages=sc.nr_to_scan).pages_freed or SHRINK_STOP
+        deadline = time.monotonic() + self.scan_s
+
+        def more(freed: int) -> bool:
+            return freed < sc.nr_to_scan and time.monotonic() < deadline and not self.busy(pool)
+
         freed = 0
-        while sc.recompress is not None and freed < sc.nr_to_scan and not self.busy(pool):
+        while sc.recompress is not None and more(freed):
             recompressed = sc.recompress(self.slice_s)
             self._own_work_end[pool] = time.monotonic()
             if recompressed is None:
@@ -75,7 +86,7 @@ class IdleOnlyPolicy:
             freed += recompressed.pages_freed
             if recompressed.stop_reason != "budget_reached":
                 break
-        while freed < sc.nr_to_scan and not self.busy(pool):
+        while more(freed):
             report = pool.compact(max_pages=sc.nr_to_scan - freed, time_budget=self.slice_s)
             freed += report.pages_freed
             if report.stop_reason != "budget_reached":
