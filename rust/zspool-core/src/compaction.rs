@@ -205,6 +205,9 @@ struct ClassRun<'p> {
     /// Zspages emptied under the lock, released in batches once it is dropped.
     dead: Vec<Zspage>,
     dead_pages: usize,
+    /// The source slots (object index, size) the current `migrate_zspage` emptied: zeroed
+    /// when it ends only if the source stays (an emptied one goes back to the OS unzeroed).
+    moved: Vec<(u16, usize)>,
     slice_start: Instant,
     slice_objects: usize,
 }
@@ -274,6 +277,7 @@ impl Pool {
                 deadline,
                 dead: Vec::new(),
                 dead_pages: 0,
+                moved: Vec::new(),
                 slice_start: Instant::now(),
                 slice_objects: 0,
             };
@@ -325,18 +329,31 @@ impl<'p> ClassRun<'p> {
     /// Move objects from `src` to `dst` until `dst` is full, `src` is empty, or the slice (or
     /// the run's time budget) ends. Returns whether the slice ended.
     fn migrate_zspage(&mut self, state: &mut ClassState, src: u32, dst: u32, report: &mut CompactionReport) -> bool {
-        let mut from = 0;
+        let mut next = state.zspage(src).find_alloced_obj(0);
+        let mut slice_ended = false;
         while !state.zspage(dst).is_full() {
-            let Some((obj, owner)) = state.zspage(src).find_alloced_obj(from) else { break };
-            from = usize::from(obj) + 1;
-            report.bytes_migrated += state.migrate_obj(src, obj, owner, dst) as u64;
+            let Some((obj, owner)) = next else { break };
+            next = state.zspage(src).find_alloced_obj(usize::from(obj) + 1);
+            if let Some((next_obj, next_owner)) = next {
+                state.prefetch_migration(src, next_obj, next_owner, dst);
+            }
+            let size = state.migrate_obj(src, obj, owner, dst);
+            self.moved.push((obj, size));
+            report.bytes_migrated += size as u64;
             report.objects_migrated += 1;
             self.slice_objects += 1;
             if self.slice_ended() {
-                return true;
+                slice_ended = true;
+                break;
             }
         }
-        false
+        state.fix_fullness(src);
+        state.fix_fullness(dst);
+        if state.zspage(src).inuse() > 0 {
+            state.zero_moved(src, &self.moved);
+        }
+        self.moved.clear();
+        slice_ended
     }
 
     fn slice_ended(&self) -> bool {
