@@ -15,7 +15,9 @@
 //!    the compaction's pages freed, duration and migration throughput next to a plain
 //!    `copy_from_slice` of as many bytes.
 //! 2. Memory efficiency with 1,000,000 objects of Facebook-ETC sizes (32..4096): pool pages
-//!    and process RSS per live payload byte after fill, after freeing 70 %, after compaction.
+//!    and process RSS per live payload byte after fill, after freeing 70 %, after compaction;
+//!    what the pool pages hold beyond the payload, and how many handle-table pages hold no
+//!    live object (what giving the tables back in page-sized chunks could return).
 //!
 //! Output is Markdown. Not a timed test: numbers depend on the machine.
 
@@ -227,10 +229,12 @@ fn memory_table() {
     let mut rng = Rng::new(0xE7C);
     let mut buf = vec![0u8; 4096];
     let mut handles = Vec::with_capacity(n);
+    let mut sizes = Vec::with_capacity(n);
     for i in 0..n {
         let size = etc_size(&mut rng);
         fill_pattern(i as u64, &mut buf[..size]);
         handles.push(pool.store(&buf[..size]).unwrap());
+        sizes.push(size);
     }
     // The handle vector is the benchmark's, not the pool's: count it out of the RSS delta.
     let handles_bytes = (handles.capacity() * 8) as u64;
@@ -252,10 +256,13 @@ fn memory_table() {
         );
     };
     row("after fill", &pool);
+    let mut live = Vec::with_capacity(n);
     for h in &handles {
-        if rng.chance(FREE_FRACTION) {
+        let free = rng.chance(FREE_FRACTION);
+        if free {
             pool.free(*h).unwrap();
         }
+        live.push(!free);
     }
     row("after freeing 70 %", &pool);
     let report = pool.compact(&CompactOptions::default());
@@ -268,6 +275,51 @@ fn memory_table() {
         report.bytes_migrated as f64 / 1e6,
         report.duration.as_secs_f64() * 1e3,
         pool.stats().metadata_bytes as f64 / (1 << 20) as f64
+    );
+    pool_pages_breakdown(&pool);
+    empty_handle_table_pages(&pool, &sizes, &live);
+}
+
+/// What the pool pages hold beyond the payload after compaction, per live payload byte.
+fn pool_pages_breakdown(pool: &Pool) {
+    let payload = pool.stats().payload_bytes as f64;
+    let (mut rounding, mut free_slots, mut tails) = (0, 0, 0);
+    for c in pool.class_stats() {
+        rounding += c.obj_used * c.size;
+        free_slots += (c.obj_allocated - c.obj_used) * c.size;
+        tails += c.zspages * (c.pages_per_zspage * PAGE_SIZE - c.objs_per_zspage * c.size);
+    }
+    println!(
+        "Pool pages per live payload byte beyond 1: class rounding {:.3}, free slots in partly used zspages {:.3}, \
+         zspage tails {:.3}.\n",
+        (rounding as f64 - payload) / payload,
+        free_slots as f64 / payload,
+        tails as f64 / payload
+    );
+}
+
+/// Handle-table pages (512 entries of 8 bytes) in which every object was freed: all that
+/// giving back page-sized chunks of the tables could return. A class's table hands out its
+/// indices in allocation order while nothing is freed, so the fill's `i`-th object of a
+/// class holds entry `i` of that class's table.
+fn empty_handle_table_pages(pool: &Pool, sizes: &[usize], live: &[bool]) {
+    const ENTRIES_PER_PAGE: usize = PAGE_SIZE / 8;
+    let table = pool.class_table();
+    let mut by_class = vec![Vec::new(); table.classes().len()];
+    for (&size, &live) in sizes.iter().zip(live) {
+        by_class[table.class_for(size)].push(live);
+    }
+    let pages: Vec<&[bool]> = by_class.iter().flat_map(|entries| entries.chunks(ENTRIES_PER_PAGE)).collect();
+    let empty = pages.iter().filter(|page| !page.iter().any(|&live| live)).count();
+    println!(
+        "Handle tables: {} entries ({:.1} MiB, 8 bytes per slot ever used) in {} pages, of which {empty} hold no \
+         live object: with {:.0} % freed at random, a page of {ENTRIES_PER_PAGE} entries is empty with probability \
+         {:.0e}.\n",
+        sizes.len(),
+        (sizes.len() * 8) as f64 / (1 << 20) as f64,
+        pages.len(),
+        FREE_FRACTION * 100.0,
+        FREE_FRACTION.powi(ENTRIES_PER_PAGE as i32)
     );
 }
 
