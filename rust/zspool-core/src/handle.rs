@@ -259,16 +259,9 @@ impl<L: PackedLocation> HandleTable<L> {
 
     /// Hint the CPU to start loading the entry at `index` (compaction, one object ahead).
     pub(crate) fn prefetch(&self, index: u32) {
-        let Some(entry) = self.entries.get(index as usize) else { return };
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the pointer is to an element of `entries`; `_mm_prefetch` is only a hint
-        // and never dereferences it.
-        unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(entry).cast::<i8>());
+        if let Some(entry) = self.entries.get(index as usize) {
+            crate::prefetch::prefetch_line(entry);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = entry;
     }
 
     /// Point the live entry at `index` somewhere else (compaction, or a malloc that learns
