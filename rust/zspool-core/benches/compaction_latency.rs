@@ -232,11 +232,11 @@ fn memory_table() {
     let mut rng = Rng::new(0xE7C);
     let mut buf = vec![0u8; 4096];
     let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, recorded) in sizes.iter_mut().enumerate() {
         let size = etc_size(&mut rng);
         fill_pattern(i as u64, &mut buf[..size]);
         handles.push(pool.store(&buf[..size]).unwrap());
-        sizes[i] = u16::try_from(size).expect("ETC sizes are at most 4096");
+        *recorded = u16::try_from(size).expect("ETC sizes are at most 4096");
     }
     // The handle vector is the benchmark's, not the pool's: count it out of the RSS delta.
     let handles_bytes = (handles.capacity() * 8) as u64;
