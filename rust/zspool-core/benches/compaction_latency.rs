@@ -15,7 +15,9 @@
 //!    the compaction's pages freed, duration and migration throughput next to a plain
 //!    `copy_from_slice` of as many bytes.
 //! 2. Memory efficiency with 1,000,000 objects of Facebook-ETC sizes (32..4096): pool pages
-//!    and process RSS per live payload byte after fill, after freeing 70 %, after compaction.
+//!    and process RSS per live payload byte after fill, after freeing 70 %, after compaction;
+//!    what the pool pages hold beyond the payload, and how many handle-table pages hold no
+//!    live object (what giving the tables back in page-sized chunks could return).
 //!
 //! Output is Markdown. Not a timed test: numbers depend on the machine.
 
@@ -222,15 +224,19 @@ fn latency_table() {
 fn memory_table() {
     let n: usize = if bench_mib() < 256 { 1_000_000 * bench_mib() / 256 } else { 1_000_000 };
     println!("## Memory per live payload byte, {n} objects of Facebook-ETC sizes (32..=4096)\n");
+    // The bench's own per-object records, written (so resident) before the baseline.
+    let mut sizes = vec![u16::MAX; n];
+    let mut live = vec![true; n];
     let rss0 = process_rss_bytes().unwrap_or(0);
     let pool = Pool::new(PoolConfig::default()).unwrap();
     let mut rng = Rng::new(0xE7C);
     let mut buf = vec![0u8; 4096];
     let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, recorded) in sizes.iter_mut().enumerate() {
         let size = etc_size(&mut rng);
         fill_pattern(i as u64, &mut buf[..size]);
         handles.push(pool.store(&buf[..size]).unwrap());
+        *recorded = u16::try_from(size).expect("ETC sizes are at most 4096");
     }
     // The handle vector is the benchmark's, not the pool's: count it out of the RSS delta.
     let handles_bytes = (handles.capacity() * 8) as u64;
@@ -252,9 +258,10 @@ fn memory_table() {
         );
     };
     row("after fill", &pool);
-    for h in &handles {
+    for (i, h) in handles.iter().enumerate() {
         if rng.chance(FREE_FRACTION) {
             pool.free(*h).unwrap();
+            live[i] = false;
         }
     }
     row("after freeing 70 %", &pool);
@@ -268,6 +275,51 @@ fn memory_table() {
         report.bytes_migrated as f64 / 1e6,
         report.duration.as_secs_f64() * 1e3,
         pool.stats().metadata_bytes as f64 / (1 << 20) as f64
+    );
+    pool_pages_breakdown(&pool);
+    empty_handle_table_pages(&pool, &sizes, &live);
+}
+
+/// What the pool pages hold beyond the payload after compaction, per live payload byte.
+fn pool_pages_breakdown(pool: &Pool) {
+    let payload = pool.stats().payload_bytes as f64;
+    let (mut rounding, mut free_slots, mut tails) = (0, 0, 0);
+    for c in pool.class_stats() {
+        rounding += c.obj_used * c.size;
+        free_slots += (c.obj_allocated - c.obj_used) * c.size;
+        tails += c.zspages * (c.pages_per_zspage * PAGE_SIZE - c.objs_per_zspage * c.size);
+    }
+    println!(
+        "Pool pages per live payload byte beyond 1: class rounding {:.3}, free slots in partly used zspages {:.3}, \
+         zspage tails {:.3}.\n",
+        (rounding as f64 - payload) / payload,
+        free_slots as f64 / payload,
+        tails as f64 / payload
+    );
+}
+
+/// Handle-table pages (512 entries of 8 bytes) in which every object was freed: all that
+/// giving back page-sized chunks of the tables could return. A class's table hands out its
+/// indices in allocation order while nothing is freed, so the fill's `i`-th object of a
+/// class holds entry `i` of that class's table.
+fn empty_handle_table_pages(pool: &Pool, sizes: &[u16], live: &[bool]) {
+    const ENTRIES_PER_PAGE: usize = PAGE_SIZE / 8;
+    let table = pool.class_table();
+    let mut by_class = vec![Vec::new(); table.classes().len()];
+    for (&size, &live) in sizes.iter().zip(live) {
+        by_class[table.class_for(usize::from(size))].push(live);
+    }
+    let pages: Vec<&[bool]> = by_class.iter().flat_map(|entries| entries.chunks(ENTRIES_PER_PAGE)).collect();
+    let empty = pages.iter().filter(|page| !page.iter().any(|&live| live)).count();
+    println!(
+        "Handle tables: {} entries ({:.1} MiB, 8 bytes per slot ever used) in {} pages, of which {empty} hold no \
+         live object: with {:.0} % freed at random, a page of {ENTRIES_PER_PAGE} entries is empty with probability \
+         {:.0e}.\n",
+        sizes.len(),
+        (sizes.len() * 8) as f64 / (1 << 20) as f64,
+        pages.len(),
+        FREE_FRACTION * 100.0,
+        FREE_FRACTION.powi(ENTRIES_PER_PAGE as i32)
     );
 }
 

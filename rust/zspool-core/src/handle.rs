@@ -257,6 +257,13 @@ impl<L: PackedLocation> HandleTable<L> {
         L::unpack(entry.location())
     }
 
+    /// Hint the CPU to start loading the entry at `index` (compaction, one object ahead).
+    pub(crate) fn prefetch(&self, index: u32) {
+        if let Some(entry) = self.entries.get(index as usize) {
+            crate::prefetch::prefetch_line(entry);
+        }
+    }
+
     /// Point the live entry at `index` somewhere else (compaction, or a malloc that learns
     /// its object index after the table index).
     pub(crate) fn relocate(&mut self, index: u32, to: L) {

@@ -47,6 +47,7 @@ mod handle;
 mod large;
 mod os_pages;
 mod pool;
+mod prefetch;
 mod size_class;
 mod stats;
 mod sync;

@@ -417,7 +417,7 @@ impl Pool {
             class.publish(state);
             let _in_flight = locked.unlock();
             if let Some(dead) = dead {
-                self.release_zspage_pages(&dead);
+                self.release_zspage_pages(std::slice::from_ref(&dead));
             }
             return Err(self.table_exhausted(size));
         };
@@ -559,14 +559,13 @@ impl Pool {
         self.pages_used.fetch_sub(pages, Ordering::Relaxed);
     }
 
-    /// Hand a dead zspage's pages back to the OS. Call with no class lock held.
-    pub(crate) fn release_zspage_pages(&self, dead: &Zspage) {
-        let pages = dead.pages();
-        // SAFETY: `dead` was unlinked from its class under the class lock (no handle names
-        // an object in it any more) and is released once, here; its pages came from this
-        // pool's provider.
-        unsafe { self.provider.release_pages(pages) };
-        self.unreserve_pages(pages.len());
+    /// Hand dead zspages' pages back to the OS. Call with no class lock held.
+    pub(crate) fn release_zspage_pages(&self, dead: &[Zspage]) {
+        // SAFETY: every zspage in `dead` was unlinked from its class under the class lock (no
+        // handle names an object in it any more) and is released once, here; their pages came
+        // from this pool's provider.
+        unsafe { self.provider.release_chains(dead.iter().map(Zspage::pages)) };
+        self.unreserve_pages(dead.iter().map(|zspage| zspage.pages().len()).sum());
     }
 
     fn owner(&self, handle: u64) -> Result<(HandleParts, Owner<'_>)> {
@@ -592,7 +591,7 @@ impl Pool {
                 class.domain.publish(&class.state);
                 let _in_flight = class.unlock();
                 if let Some(dead) = dead {
-                    self.release_zspage_pages(&dead);
+                    self.release_zspage_pages(std::slice::from_ref(&dead));
                 }
             }
             (parts, Located::Large(mut shard)) => {

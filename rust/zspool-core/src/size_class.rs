@@ -288,10 +288,25 @@ impl ClassState {
         (self.zspage(id).inuse() == 0).then(|| self.remove_zspage(id))
     }
 
+    /// Start loading what moving object `obj` of zspage `src`, owned by handle-table index
+    /// `owner`, into zspage `dst` will touch: the object's bytes, its handle-table entry and
+    /// the destination's next free slot, three unrelated cache misses. Compaction asks one
+    /// object ahead, so they overlap the move before it.
+    pub(crate) fn prefetch_migration(&self, src: u32, obj: u16, owner: u32, dst: u32) {
+        let class_size = self.layout.size;
+        self.zspage(src).prefetch_object(class_size, obj, class_size);
+        self.zspage(dst).prefetch_free_slot(class_size);
+        self.handles.prefetch(owner);
+    }
+
     /// Move the object at (`src`, `obj`), owned by handle-table index `owner`, into zspage
     /// `dst`, and point its handle at the new place. Returns the bytes moved. The object's
     /// bytes are copied and the handle rewritten under the class lock, so no reader can see
-    /// the object half-moved.
+    /// the object half-moved. Once it has moved what it will between them, and before it
+    /// drops the lock, the caller re-lists `src` and `dst` ([`Self::fix_fullness`]: their
+    /// groups matter only to the next choice of a pair, not per object) and, unless `src` is
+    /// now empty and goes back to the OS whole, zeroes the slots moved out of it
+    /// ([`Self::zero_moved`]: the copy left their bytes, as the kernel's migration does).
     pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
         let class_size = self.layout.size;
         let slot = self.handles.location_at(owner);
@@ -302,11 +317,19 @@ impl ClassState {
         };
         let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
         from.copy_obj_to(class_size, obj, size, to, new_obj);
-        from.free_obj(class_size, obj, size);
+        from.free_obj_unzeroed(obj);
         self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
-        self.fix_fullness(src);
-        self.fix_fullness(dst);
         size
+    }
+
+    /// Zero the slots of zspage `id` that [`Self::migrate_obj`] moved objects out of, each
+    /// `(object index, size)`, restoring "every byte of a free object is zero".
+    pub(crate) fn zero_moved(&mut self, id: u32, moved: &[(u16, usize)]) {
+        let class_size = self.layout.size;
+        let zspage = self.zspage_mut(id);
+        for &(obj, size) in moved {
+            zspage.zero(class_size, obj, size);
+        }
     }
 
     /// Unlink a zspage whose objects are all gone and hand it back, for the caller to
@@ -333,7 +356,7 @@ impl ClassState {
     }
 
     /// Re-list zspage `id` if its fullness group changed (`fix_fullness` in the kernel).
-    fn fix_fullness(&mut self, id: u32) {
+    pub(crate) fn fix_fullness(&mut self, id: u32) {
         let zspage = self.zspage(id);
         let (old, pos) = (zspage.group(), zspage.group_pos());
         let new = Fullness::of(zspage.inuse(), self.layout.objs_per_zspage);

@@ -14,9 +14,11 @@
 //! instead). A free slot's word is `FREE_TAG | next free slot`: the free list is threaded
 //! through the owner words, so it costs no memory of its own.
 //!
-//! Invariant: every byte of a free object is zero. Pages arrive zeroed from the provider,
-//! writes never pass an object's size, and `free_obj` zeroes the bytes it held, so a new
-//! object reads as zeros without a memset and freed data never lingers.
+//! Invariant: every byte of a free object is zero whenever the class lock is free. Pages
+//! arrive zeroed from the provider, writes never pass an object's size, and `free_obj` zeroes
+//! the bytes it held, so a new object reads as zeros without a memset and freed data never
+//! lingers. Compaction alone frees without zeroing, and zeroes before it lets the lock go
+//! unless the whole zspage goes back to the OS, whose frames return zeroed.
 //!
 //! Locking: a zspage belongs to one class and is only touched with that class's lock held.
 
@@ -207,8 +209,15 @@ impl Zspage {
 
     /// Return object `obj`, which held `size` bytes, to the free list, zeroing it.
     pub(crate) fn free_obj(&mut self, class_size: usize, obj: u16, size: usize) {
-        debug_assert_eq!(self.owners()[usize::from(obj)] & FREE_TAG, 0, "freeing a free object");
         self.zero(class_size, obj, size);
+        self.free_obj_unzeroed(obj);
+    }
+
+    /// Return object `obj` to the free list and leave its bytes: compaction's source, which is
+    /// usually emptied and given back whole (its frames come back zeroed). Whoever calls this
+    /// must [`Self::zero`] the object before the class lock is dropped if the zspage stays.
+    pub(crate) fn free_obj_unzeroed(&mut self, obj: u16) {
+        debug_assert_eq!(self.owners()[usize::from(obj)] & FREE_TAG, 0, "freeing a free object");
         let head = self.free_head;
         self.owners_mut()[usize::from(obj)] = FREE_TAG | u32::from(head);
         self.free_head = obj;
@@ -266,6 +275,14 @@ impl Zspage {
         }
     }
 
+    /// Hint the CPU to start loading the slot the next [`Self::alloc_obj`] hands out (a
+    /// compaction destination's holes are scattered, so each copy into one would wait for it).
+    pub(crate) fn prefetch_free_slot(&self, class_size: usize) {
+        if self.free_head != NO_SLOT {
+            self.prefetch(class_size, self.free_head);
+        }
+    }
+
     /// Hint the CPU to start loading every cache line of the first `len` bytes of object
     /// `obj` that lie in its first page, all at once: a single read (a cache get) then waits
     /// for one memory access instead of one per line, header first and the value after it.
@@ -317,7 +334,8 @@ impl Zspage {
         });
     }
 
-    fn zero(&mut self, class_size: usize, obj: u16, len: usize) {
+    /// Zero the first `len` bytes of object `obj`.
+    pub(crate) fn zero(&mut self, class_size: usize, obj: u16, len: usize) {
         self.for_each_segment(class_size, obj, 0, len, |dst, len| {
             // SAFETY: `dst` points at `len` writable bytes inside one of our pages.
             unsafe { std::ptr::write_bytes(dst, 0, len) };
