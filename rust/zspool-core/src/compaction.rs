@@ -266,6 +266,15 @@ impl Pool {
         report: &mut CompactionReport,
     ) -> StopReason {
         for class in self.classes.iter().rev() {
+            // Checked before the class's freeable count: close() drains the classes, so a
+            // class closed under a run reads as "nothing to compact", and the run, skipping
+            // every class left, would report Done for a pool closed in its middle.
+            if self.is_closed() {
+                return StopReason::Closed;
+            }
+            if self.fork.gate.is_pending() {
+                return StopReason::Interrupted;
+            }
             if class.can_compact() == 0 {
                 continue;
             }
