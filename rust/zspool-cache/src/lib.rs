@@ -12,7 +12,9 @@
 //! One concept per file:
 //!
 //! - `entry.rs`: the layout of an entry's pool object, keys, and values lent to callers;
-//! - `index.rs`: the hash index (slots of handle, hash, size, queue links);
+//! - `index.rs`: the hash index (its table, and the slots it hands out);
+//! - `slots.rs`: the slots (location in the pool, hash, queue links), at stable addresses
+//!   that compaction rewrites;
 //! - `eviction.rs`: SIEVE (default) and LRU over one linked queue;
 //! - `ttl.rs`: per-entry deadlines and the clock;
 //! - `compression.rs`: lz4 / zstd, kept only where it saves space;
@@ -41,6 +43,7 @@ mod eviction;
 mod fork;
 mod index;
 mod recompress;
+mod slots;
 mod stats;
 mod training;
 mod ttl;

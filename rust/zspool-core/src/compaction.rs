@@ -319,7 +319,7 @@ impl<'p> ClassRun<'p> {
         while !state.zspage(dst).is_full() {
             let Some((obj, owner)) = state.zspage(src).find_alloced_obj(from) else { break };
             from = usize::from(obj) + 1;
-            report.bytes_migrated += state.migrate_obj(src, obj, owner, dst) as u64;
+            report.bytes_migrated += state.migrate_obj(src, obj, owner, dst, self.pool.object_owner()) as u64;
             report.objects_migrated += 1;
             self.slice_objects += 1;
             if self.slice_ended() {

@@ -12,6 +12,7 @@
 use crate::activity::ActivityCounters;
 use crate::class_table::ClassLayout;
 use crate::handle::{HandleTable, LOCATION_BITS, PackedLocation};
+use crate::owned::{OWNED_TAG, ObjectOwner, OwnerWord};
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
 use crate::zspage::{FULLNESS_GROUPS, Fullness, Zspage};
 
@@ -277,6 +278,16 @@ impl ClassState {
         Some((index, generation))
     }
 
+    /// Allocate an object of `size` bytes in zspage `id` for record `owner` of the pool's
+    /// object owner (`owned.rs`): no handle-table entry; the owner keeps the location.
+    pub(crate) fn obj_malloc_owned(&mut self, id: u32, size: usize, owner: u32) -> ClassSlot {
+        let obj = self.zspage_mut(id).alloc_obj(OWNED_TAG | owner).expect("zspage chosen with room");
+        self.obj_used += 1;
+        self.payload_bytes += size as u64;
+        self.fix_fullness(id);
+        ClassSlot::new(id, obj, size, self.layout.size)
+    }
+
     /// Free object `obj` of zspage `id`, which held `size` bytes. If the zspage becomes empty
     /// it is unlinked and returned for the caller to release its pages after unlocking.
     pub(crate) fn obj_free(&mut self, id: u32, obj: u16, size: usize) -> Option<Zspage> {
@@ -288,13 +299,29 @@ impl ClassState {
         (self.zspage(id).inuse() == 0).then(|| self.remove_zspage(id))
     }
 
-    /// Move the object at (`src`, `obj`), owned by handle-table index `owner`, into zspage
-    /// `dst`, and point its handle at the new place. Returns the bytes moved. The object's
-    /// bytes are copied and the handle rewritten under the class lock, so no reader can see
-    /// the object half-moved.
-    pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
+    /// Move the object at (`src`, `obj`), whose owner word is `owner`, into zspage `dst`,
+    /// and point its handle-table entry, or its record in the pool's `outside` owner
+    /// (`owned.rs`), at the new place. Returns the bytes moved. The object's bytes are copied
+    /// and the entry or record rewritten under the class lock, so no reader can see the
+    /// object half-moved.
+    pub(crate) fn migrate_obj(
+        &mut self,
+        src: u32,
+        obj: u16,
+        owner: u32,
+        dst: u32,
+        outside: Option<&dyn ObjectOwner>,
+    ) -> usize {
         let class_size = self.layout.size;
-        let slot = self.handles.location_at(owner);
+        let (slot, record) = match OwnerWord::decode(owner) {
+            OwnerWord::Table(index) => (self.handles.location_at(index), None),
+            OwnerWord::Owned(id) => {
+                let outside = outside.expect("owned objects only in a pool with an object owner");
+                let at = outside.location(id);
+                (at.class_slot().expect("an owned object in a class has a class location"), Some((outside, id, at)))
+            }
+        };
+        debug_assert_eq!((slot.zspage, slot.obj), (src, obj), "the owner records where the object is");
         let size = slot.size(class_size);
         let [Some(from), Some(to)] = self.zspages.get_disjoint_mut([src as usize, dst as usize]).expect("src != dst")
         else {
@@ -303,7 +330,10 @@ impl ClassState {
         let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
         from.copy_obj_to(class_size, obj, size, to, new_obj);
         from.free_obj(class_size, obj, size);
-        self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
+        match record {
+            None => self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot }),
+            Some((outside, id, at)) => outside.set_location(id, at.moved(dst, new_obj)),
+        }
         self.fix_fullness(src);
         self.fix_fullness(dst);
         size
