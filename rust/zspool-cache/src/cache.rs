@@ -548,7 +548,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Three passes instead of one lookup per key, so that the work is amortised and the
     /// cache misses of different keys overlap: (1) hash every key and probe the index with
     /// the index's `find_many` (buckets and slots prefetched a pass ahead); (2) one
-    /// [`Pool::read_batch`] over the candidates' handles confirms each key against the
+    /// [`Pool::read_batch_owned`] over the candidates' slots confirms each key against the
     /// stored one and hands the value to `f`; (3) recency and counters. A key whose
     /// candidate is not confirmed (a 30-bit hash collision) or has expired takes the
     /// ordinary [`CacheGuard::get_with`] path. Keep batches modest (hundreds of keys).

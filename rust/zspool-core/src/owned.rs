@@ -376,7 +376,8 @@ enum OwnedAt<'a> {
 /// Check that `slot` names a live object of a locked class (see the module docs): its zspage
 /// is live and its index in range, so a wrong location cannot reach outside the class.
 fn check_slot(state: &crate::size_class::ClassState, at: Location, slot: ClassSlot) -> Result<()> {
-    let live = state.zspage_exists(slot.zspage) && state.zspage(slot.zspage).owner_of(slot.obj).is_some();
+    // The index range, not the owner word: a read must not touch one more cache line.
+    let live = state.zspage_exists(slot.zspage) && state.zspage(slot.zspage).has_obj(slot.obj);
     let fits = usize::from(slot.slack) <= state.layout.size;
     if live && fits { Ok(()) } else { Err(at.invalid()) }
 }

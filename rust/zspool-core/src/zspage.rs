@@ -216,6 +216,11 @@ impl Zspage {
         self.inuse -= 1;
     }
 
+    /// Whether `obj` is an object index of this zspage (free or live).
+    pub(crate) fn has_obj(&self, obj: u16) -> bool {
+        obj < self.objs
+    }
+
     /// The owner word of object `obj` (a free one's has the free tag); `None` out of range.
     pub(crate) fn owner_of(&self, obj: u16) -> Option<u32> {
         self.owners().get(usize::from(obj)).copied()
