@@ -210,14 +210,10 @@ impl<P: Deref<Target = Pool>> Cache<P> {
     }
 
     /// Register the slots as the pool's object owner, the last step of a construction that
-    /// can fail (the pool takes one owner for good): `BadConfig` if the pool already has one
-    /// (another cache's entries live in it).
+    /// can fail (the pool takes one owner for good): `PoolHasCache` if the pool already has
+    /// one (another cache's entries live in it).
     fn attach(self) -> Result<Cache<P>> {
-        self.pool.set_object_owner(self.slots.clone()).map_err(|_| CacheError::BadConfig {
-            what: "pool",
-            value: "a pool that already holds a cache".into(),
-            allowed: "a pool of its own (one cache per pool)",
-        })?;
+        self.pool.set_object_owner(self.slots.clone()).map_err(|_| CacheError::PoolHasCache)?;
         Ok(self)
     }
 

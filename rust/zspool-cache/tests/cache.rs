@@ -271,7 +271,7 @@ fn a_pool_holds_one_cache() {
     // Compaction routes a moved entry to the one index the pool knows: a second cache's
     // entries would be rewritten into the first's slots, so the pool refuses it.
     match Cache::new(pool.clone(), CacheConfig::new(1 << 20)) {
-        Err(CacheError::BadConfig { what: "pool", .. }) => {}
+        Err(CacheError::PoolHasCache) => {}
         other => panic!("a second cache on one pool: {:?}", other.err()),
     }
     assert_eq!(first.get(k("a")).unwrap().unwrap(), b"first");
