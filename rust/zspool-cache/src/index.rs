@@ -5,7 +5,7 @@
 //!   30-bit key hash and two flag bits, and the two links of the eviction queue), reused
 //!   through a free list;
 //! - `table`: open addressing with linear probing, one tag byte and one 4-byte slot number
-//!   per bucket (5 bytes), at most 85 % full. Its size is not a power of two: a hash is mapped
+//!   side by side per bucket (5 bytes), at most 85 % full. Its size is not a power of two: a hash is mapped
 //!   to its home bucket by a multiply-shift (Lemire's reduction), so the table grows by 1.5x
 //!   and sits between 57 % and 85 % full instead of hashbrown's 44-87 %. Deletion shifts the
 //!   following entries back (no tombstones), so probes stay short after churn.
@@ -183,13 +183,34 @@ impl Index {
     }
 }
 
-/// Linear probing over `tags` / `ids`. `tags[b] == 0`: bucket `b` is empty; otherwise it
-/// holds slot `ids[b]` and 7 bits of that slot's hash with the top bit set.
+/// Linear probing over [`Bucket`]s (a tag of 0: empty).
 #[derive(Debug, Default)]
 struct Table {
-    tags: Vec<u8>,
-    ids: Vec<u32>,
+    buckets: Vec<Bucket>,
     items: usize,
+}
+
+/// One bucket, 5 bytes: the tag and the slot number side by side, so that a probe's first
+/// read brings both (two arrays took two cache misses, in parallel but each a miss).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Bucket {
+    /// 0: empty; else 7 bits of the slot's hash with the top bit set.
+    tag: u8,
+    /// The slot number, little-endian bytes (no alignment, so 5 bytes a bucket).
+    id: [u8; 4],
+}
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket { tag: 0, id: [0; 4] };
+
+    fn new(tag: u8, id: u32) -> Bucket {
+        Bucket { tag, id: id.to_le_bytes() }
+    }
+
+    fn id(self) -> u32 {
+        u32::from_le_bytes(self.id)
+    }
 }
 
 /// The smallest table, in buckets.
@@ -216,7 +237,7 @@ fn cyclic_between(x: usize, from: usize, to: usize) -> bool {
 
 impl Table {
     fn buckets(&self) -> usize {
-        self.tags.len()
+        self.buckets.len()
     }
 
     fn home(&self, mixed: u64) -> usize {
@@ -230,8 +251,7 @@ impl Table {
     fn prefetch(&self, hash: u32) {
         if self.items > 0 {
             let home = self.home(mix(hash));
-            prefetch(self.tags[home..].as_ptr());
-            prefetch(self.ids[home..].as_ptr().cast());
+            prefetch(self.buckets[home..].as_ptr().cast());
         }
     }
 
@@ -245,9 +265,10 @@ impl Table {
         let mut b = self.home(mixed);
         // Ends: the table is never full, so an empty bucket lies ahead.
         loop {
-            match self.tags[b] {
+            let bucket = self.buckets[b];
+            match bucket.tag {
                 0 => return None,
-                t if t == want && f(self.ids[b]) => return Some(self.ids[b]),
+                t if t == want && f(bucket.id()) => return Some(bucket.id()),
                 _ => b = self.next(b),
             }
         }
@@ -266,24 +287,23 @@ impl Table {
     fn place(&mut self, hash: u32, id: u32) {
         let mixed = mix(hash);
         let mut b = self.home(mixed);
-        while self.tags[b] != 0 {
+        while self.buckets[b].tag != 0 {
             b = self.next(b);
         }
-        self.tags[b] = tag(mixed);
-        self.ids[b] = id;
+        self.buckets[b] = Bucket::new(tag(mixed), id);
     }
 
     /// Point the bucket holding slot `old` (hash `hash`) at slot `new` instead.
     fn repoint(&mut self, hash: u32, old: u32, new: u32) {
         let b = self.bucket_of(hash, old);
-        self.ids[b] = new;
+        self.buckets[b] = Bucket::new(self.buckets[b].tag, new);
     }
 
     /// The bucket holding slot `id`, whose hash is `hash`.
     fn bucket_of(&self, hash: u32, id: u32) -> usize {
         let mut b = self.home(mix(hash));
-        while self.ids[b] != id || self.tags[b] == 0 {
-            assert_ne!(self.tags[b], 0, "a live slot is always in the table");
+        while self.buckets[b].id() != id || self.buckets[b].tag == 0 {
+            assert_ne!(self.buckets[b].tag, 0, "a live slot is always in the table");
             b = self.next(b);
         }
         b
@@ -294,18 +314,17 @@ impl Table {
     fn remove(&mut self, hash: u32, id: u32, slots: &Slots) {
         let mut hole = self.bucket_of(hash, id);
         let mut b = self.next(hole);
-        while self.tags[b] != 0 {
-            let home = self.home(mix(slots.slot(self.ids[b]).hash()));
+        while self.buckets[b].tag != 0 {
+            let home = self.home(mix(slots.slot(self.buckets[b].id()).hash()));
             // The entry at `b` may fill the hole unless its home lies after the hole (then
             // moving it before its home would hide it from its own probes).
             if !cyclic_between(home, hole, b) {
-                self.tags[hole] = self.tags[b];
-                self.ids[hole] = self.ids[b];
+                self.buckets[hole] = self.buckets[b];
                 hole = b;
             }
             b = self.next(b);
         }
-        self.tags[hole] = 0;
+        self.buckets[hole] = Bucket::EMPTY;
         self.items -= 1;
         if self.buckets() > MIN_BUCKETS && self.items * MIN_LOAD.1 < self.buckets() * MIN_LOAD.0 {
             // About 57 % full again: items / (0.85 / 1.5) buckets.
@@ -316,18 +335,16 @@ impl Table {
 
     /// Re-place every entry in a table of `buckets` buckets, from the slots' stored hashes.
     fn rebuild(&mut self, buckets: usize, slots: &Slots) {
-        let old_ids = std::mem::take(&mut self.ids);
-        let old_tags = std::mem::replace(&mut self.tags, vec![0; buckets]);
-        self.ids = vec![0; buckets];
-        for (&t, &id) in old_tags.iter().zip(&old_ids) {
-            if t != 0 {
-                self.place(slots.slot(id).hash(), id);
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; buckets]);
+        for bucket in old {
+            if bucket.tag != 0 {
+                self.place(slots.slot(bucket.id()).hash(), bucket.id());
             }
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.tags.capacity() + self.ids.capacity() * size_of::<u32>()
+        self.buckets.capacity() * size_of::<Bucket>()
     }
 }
 
