@@ -18,9 +18,9 @@
 //! `docs/ARCHITECTURE.md`), which are taken and dropped inside each pool call. Compaction
 //! takes only the pool's locks and never the cache mutex: when it moves an entry's object it
 //! rewrites that slot's location under the class lock; the table, hashes and links are
-//! untouched. An overwrite stores the new object under a *new* slot and frees the old slot
-//! with its object (`Index::replace`): while the old object lives, compaction may still
-//! write its location into the old slot.
+//! untouched. An overwrite stores the new object under a spare slot, frees the old object,
+//! then hands the new one the entry's slot (`CacheGuard::overwrite`, the pool's `reown`):
+//! while the old object lives, compaction may still write its location into that slot.
 //! Every operation is a method of [`CacheGuard`], the held mutex, so a caller can do a batch
 //! under one acquisition (the Python bindings also use [`Cache::try_lock`] to avoid blocking
 //! on the mutex while attached to the interpreter).
@@ -731,7 +731,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             self.remove_slot(victim, why)?;
         }
         // A new slot either way: on an overwrite the old object still names the old slot
-        // (see the module docs); a failed store leaves the old entry as it was.
+        // until it is freed (see the module docs); a failed store leaves the old entry as it was.
         let id = self.inner.index.alloc(entry.hash);
         if let Err(e) = self.cache.pool.store_owned(id, &entry.pieces.parts(entry.key.bytes)) {
             self.inner.index.release(id);
@@ -739,19 +739,15 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         }
         let id = match existing {
             Some((old, old_info)) => {
-                let slot = self.inner.index.slot(old);
-                self.cache.pool.free_owned(old, || slot.location())?;
+                self.overwrite(old, id)?;
                 let inner = &mut *self.inner;
-                inner.queue.replace(&inner.index.slots, old, id);
-                inner.index.replace(old, id);
-                inner.deadlines.set(old, 0);
-                inner.queue.touch(&inner.index.slots, id);
+                inner.queue.touch(&inner.index.slots, old);
                 let c = &mut inner.counters;
                 c.stored_bytes -= old_info.stored;
                 c.payload_bytes -= old_info.payload;
                 c.compressed_entries -= u64::from(old_info.compressed);
                 self.value_left(&old_info)?;
-                id
+                old
             }
             None => {
                 let inner = &mut *self.inner;
@@ -779,6 +775,23 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         c.sets += 1;
         let (before, after) = (entry.pieces.value_len as u64, entry.pieces.value.len() as u64);
         inner.dict_usage.add(entry.pieces.dict_id(), before, after);
+        Ok(())
+    }
+
+    /// Make the entry in slot `old` the object just stored under the spare slot `new`: free
+    /// the old object, give the slot a new version (an `EntryRef` of the old entry no longer
+    /// matches), hand the new object that slot (`Pool::reown`), give the spare back. The
+    /// entry keeps its slot, bucket, queue place and deadline. (Storing the new object under
+    /// `old` directly would not do: until the old object is freed, compaction may move it
+    /// and write its location into `old`.)
+    pub(crate) fn overwrite(&mut self, old: u32, new: u32) -> Result<()> {
+        let pool = &self.cache.pool;
+        let index = &mut self.inner.index;
+        let (old_slot, new_slot) = (index.slot(old), index.slot(new));
+        pool.free_owned(old, || old_slot.location())?;
+        old_slot.renew();
+        pool.reown(new, old, || new_slot.location())?;
+        index.release(new);
         Ok(())
     }
 

@@ -83,31 +83,6 @@ impl Queue {
         slots.slot(id).set_older(NIL);
     }
 
-    /// Put slot `new` where `old` is in the queue (an overwrite that moved the entry to a
-    /// new slot, see `Index::replace`), with its `visited` bit; `old` leaves the queue.
-    pub(crate) fn replace(&mut self, slots: &Slots, old: u32, new: u32) {
-        let (from, to) = (slots.slot(old), slots.slot(new));
-        let (newer, older) = (from.newer(), from.older());
-        to.set_newer(newer);
-        to.set_older(older);
-        to.set_visited(from.visited());
-        if newer != NIL {
-            slots.slot(newer).set_older(new);
-        } else {
-            self.head = new;
-        }
-        if older != NIL {
-            slots.slot(older).set_newer(new);
-        } else {
-            self.tail = new;
-        }
-        if self.hand == old {
-            self.hand = new;
-        }
-        from.set_newer(NIL);
-        from.set_older(NIL);
-    }
-
     /// A hit on `id`.
     pub(crate) fn touch(&mut self, slots: &Slots, id: u32) {
         match self.kind {

@@ -128,21 +128,11 @@ impl Index {
         self.live += 1;
     }
 
-    /// Give back a slot from [`Index::alloc`] that never got an object (or no longer has one).
+    /// Give back a slot from [`Index::alloc`] that was never linked and names no object (its
+    /// store failed, or its object was handed to another slot).
     pub(crate) fn release(&mut self, id: u32) {
         self.slot(id).kill(self.free_head.unwrap_or(NIL));
         self.free_head = Some(id);
-    }
-
-    /// Let the new slot `new` (same hash, its object stored) take over the linked slot
-    /// `old`'s place in the table, and free `old` (its object freed, unlinked from the queue
-    /// or replaced there): an overwrite, which must not give the new object the old one's
-    /// slot while the old object, which compaction may still move, names it.
-    pub(crate) fn replace(&mut self, old: u32, new: u32) {
-        let hash = self.slot(old).hash();
-        debug_assert_eq!(hash, self.slot(new).hash());
-        self.table.repoint(hash, old, new);
-        self.release(old);
     }
 
     /// Take a slot out of the table and put it on the free list (unlink it from the queue
@@ -291,12 +281,6 @@ impl Table {
             b = self.next(b);
         }
         self.buckets[b] = Bucket::new(tag(mixed), id);
-    }
-
-    /// Point the bucket holding slot `old` (hash `hash`) at slot `new` instead.
-    fn repoint(&mut self, hash: u32, old: u32, new: u32) {
-        let b = self.bucket_of(hash, old);
-        self.buckets[b] = Bucket::new(self.buckets[b].tag, new);
     }
 
     /// The bucket holding slot `id`, whose hash is `hash`.

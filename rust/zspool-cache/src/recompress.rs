@@ -270,19 +270,14 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             report.values_kept += 1;
             return Ok(old.stored);
         }
-        // A new slot, as for an overwrite (`cache.rs`): the old object names the old one.
+        // Stored under a spare slot, then handed this one, as an overwrite is (`cache.rs`).
         let new = self.inner.index.alloc(hash);
         if let Err(e) = self.cache.pool().store_owned(new, &pieces.parts(key.bytes)) {
             self.inner.index.release(new);
             return Err(e.into());
         }
-        let slot = self.inner.index.slot(id);
-        self.cache.pool().free_owned(id, || slot.location())?;
+        self.overwrite(id, new)?;
         let inner = &mut *self.inner;
-        inner.queue.replace(&inner.index.slots, id, new);
-        inner.index.replace(id, new);
-        inner.deadlines.set(new, inner.deadlines.get(id));
-        inner.deadlines.set(id, 0);
         let c = &mut inner.counters;
         c.stored_bytes = c.stored_bytes - old.stored + stored;
         c.compressed_entries = c.compressed_entries - u64::from(old.compressed) + u64::from(pieces.is_compressed());

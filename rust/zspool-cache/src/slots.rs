@@ -90,6 +90,14 @@ impl Slot {
         self.older.store(NIL, Relaxed);
     }
 
+    /// A new version for a slot that is about to hold a new entry's object (an overwrite):
+    /// call while no object names the slot, so compaction cannot write it meanwhile.
+    pub(crate) fn renew(&self) {
+        let hi = self.loc_hi.load(Relaxed);
+        let version = u32::from(self.version().wrapping_add(1));
+        self.loc_hi.store(hi & !(0xFF << VERSION_SHIFT) | version << VERSION_SHIFT, Relaxed);
+    }
+
     /// Mark the slot dead (keeping its version), with `next_free` as its free-list link.
     pub(crate) fn kill(&self, next_free: u32) {
         self.hash_flags.store(0, Relaxed);

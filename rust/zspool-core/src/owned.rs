@@ -29,6 +29,9 @@
 //!   compaction rewrites a record behind the owner's back, and only under that class lock, so
 //!   the second read is current for as long as the lock is held. Objects never change class,
 //!   so the first read always names the right lock; if it ever did not, the call retries.
+//! - **Reown** ([`Pool::reown`]): hand an object to another record (owner word and record
+//!   rewritten in one class-lock hold); an owner overwriting an entry stores the new object
+//!   under a spare record, frees the old object, then reowns the new one into the entry's.
 //! - **Move** (compaction, `size_class.rs`): with the class lock held, read the record (its
 //!   slack gives the size), copy, and write the record with the new (zspage, object index).
 //!
@@ -229,8 +232,9 @@ impl Pool {
         loop {
             let seen = location();
             match seen.place() {
-                Place::Class { class, .. } => {
+                Place::Class { class, slot } => {
                     let domain = self.classes.get(class).ok_or_else(|| seen.invalid())?;
+                    domain.prefetch_zspage(slot.zspage);
                     let locked = self.lock_domain(domain)?;
                     let at = location();
                     match at.place() {
@@ -336,6 +340,31 @@ impl Pool {
                 Err(ZsError::Closed) => return Err(ZsError::Closed),
                 Err(e) => f(i, Err(e)),
             }
+        }
+        Ok(())
+    }
+
+    /// Move the object owned by record `from` (`location` reads that record, as in
+    /// [`Pool::read_owned`]) to record `to`: its owner word and `to`'s location are rewritten
+    /// in one hold of its class lock, so compaction writes `to` from then on. For an owner
+    /// that overwrites an entry: store the new object under a spare record, free the old
+    /// one, then hand the new one the old record (which no object names any more).
+    pub fn reown(&self, from: u32, to: u32, location: impl Fn() -> Location) -> Result<()> {
+        let Some(owner) = self.object_owner() else { return Err(Location(0).invalid()) };
+        if to > MAX_OWNER_ID {
+            return Err(ZsError::BadConfig { what: "owner id", value: u64::from(to), allowed: "below 2**30" });
+        }
+        match self.locate_owned(location)? {
+            OwnedAt::Class { mut locked, at, slot } => {
+                let zspage = locked.state.zspage_mut(slot.zspage);
+                if zspage.owner_of(slot.obj) != Some(OWNED_TAG | from) {
+                    return Err(at.invalid());
+                }
+                zspage.set_owner(slot.obj, OWNED_TAG | to);
+                owner.set_location(to, at);
+            }
+            // Large objects never move and keep no owner word: only the record changes.
+            OwnedAt::Large { at, .. } => owner.set_location(to, at),
         }
         Ok(())
     }

@@ -90,6 +90,9 @@ pub(crate) struct SizeClass {
     state: WaitedMutex<ClassState>,
     obj_allocated: AtomicUsize,
     obj_used: AtomicUsize,
+    /// Where the zspage records were at the last `publish`: only ever a prefetch hint (see
+    /// [`SizeClass::prefetch_zspage`]), never dereferenced, so a stale value is harmless.
+    records_hint: std::sync::atomic::AtomicPtr<Option<Zspage>>,
     pub(crate) activity: ActivityCounters,
 }
 
@@ -100,6 +103,7 @@ impl SizeClass {
             state: WaitedMutex::new(ClassState::new(layout)),
             obj_allocated: AtomicUsize::new(0),
             obj_used: AtomicUsize::new(0),
+            records_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             activity: ActivityCounters::new(),
         }
     }
@@ -121,8 +125,30 @@ impl SizeClass {
 
     /// Publish the counters of a locked state to the lock-free mirrors.
     pub(crate) fn publish(&self, state: &ClassState) {
+        let records = state.zspages.as_ptr().cast_mut();
+        if self.records_hint.load(std::sync::atomic::Ordering::Relaxed) != records {
+            self.records_hint.store(records, std::sync::atomic::Ordering::Relaxed);
+        }
         self.obj_allocated.store(state.obj_allocated, Ordering::Relaxed);
         self.obj_used.store(state.obj_used, Ordering::Relaxed);
+    }
+
+    /// Start loading zspage `id`'s record before the class lock is taken (a reader that knows
+    /// the object's location from outside, `owned.rs`): its miss then overlaps the lock and
+    /// the fork gate instead of following them. Only a hint: the address may be stale (the
+    /// records moved since the last publish) and is never dereferenced.
+    pub(crate) fn prefetch_zspage(&self, id: u32) {
+        let records = self.records_hint.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `_mm_prefetch` is only a hint: it never dereferences the pointer, cannot
+        // fault and has no effect the program can observe; `wrapping_add` makes no claim
+        // that the address is in bounds.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(records.wrapping_add(id as usize).cast::<i8>().cast_const());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (records, id);
     }
 
     /// Live objects, without the lock.

@@ -226,6 +226,14 @@ impl Zspage {
         self.owners().get(usize::from(obj)).copied()
     }
 
+    /// Give live object `obj` a new owner word (`owned.rs`'s reown).
+    pub(crate) fn set_owner(&mut self, obj: u16, owner: u32) {
+        let word = &mut self.owners_mut()[usize::from(obj)];
+        debug_assert_eq!(*word & FREE_TAG, 0, "re-owning a free object");
+        debug_assert_eq!(owner & FREE_TAG, 0);
+        *word = owner;
+    }
+
     /// The first live object and its owner, scanning from object index `from`.
     pub(crate) fn find_alloced_obj(&self, from: usize) -> Option<(u16, u32)> {
         self.owners()

@@ -313,3 +313,24 @@ fn compaction_races_an_owned_store_in_the_same_class() {
         check_owned_quiescent(&pool, &records, &live);
     });
 }
+
+#[test]
+fn compaction_races_an_owned_overwrite() {
+    model(|| {
+        let OwnedSetup { pool, records, mut live } = owned_setup();
+        let compaction = spawn_compaction(&pool);
+        // The cache's overwrite of record 0: the new value under the spare record 12, the old
+        // object freed, the new one handed record 0; compaction may move either meanwhile.
+        pool.store_owned(12, &[&bytes(0x5A)]).unwrap();
+        pool.free_owned(0, || records.location(0)).unwrap();
+        pool.reown(12, 0, || records.location(12)).unwrap();
+        let report = compaction.join().unwrap();
+        assert!(matches!(report.stop_reason, StopReason::Done | StopReason::NothingFreeable), "{report:?}");
+        for (id, contents) in live.iter_mut() {
+            if *id == 0 {
+                *contents = bytes(0x5A);
+            }
+        }
+        check_owned_quiescent(&pool, &records, &live);
+    });
+}
