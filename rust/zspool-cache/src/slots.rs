@@ -183,26 +183,27 @@ impl Slots {
         self.get(id).expect("a slot id the index handed out")
     }
 
-    /// Make sure slot `id`'s chunk exists; `false` if the heap refused it. Called under the
-    /// cache mutex (the compare-exchange would still keep a racing second caller sound).
-    pub(crate) fn ensure(&self, id: u32) -> bool {
+    /// Make sure slot `id` (at most `MAX_OWNER_ID`) has its chunk. Called under the cache
+    /// mutex (the compare-exchange would still keep a racing second caller sound). A heap
+    /// that refuses the chunk aborts the process, as the `Vec` the slots were before did.
+    pub(crate) fn ensure(&self, id: u32) {
         let (chunk, _) = chunk_of(id);
-        let Some(cell) = self.chunks.get(chunk) else { return false };
+        let cell = &self.chunks[chunk];
         if !cell.load(std::sync::atomic::Ordering::Acquire).is_null() {
-            return true;
+            return;
         }
+        let layout = chunk_layout(chunk);
         // SAFETY: the layout is non-zero-sized; zeroed memory is a valid array of dead
         // Slots (all-zero atomics).
-        let fresh = unsafe { std::alloc::alloc_zeroed(chunk_layout(chunk)) }.cast::<Slot>();
+        let fresh = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Slot>();
         if fresh.is_null() {
-            return false;
+            std::alloc::handle_alloc_error(layout);
         }
         let won = cell.compare_exchange(ptr::null_mut(), fresh, std::sync::atomic::Ordering::Release, Relaxed);
         if won.is_err() {
             // SAFETY: `fresh` was allocated just above with this layout and never shared.
-            unsafe { std::alloc::dealloc(fresh.cast(), chunk_layout(chunk)) };
+            unsafe { std::alloc::dealloc(fresh.cast(), layout) };
         }
-        true
     }
 
     /// Heap bytes of the allocated chunks.
@@ -269,11 +270,11 @@ mod tests {
     fn slots_stay_put_as_chunks_are_added() {
         let slots = Slots::new();
         assert!(slots.get(0).is_none());
-        assert!(slots.ensure(0));
+        slots.ensure(0);
         let first: *const Slot = slots.slot(0);
         slots.slot(0).start(5);
         for id in (0..10_000).step_by(50) {
-            assert!(slots.ensure(id));
+            slots.ensure(id);
         }
         assert!(std::ptr::eq(first, slots.slot(0)), "growth never moves a slot");
         assert_eq!(slots.slot(0).hash(), 5);
