@@ -132,6 +132,18 @@ def test_stats_and_pool() -> None:
         assert "entries=1" in repr(c)
 
 
+def test_a_pool_holds_one_cache() -> None:
+    """The cache's index holds its entries' locations, which compaction rewrites: a pool
+    routes those rewrites to one cache, so a second cache on the same pool is refused."""
+    with Cache(1 << 20) as c:
+        c["a"] = b"1"
+        with pytest.raises(zspool.ConfigError, match="one cache per pool"):
+            zspool._core.Cache(1 << 20, pool=c.pool)
+        assert c["a"] == b"1"
+        handle = c.pool.store(b"beside the cache")
+        assert c.pool.load(handle) == b"beside the cache"
+
+
 def test_bad_input() -> None:
     with Cache(1000) as c:
         for key in (1, None, 2.5, ("t",), bytearray(b"k")):

@@ -4,8 +4,9 @@ A ``MutableMapping`` from ``str`` or ``bytes`` keys to ``bytes`` values (or any 
 value with ``serializer="pickle"``), with cachetools' conventions: a byte budget
 ``maxsize``, ``currsize``, ``get``/``pop``/``popitem``/``setdefault``/``clear``. Keys and
 values stay out of the Python heap: each entry is one object in a :class:`zspool.Pool`, and
-the index is Rust (a small slot per entry, sized in ``rust/zspool-cache/src/index.rs``; no
-Python object per entry). When the budget is reached, entries are evicted with SIEVE (or
+the index is Rust (a small slot per entry holding the entry's place in the pool, sized in
+``rust/zspool-cache/src/slots.rs`` and ``index.rs``; no Python object per entry). A pool
+holds one cache. When the budget is reached, entries are evicted with SIEVE (or
 LRU). Deleted and evicted entries leave holes in the pool's pages; compaction, run by a
 shrinker policy, moves entries together and gives whole pages back to the OS.
 

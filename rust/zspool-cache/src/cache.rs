@@ -5,13 +5,22 @@
 //!                 -> cache mutex -> look the key up (index, then key bytes in the pool)
 //!                 -> evict until the new entry fits max_bytes (SIEVE hand / LRU tail)
 //!                 -> Pool::store (class lock) -> index slot, queue, deadline
-//! get(key)        -> cache mutex -> index -> Pool::read_with (class lock): compare the key,
+//! get(key)        -> cache mutex -> index bucket -> slot (the entry's location) ->
+//!                    Pool::read_owned (class lock, location re-read): compare the key,
 //!                    copy (or decompress) the value out -> mark the hit
 //! ```
 //!
+//! Entries are the pool's *owned* objects (the core's `owned.rs`): a slot holds its entry's
+//! location, not a handle, and the slots (`slots.rs`) are the pool's `ObjectOwner`, so a get
+//! skips the handle table. One cache per pool (the pool accepts one owner).
+//!
 //! Locks: the **cache mutex**, taken before the pool's (the lock order is in
-//! `docs/ARCHITECTURE.md`), which are taken and dropped inside each pool call. Compaction takes only the pool's locks and
-//! never the cache mutex: it moves objects, their handles stay valid, the index is untouched.
+//! `docs/ARCHITECTURE.md`), which are taken and dropped inside each pool call. Compaction
+//! takes only the pool's locks and never the cache mutex: when it moves an entry's object it
+//! rewrites that slot's location under the class lock; the table, hashes and links are
+//! untouched. An overwrite stores the new object under a spare slot, frees the old object,
+//! then hands the new one the entry's slot (`CacheGuard::overwrite`, the pool's `reown`):
+//! while the old object lives, compaction may still write its location into that slot.
 //! Every operation is a method of [`CacheGuard`], the held mutex, so a caller can do a batch
 //! under one acquisition (the Python bindings also use [`Cache::try_lock`] to avoid blocking
 //! on the mutex while attached to the interpreter).
@@ -37,6 +46,7 @@ use crate::eviction::{Eviction, Queue};
 use crate::fork::ForkSafeMutex;
 use crate::index::{HASH_MASK, Index, NIL};
 use crate::recompress::Recompression;
+use crate::slots::{Slot, Slots};
 use crate::stats::{CacheStats, Counters};
 use crate::ttl::{Clock, Deadlines, Ttl, deadline};
 
@@ -80,12 +90,14 @@ pub struct Cache<P> {
     pub(crate) inner: ForkSafeMutex<Inner>,
     /// zstd dictionaries (`dictionary.rs`, `training.rs`).
     pub(crate) dicts: DictSet,
+    /// The index's slots, also the pool's object owner (`slots.rs`).
+    slots: Arc<Slots>,
 }
 
 pub(crate) struct Inner {
     pub(crate) index: Index,
     pub(crate) queue: Queue,
-    deadlines: Deadlines,
+    pub(crate) deadlines: Deadlines,
     pub(crate) counters: Counters,
     /// Values per dictionary and dictionary events (`training.rs`).
     pub(crate) dict_usage: DictUsage,
@@ -94,9 +106,9 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn empty(eviction: Eviction) -> Inner {
+    pub(crate) fn empty(eviction: Eviction, slots: Arc<Slots>) -> Inner {
         Inner {
-            index: Index::default(),
+            index: Index::new(slots),
             queue: Queue::new(eviction),
             deadlines: Deadlines::new(),
             counters: Counters::default(),
@@ -124,7 +136,13 @@ pub struct Encoded<'k> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryRef {
     slot: u32,
-    handle: u64,
+    /// The slot's hash and version (`stamp`) when the entry was found.
+    stamp: u64,
+}
+
+/// What tells a slot's entries apart over time: the key hash and the slot's version.
+fn stamp(slot: &Slot) -> u64 {
+    u64::from(slot.hash()) | u64::from(slot.version()) << 32
 }
 
 /// The cache mutex, held: every cache operation.
@@ -162,7 +180,7 @@ impl<P: Deref<Target = Pool>> Cache<P> {
                     allowed: "only with compression='zstd'",
                 });
             }
-            return Ok(Cache::build(pool, config, clock, 0));
+            return Cache::build(pool, config, clock, 0).attach();
         };
         let given = match &config.dictionary {
             Dictionary::Given(bytes) => Some(bytes.clone()),
@@ -172,11 +190,12 @@ impl<P: Deref<Target = Pool>> Cache<P> {
         if let Some(bytes) = given {
             cache.install_dictionary(&bytes)?;
         }
-        Ok(cache)
+        cache.attach()
     }
 
     fn build(pool: P, config: CacheConfig, clock: Clock, level: i32) -> Cache<P> {
-        let inner = Inner::empty(config.eviction);
+        let slots = Arc::new(Slots::new());
+        let inner = Inner::empty(config.eviction, slots.clone());
         let dicts = DictSet::new(config.dictionary.clone(), level);
         Cache {
             pool,
@@ -186,7 +205,16 @@ impl<P: Deref<Target = Pool>> Cache<P> {
             closed: AtomicBool::new(false),
             inner: ForkSafeMutex::new(inner),
             dicts,
+            slots,
         }
+    }
+
+    /// Register the slots as the pool's object owner, the last step of a construction that
+    /// can fail (the pool takes one owner for good): `PoolHasCache` if the pool already has
+    /// one (another cache's entries live in it).
+    fn attach(self) -> Result<Cache<P>> {
+        self.pool.set_object_owner(self.slots.clone()).map_err(|_| CacheError::PoolHasCache)?;
+        Ok(self)
     }
 
     /// The pool the entries live in.
@@ -362,7 +390,7 @@ impl<P: Deref<Target = Pool> + Send + Sync> OuterLock for Cache<P> {
 
     fn fork_child(&self) {
         self.dicts.fork_child();
-        self.inner.fork_child(|| Inner::empty(self.config.eviction));
+        self.inner.fork_child(|| Inner::empty(self.config.eviction, self.slots.clone()));
     }
 }
 
@@ -424,16 +452,19 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                 return false;
             }
             let is_expired = deadlines.is_expired(id, now);
-            let step = pool.read_with(slot.handle(), |object| -> Result<bool> {
-                let header = Header::read(object)?;
-                if !header.key_is(object, key)? {
-                    return Ok(false);
-                }
-                if !is_expired && let Some(read) = read.take() {
-                    out = Some(read(object, &header)?);
-                }
-                Ok(true)
-            });
+            let step = pool.read_owned(
+                || slot.location(),
+                |object| -> Result<bool> {
+                    let header = Header::read(object)?;
+                    if !header.key_is(object, key)? {
+                        return Ok(false);
+                    }
+                    if !is_expired && let Some(read) = read.take() {
+                        out = Some(read(object, &header)?);
+                    }
+                    Ok(true)
+                },
+            );
             match step.map_err(CacheError::from).and_then(|r| r) {
                 Ok(true) => {
                     expired = is_expired;
@@ -461,18 +492,19 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
 
     /// Unlink a slot from queue, index and deadlines, free its object, fix the counters.
     fn remove_slot(&mut self, id: u32, why: Why) -> Result<()> {
-        let handle = self.inner.index.slots[id as usize].handle();
-        let info = self.pool().read_with(handle, |object| entry_info(object, &Header::read(object)?))??;
+        let slot = self.inner.index.slot(id);
+        let info =
+            self.pool().read_owned(|| slot.location(), |object| entry_info(object, &Header::read(object)?))??;
         self.remove_found(id, info, why)
     }
 
     /// [`CacheGuard::remove_slot`] for a caller that read the entry's `info` in the lookup
     /// that found it: one pool call (the free) instead of two.
     fn remove_found(&mut self, id: u32, info: EntryInfo, why: Why) -> Result<()> {
-        let handle = self.inner.index.slots[id as usize].handle();
-        self.pool().free(handle)?;
+        let slot = self.inner.index.slot(id);
+        self.cache.pool.free_owned(id, || slot.location())?;
         let inner = &mut *self.inner;
-        inner.queue.unlink(&mut inner.index.slots, id);
+        inner.queue.unlink(&inner.index.slots, id);
         inner.index.remove(id);
         inner.deadlines.set(id, 0);
         let c = &mut inner.counters;
@@ -494,7 +526,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         match self.lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))? {
             Some((id, out)) => {
                 let inner = &mut *self.inner;
-                inner.queue.touch(&mut inner.index.slots, id);
+                inner.queue.touch(&inner.index.slots, id);
                 inner.counters.hits += 1;
                 Ok(Some(out))
             }
@@ -512,7 +544,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Three passes instead of one lookup per key, so that the work is amortised and the
     /// cache misses of different keys overlap: (1) hash every key and probe the index with
     /// the index's `find_many` (buckets and slots prefetched a pass ahead); (2) one
-    /// [`Pool::read_batch`] over the candidates' handles confirms each key against the
+    /// [`Pool::read_batch_owned`] over the candidates' slots confirms each key against the
     /// stored one and hands the value to `f`; (3) recency and counters. A key whose
     /// candidate is not confirmed (a 30-bit hash collision) or has expired takes the
     /// ordinary [`CacheGuard::get_with`] path. Keep batches modest (hundreds of keys).
@@ -532,8 +564,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let hashes: Vec<u32> = keys.iter().map(|&key| self.cache.hash(key)).collect();
         let mut candidates = Vec::with_capacity(keys.len());
         let mut steps = Vec::with_capacity(keys.len());
-        let mut handles = Vec::with_capacity(keys.len());
-        let mut of_handle = Vec::with_capacity(keys.len());
+        let mut ids = Vec::with_capacity(keys.len());
+        let mut of_id = Vec::with_capacity(keys.len());
         {
             let inner = &*self.inner;
             inner.index.find_many(&hashes, &mut candidates);
@@ -542,8 +574,8 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
                     NIL => Step::Miss,
                     id if inner.deadlines.is_expired(id, now) => Step::Slow,
                     id => {
-                        handles.push(inner.index.slots[id as usize].handle());
-                        of_handle.push(i);
+                        ids.push(id);
+                        of_id.push(i);
                         Step::Candidate(id)
                     }
                 });
@@ -551,25 +583,30 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         }
         let mut error = None;
         let dicts = &self.cache.dicts;
-        self.cache.pool.read_batch(&handles, |j, object| {
-            let i = of_handle[j];
-            let Step::Candidate(id) = steps[i] else { unreachable!("only candidates have handles") };
-            let step = object.map_err(CacheError::from).and_then(|object| -> Result<bool> {
-                let header = Header::read(object)?;
-                if !header.key_is(object, keys[i])? {
-                    return Ok(false);
+        let slots = &*self.inner.index.slots;
+        self.cache.pool.read_batch_owned(
+            ids.len(),
+            |j| slots.slot(ids[j]).location(),
+            |j, object| {
+                let i = of_id[j];
+                let Step::Candidate(id) = steps[i] else { unreachable!("only candidates are read") };
+                let step = object.map_err(CacheError::from).and_then(|object| -> Result<bool> {
+                    let header = Header::read(object)?;
+                    if !header.key_is(object, keys[i])? {
+                        return Ok(false);
+                    }
+                    f(i, &header.value(object, dicts)?);
+                    Ok(true)
+                });
+                match step {
+                    Ok(true) => steps[i] = Step::Hit(id),
+                    Ok(false) => steps[i] = Step::Slow,
+                    Err(e) => {
+                        error.get_or_insert(e);
+                    }
                 }
-                f(i, &header.value(object, dicts)?);
-                Ok(true)
-            });
-            match step {
-                Ok(true) => steps[i] = Step::Hit(id),
-                Ok(false) => steps[i] = Step::Slow,
-                Err(e) => {
-                    error.get_or_insert(e);
-                }
-            }
-        })?;
+            },
+        )?;
         if let Some(e) = error {
             return Err(e);
         }
@@ -577,7 +614,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             match step {
                 Step::Hit(id) => {
                     let inner = &mut *self.inner;
-                    inner.queue.touch(&mut inner.index.slots, id);
+                    inner.queue.touch(&inner.index.slots, id);
                     inner.counters.hits += 1;
                 }
                 Step::Miss => self.inner.counters.misses += 1,
@@ -595,10 +632,9 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     pub fn peek_with<R>(&mut self, key: Key<'_>, f: impl FnOnce(&Value<'_>) -> R) -> Result<Option<(EntryRef, R)>> {
         let hash = self.cache.hash(key);
         let dicts = &self.cache.dicts;
-        Ok(self.lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))?.map(|(slot, out)| {
-            let handle = self.inner.index.slots[slot as usize].handle();
-            (EntryRef { slot, handle }, out)
-        }))
+        Ok(self
+            .lookup(key, hash, |object, header| Ok(f(&header.value(object, dicts)?)))?
+            .map(|(slot, out)| (EntryRef { slot, stamp: stamp(self.inner.index.slot(slot)) }, out)))
     }
 
     /// Run `f` on the key and value of the entry the eviction algorithm would evict next,
@@ -609,18 +645,21 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let now = self.now();
         loop {
             let inner = &mut *self.inner;
-            let Some(slot) = inner.queue.victim(&mut inner.index.slots, NIL) else { return Ok(None) };
+            let Some(slot) = inner.queue.victim(&inner.index.slots, NIL) else { return Ok(None) };
             if inner.deadlines.is_expired(slot, now) {
                 self.remove_slot(slot, Why::Expired)?;
                 continue;
             }
-            let handle = inner.index.slots[slot as usize].handle();
+            let found = inner.index.slot(slot);
             let dicts = &self.cache.dicts;
-            let out = self.pool().read_with(handle, |object| -> Result<R> {
-                let header = Header::read(object)?;
-                Ok(f(header.key(object)?, &header.value(object, dicts)?))
-            })??;
-            return Ok(Some((EntryRef { slot, handle }, out)));
+            let out = self.cache.pool.read_owned(
+                || found.location(),
+                |object| -> Result<R> {
+                    let header = Header::read(object)?;
+                    Ok(f(header.key(object)?, &header.value(object, dicts)?))
+                },
+            )??;
+            return Ok(Some((EntryRef { slot, stamp: stamp(found) }, out)));
         }
     }
 
@@ -628,8 +667,7 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// or overwritten meanwhile); whether it was.
     pub fn remove_entry(&mut self, entry: EntryRef) -> Result<bool> {
         self.cache.check_open()?;
-        let same =
-            self.inner.index.slots.get(entry.slot as usize).is_some_and(|s| s.is_live() && s.handle() == entry.handle);
+        let same = self.inner.index.live_slot(entry.slot).is_some_and(|s| stamp(s) == entry.stamp);
         if same {
             self.remove_slot(entry.slot, Why::Deleted)?;
         }
@@ -646,15 +684,18 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let dicts = &self.cache.dicts;
         let mut p = inner.queue.tail();
         while p != NIL {
-            let slot = &inner.index.slots[p as usize];
+            let slot = inner.index.slot(p);
             let deadline = inner.deadlines.get(p);
             let left = (deadline != 0).then(|| Duration::from_nanos(deadline.saturating_sub(now)));
-            self.cache.pool.read_with(slot.handle(), |object| -> Result<()> {
-                let header = Header::read(object)?;
-                f(header.key(object)?, &header.value(object, dicts)?, left);
-                Ok(())
-            })??;
-            p = slot.newer;
+            self.cache.pool.read_owned(
+                || slot.location(),
+                |object| -> Result<()> {
+                    let header = Header::read(object)?;
+                    f(header.key(object)?, &header.value(object, dicts)?, left);
+                    Ok(())
+                },
+            )??;
+            p = slot.newer();
         }
         Ok(())
     }
@@ -685,29 +726,33 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let now = self.now();
         while self.inner.counters.stored_bytes - old_stored + stored > max {
             let inner = &mut *self.inner;
-            let Some(victim) = inner.queue.victim(&mut inner.index.slots, keep) else { break };
+            let Some(victim) = inner.queue.victim(&inner.index.slots, keep) else { break };
             let why = if inner.deadlines.is_expired(victim, now) { Why::Expired } else { Why::Evicted };
             self.remove_slot(victim, why)?;
         }
-        let handle = self.pool().store_parts(&entry.pieces.parts(entry.key.bytes))?;
+        // A new slot either way: on an overwrite the old object still names the old slot
+        // until it is freed (see the module docs); a failed store leaves the old entry as it was.
+        let id = self.inner.index.alloc(entry.hash);
+        if let Err(e) = self.cache.pool.store_owned(id, &entry.pieces.parts(entry.key.bytes)) {
+            self.inner.index.release(id);
+            return Err(e.into());
+        }
         let id = match existing {
-            Some((id, old_info)) => {
-                let old = self.inner.index.slots[id as usize].handle();
-                self.pool().free(old)?;
+            Some((old, old_info)) => {
+                self.overwrite(old, id)?;
                 let inner = &mut *self.inner;
-                inner.index.replace(id, handle);
-                inner.queue.touch(&mut inner.index.slots, id);
+                inner.queue.touch(&inner.index.slots, old);
                 let c = &mut inner.counters;
                 c.stored_bytes -= old_info.stored;
                 c.payload_bytes -= old_info.payload;
                 c.compressed_entries -= u64::from(old_info.compressed);
                 self.value_left(&old_info)?;
-                id
+                old
             }
             None => {
                 let inner = &mut *self.inner;
-                let id = inner.index.insert(handle, entry.hash);
-                inner.queue.push(&mut inner.index.slots, id);
+                inner.index.link(id);
+                inner.queue.push(&inner.index.slots, id);
                 id
             }
         };
@@ -730,6 +775,23 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         c.sets += 1;
         let (before, after) = (entry.pieces.value_len as u64, entry.pieces.value.len() as u64);
         inner.dict_usage.add(entry.pieces.dict_id(), before, after);
+        Ok(())
+    }
+
+    /// Make the entry in slot `old` the object just stored under the spare slot `new`: free
+    /// the old object, give the slot a new version (an `EntryRef` of the old entry no longer
+    /// matches), hand the new object that slot (`Pool::reown`), give the spare back. The
+    /// entry keeps its slot, bucket, queue place and deadline. (Storing the new object under
+    /// `old` directly would not do: until the old object is freed, compaction may move it
+    /// and write its location into `old`.)
+    pub(crate) fn overwrite(&mut self, old: u32, new: u32) -> Result<()> {
+        let pool = &self.cache.pool;
+        let index = &mut self.inner.index;
+        let (old_slot, new_slot) = (index.slot(old), index.slot(new));
+        pool.free_owned(old, || old_slot.location())?;
+        old_slot.renew();
+        pool.reown(new, old, || new_slot.location())?;
+        index.release(new);
         Ok(())
     }
 
@@ -805,10 +867,10 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let mut keys = Vec::with_capacity(inner.index.len());
         let mut p = inner.queue.tail();
         while p != NIL {
-            let slot = &inner.index.slots[p as usize];
-            let key = self.cache.pool.read_with(slot.handle(), |object| Header::read(object)?.key(object))??;
+            let slot = inner.index.slot(p);
+            let key = self.cache.pool.read_owned(|| slot.location(), |object| Header::read(object)?.key(object))??;
             keys.push(key);
-            p = slot.newer;
+            p = slot.newer();
         }
         Ok(keys)
     }
@@ -816,13 +878,14 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Remove every entry (their objects are freed; counters of past events are kept).
     pub fn clear(&mut self) -> Result<()> {
         self.cache.check_open()?;
-        let handles: Vec<u64> =
-            self.inner.index.live_ids().map(|id| self.inner.index.slots[id as usize].handle()).collect();
-        for handle in handles {
-            self.pool().free(handle)?;
+        let ids: Vec<u32> = self.inner.index.live_ids().collect();
+        for id in ids {
+            let slot = self.inner.index.slot(id);
+            self.cache.pool.free_owned(id, || slot.location())?;
         }
         let inner = &mut *self.inner;
-        inner.index.clear();
+        // SAFETY: every live slot's object was freed just above (dead slots own none).
+        unsafe { inner.index.clear_and_release() };
         inner.queue.clear();
         inner.deadlines.clear();
         inner.counters.stored_bytes = 0;

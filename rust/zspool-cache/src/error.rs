@@ -34,6 +34,9 @@ pub enum CacheError {
         /// What is allowed instead.
         allowed: &'static str,
     },
+    /// The pool already holds a cache's entries: a pool routes compaction's rewrites of
+    /// moved entries to one cache's index, so each cache needs a pool of its own.
+    PoolHasCache,
     /// An object failed to decode (a bug or memory corruption, never expected).
     Corrupt(&'static str),
     /// A dictionary that is not a zstd dictionary, is corrupt, or could not be trained.
@@ -66,6 +69,9 @@ impl fmt::Display for CacheError {
             CacheError::BadConfig { what, value, allowed } => {
                 write!(f, "{what}={value} is out of range: allowed {allowed}")
             }
+            CacheError::PoolHasCache => f.write_str(
+                "this pool already holds a cache's entries (one cache per pool): give the new cache a pool of its own",
+            ),
             CacheError::Corrupt(what) => write!(f, "cache object failed to decode ({what}): this is a bug"),
             CacheError::Dictionary(msg) => f.write_str(msg),
             CacheError::Pool(err) => err.fmt(f),

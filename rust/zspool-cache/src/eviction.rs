@@ -14,7 +14,7 @@
 //! (`asv_bench/standalone/cache_eviction.py`, figures in the README), so it is the default;
 //! LRU stays selectable for workloads with strong recency. Guarded by the cache mutex.
 
-use crate::index::{NIL, Slot};
+use crate::slots::{NIL, Slots};
 
 /// The eviction algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,11 +33,13 @@ pub(crate) struct Queue {
     tail: u32,
     /// SIEVE's hand: the next slot to examine (NIL: start from the tail).
     hand: u32,
+    /// Entries queued.
+    len: usize,
 }
 
 impl Queue {
     pub(crate) fn new(kind: Eviction) -> Queue {
-        Queue { kind, head: NIL, tail: NIL, hand: NIL }
+        Queue { kind, head: NIL, tail: NIL, hand: NIL, len: 0 }
     }
 
     /// The oldest entry (NIL when empty); follow `newer` links toward the head.
@@ -46,13 +48,14 @@ impl Queue {
     }
 
     /// Put a new slot at the head.
-    pub(crate) fn push(&mut self, slots: &mut [Slot], id: u32) {
-        let slot = &mut slots[id as usize];
-        slot.newer = NIL;
-        slot.older = self.head;
+    pub(crate) fn push(&mut self, slots: &Slots, id: u32) {
+        let slot = slots.slot(id);
+        slot.set_newer(NIL);
+        slot.set_older(self.head);
         slot.set_visited(false);
+        self.len += 1;
         if self.head != NIL {
-            slots[self.head as usize].newer = id;
+            slots.slot(self.head).set_newer(id);
         } else {
             self.tail = id;
         }
@@ -60,29 +63,30 @@ impl Queue {
     }
 
     /// Take a slot out of the queue (before the index frees it).
-    pub(crate) fn unlink(&mut self, slots: &mut [Slot], id: u32) {
-        let Slot { newer, older, .. } = slots[id as usize];
+    pub(crate) fn unlink(&mut self, slots: &Slots, id: u32) {
+        let (newer, older) = (slots.slot(id).newer(), slots.slot(id).older());
+        self.len -= 1;
         if self.hand == id {
             self.hand = newer;
         }
         if newer != NIL {
-            slots[newer as usize].older = older;
+            slots.slot(newer).set_older(older);
         } else {
             self.head = older;
         }
         if older != NIL {
-            slots[older as usize].newer = newer;
+            slots.slot(older).set_newer(newer);
         } else {
             self.tail = newer;
         }
-        slots[id as usize].newer = NIL;
-        slots[id as usize].older = NIL;
+        slots.slot(id).set_newer(NIL);
+        slots.slot(id).set_older(NIL);
     }
 
     /// A hit on `id`.
-    pub(crate) fn touch(&mut self, slots: &mut [Slot], id: u32) {
+    pub(crate) fn touch(&mut self, slots: &Slots, id: u32) {
         match self.kind {
-            Eviction::Sieve => slots[id as usize].set_visited(true),
+            Eviction::Sieve => slots.slot(id).set_visited(true),
             Eviction::Lru => {
                 if self.head != id {
                     self.unlink(slots, id);
@@ -94,7 +98,7 @@ impl Queue {
 
     /// The entry to evict next, never `keep` (the entry being written); `None` if there is
     /// no other. SIEVE clears `visited` bits on the way and moves its hand.
-    pub(crate) fn victim(&mut self, slots: &mut [Slot], keep: u32) -> Option<u32> {
+    pub(crate) fn victim(&mut self, slots: &Slots, keep: u32) -> Option<u32> {
         if self.tail == NIL {
             return None;
         }
@@ -102,7 +106,7 @@ impl Queue {
             Eviction::Lru => {
                 let mut p = self.tail;
                 while p == keep {
-                    p = slots[p as usize].newer;
+                    p = slots.slot(p).newer();
                 }
                 (p != NIL).then_some(p)
             }
@@ -115,18 +119,18 @@ impl Queue {
                         p = self.tail;
                     }
                     if p != keep {
-                        let slot = &mut slots[p as usize];
+                        let slot = slots.slot(p);
                         if !slot.visited() {
-                            self.hand = slot.newer;
+                            self.hand = slot.newer();
                             return Some(p);
                         }
                         slot.set_visited(false);
                     }
                     steps += 1;
-                    if steps > 2 * slots.len() + 2 {
+                    if steps > 2 * self.len + 2 {
                         return None; // only `keep` is left
                     }
-                    p = slots[p as usize].newer;
+                    p = slots.slot(p).newer();
                 }
             }
         }
@@ -141,20 +145,21 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::index::Index;
+    use crate::index::tests::{index, insert};
 
     fn setup(kind: Eviction, n: u32) -> (Index, Queue) {
-        let mut index = Index::default();
+        let mut index = index();
         let mut queue = Queue::new(kind);
         for i in 0..n {
-            let id = index.insert(u64::from(i), i);
-            queue.push(&mut index.slots, id);
+            let id = insert(&mut index, u64::from(i), i);
+            queue.push(&index.slots, id);
         }
         (index, queue)
     }
 
     fn evict(index: &mut Index, queue: &mut Queue) -> u32 {
-        let id = queue.victim(&mut index.slots, NIL).unwrap();
-        queue.unlink(&mut index.slots, id);
+        let id = queue.victim(&index.slots, NIL).unwrap();
+        queue.unlink(&index.slots, id);
         index.remove(id);
         id
     }
@@ -162,20 +167,20 @@ mod tests {
     #[test]
     fn sieve_spares_visited_and_keeps_its_hand() {
         let (mut index, mut queue) = setup(Eviction::Sieve, 5); // tail 0 .. head 4
-        queue.touch(&mut index.slots, 0);
-        queue.touch(&mut index.slots, 2);
+        queue.touch(&index.slots, 0);
+        queue.touch(&index.slots, 2);
         assert_eq!(evict(&mut index, &mut queue), 1, "0 was visited: spared, bit cleared");
         assert_eq!(evict(&mut index, &mut queue), 3, "the hand continues from 2, which is spared");
         assert_eq!(evict(&mut index, &mut queue), 4);
         assert_eq!(evict(&mut index, &mut queue), 0, "wrapped: 0's bit was cleared by the first sweep");
         assert_eq!(evict(&mut index, &mut queue), 2);
-        assert_eq!(queue.victim(&mut index.slots, NIL), None);
+        assert_eq!(queue.victim(&index.slots, NIL), None);
     }
 
     #[test]
     fn lru_evicts_least_recently_used() {
         let (mut index, mut queue) = setup(Eviction::Lru, 4);
-        queue.touch(&mut index.slots, 0);
+        queue.touch(&index.slots, 0);
         assert_eq!(evict(&mut index, &mut queue), 1);
         assert_eq!(evict(&mut index, &mut queue), 2);
         assert_eq!(evict(&mut index, &mut queue), 3);
@@ -185,10 +190,10 @@ mod tests {
     #[test]
     fn never_picks_the_kept_slot() {
         for kind in [Eviction::Sieve, Eviction::Lru] {
-            let (mut index, mut queue) = setup(kind, 1);
-            assert_eq!(queue.victim(&mut index.slots, 0), None);
-            let (mut index, mut queue) = setup(kind, 2);
-            assert_eq!(queue.victim(&mut index.slots, 0), Some(1));
+            let (index, mut queue) = setup(kind, 1);
+            assert_eq!(queue.victim(&index.slots, 0), None);
+            let (index, mut queue) = setup(kind, 2);
+            assert_eq!(queue.victim(&index.slots, 0), Some(1));
         }
     }
 }

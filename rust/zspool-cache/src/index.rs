@@ -1,9 +1,11 @@
-//! The index: which pool handle holds which key, in flat arrays and no heap object per entry.
+//! The index: where in the pool each key's entry is, in flat arrays and no heap object per
+//! entry.
 //!
-//! - `slots`: one 20-byte [`Slot`] per entry (pool handle, 30-bit key hash and two flag bits,
-//!   and the two links of the eviction queue), reused through a free list;
+//! - `slots`: one 20-byte [`Slot`] per entry (`slots.rs`: the entry's location in the pool,
+//!   30-bit key hash and two flag bits, and the two links of the eviction queue), reused
+//!   through a free list;
 //! - `table`: open addressing with linear probing, one tag byte and one 4-byte slot number
-//!   per bucket (5 bytes), at most 85 % full. Its size is not a power of two: a hash is mapped
+//!   side by side per bucket (5 bytes), at most 85 % full. Its size is not a power of two: a hash is mapped
 //!   to its home bucket by a multiply-shift (Lemire's reduction), so the table grows by 1.5x
 //!   and sits between 57 % and 85 % full instead of hashbrown's 44-87 %. Deletion shifts the
 //!   following entries back (no tombstones), so probes stay short after churn.
@@ -12,8 +14,8 @@
 //! differs, then slots whose 30-bit hash differs, and the caller confirms a candidate by
 //! comparing the key bytes stored in the pool object (`entry.rs`), so a hash collision can
 //! never return another key's value. The table is rebuilt from the stored hashes, without
-//! touching the pool. The pool's handles stay valid across compaction, so compaction never
-//! touches the index.
+//! touching the pool. Compaction touches only the slots' locations (`slots.rs`), never the
+//! table, the hashes or the links.
 //!
 //! Batches ([`Index::find_many`]) walk their keys in passes, prefetching each key's bucket
 //! before any is probed and each candidate's slot before any is checked, so the cache misses
@@ -21,77 +23,47 @@
 //!
 //! Guarded by the cache mutex (`cache.rs`), like everything in `Inner`.
 
-/// No slot: the end of a queue list, an empty hand, a missing candidate.
-pub(crate) const NIL: u32 = u32::MAX;
+pub(crate) use crate::slots::{HASH_MASK, NIL};
+use crate::slots::{Slot, Slots};
+use std::sync::Arc;
 
-const LIVE: u32 = 1 << 31;
-const VISITED: u32 = 1 << 30;
-/// The bits of a key hash the index keeps (`cache.rs` hashes keys to this width).
-pub(crate) const HASH_MASK: u32 = VISITED - 1;
-
-/// One entry of the index: 20 bytes, 4-byte aligned.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Slot {
-    /// The pool handle, in two halves so that the slot needs no 8-byte alignment (a `u64`
-    /// field would pad the slot to 24 bytes).
-    handle_lo: u32,
-    handle_hi: u32,
-    /// LIVE | VISITED | the key's 30-bit hash.
-    hash_flags: u32,
-    /// Toward newer entries (the queue's head).
-    pub newer: u32,
-    /// Toward older entries (the queue's tail); the free-list link of a dead slot.
-    pub older: u32,
-}
-
-impl Slot {
-    const DEAD: Slot = Slot { handle_lo: 0, handle_hi: 0, hash_flags: 0, newer: NIL, older: NIL };
-
-    pub(crate) fn handle(&self) -> u64 {
-        u64::from(self.handle_lo) | (u64::from(self.handle_hi) << 32)
-    }
-
-    fn set_handle(&mut self, handle: u64) {
-        self.handle_lo = handle as u32;
-        self.handle_hi = (handle >> 32) as u32;
-    }
-
-    pub(crate) fn hash(&self) -> u32 {
-        self.hash_flags & HASH_MASK
-    }
-
-    pub(crate) fn visited(&self) -> bool {
-        self.hash_flags & VISITED != 0
-    }
-
-    pub(crate) fn set_visited(&mut self, on: bool) {
-        if on { self.hash_flags |= VISITED } else { self.hash_flags &= !VISITED }
-    }
-
-    pub(crate) fn is_live(&self) -> bool {
-        self.hash_flags & LIVE != 0
-    }
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Index {
-    pub slots: Vec<Slot>,
+    /// The slots, shared with the pool, which rewrites their locations (`slots.rs`).
+    pub slots: Arc<Slots>,
     table: Table,
     free_head: Option<u32>,
+    /// Slot ids handed out so far: every id below has a chunk.
+    fresh: u32,
     live: usize,
 }
 
 impl Index {
+    pub(crate) fn new(slots: Arc<Slots>) -> Index {
+        Index { slots, table: Table::default(), free_head: None, fresh: 0, live: 0 }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.live
+    }
+
+    /// Slot `id` (one the index handed out).
+    #[inline]
+    pub(crate) fn slot(&self, id: u32) -> &Slot {
+        self.slots.slot(id)
+    }
+
+    /// Slot `id` if it holds a live entry.
+    pub(crate) fn live_slot(&self, id: u32) -> Option<&Slot> {
+        (id < self.fresh).then(|| self.slot(id)).filter(|slot| slot.is_live())
     }
 
     /// Slots whose stored hash is `hash`, for the caller to confirm by key bytes; the first
     /// slot for which `confirm` returns true is returned.
     pub(crate) fn find(&self, hash: u32, mut confirm: impl FnMut(u32, &Slot) -> bool) -> Option<u32> {
-        let slots = &self.slots;
+        let slots = &*self.slots;
         self.table.find(hash, |id| {
-            let slot = &slots[id as usize];
+            let slot = slots.slot(id);
             slot.hash() == hash && confirm(id, slot)
         })
     }
@@ -108,13 +80,13 @@ impl Index {
         }
         for &hash in hashes {
             let id = self.table.find(hash, |_| true).unwrap_or(NIL);
-            if let Some(slot) = self.slots.get(id as usize) {
-                prefetch(std::ptr::from_ref(slot).cast());
+            if id != NIL {
+                prefetch(std::ptr::from_ref(self.slot(id)).cast());
             }
             out.push(id);
         }
         for (id, &hash) in out.iter_mut().zip(hashes) {
-            if *id != NIL && self.slots[*id as usize].hash() != hash {
+            if *id != NIL && self.slot(*id).hash() != hash {
                 // Another key's tag came first in the probe (about 1 % of keys): probe again,
                 // this time checking every tag match's hash.
                 *id = self.find(hash, |_, _| true).unwrap_or(NIL);
@@ -127,69 +99,108 @@ impl Index {
         self.table.prefetch(hash);
     }
 
-    /// A new live slot for (`handle`, `hash`), in the table; not yet queued.
-    pub(crate) fn insert(&mut self, handle: u64, hash: u32) -> u32 {
-        debug_assert_eq!(hash & !HASH_MASK, 0);
-        let mut slot = Slot { hash_flags: LIVE | hash, ..Slot::DEAD };
-        slot.set_handle(handle);
+    /// A slot for a new entry of `hash`: live, with a new version, no object yet, in
+    /// neither the table nor the queue. Store its object (the pool publishes the location
+    /// into it), then [`Index::link`] it, or [`Index::release`] it if the store failed.
+    pub(crate) fn alloc(&mut self, hash: u32) -> u32 {
         let id = match self.free_head {
             Some(id) => {
-                let next = self.slots[id as usize].older;
+                let next = self.slot(id).older();
                 self.free_head = (next != NIL).then_some(next);
-                self.slots[id as usize] = slot;
                 id
             }
             None => {
-                let id =
-                    u32::try_from(self.slots.len()).ok().filter(|&id| id != NIL).expect("fewer than 2**32 entries");
-                self.slots.push(slot);
+                let id = self.fresh;
+                assert!(id <= zspool_core::MAX_OWNER_ID, "fewer than 2**30 entries");
+                self.slots.ensure(id);
+                self.fresh += 1;
                 id
             }
         };
-        self.table.insert(hash, id, &self.slots);
-        self.live += 1;
+        self.slot(id).start(hash);
         id
     }
 
-    /// Point a live slot at a new object (an overwrite).
-    pub(crate) fn replace(&mut self, id: u32, handle: u64) {
-        self.slots[id as usize].set_handle(handle);
+    /// Put the new slot `id` (from [`Index::alloc`]) in the table.
+    pub(crate) fn link(&mut self, id: u32) {
+        let hash = self.slot(id).hash();
+        self.table.insert(hash, id, &self.slots);
+        self.live += 1;
+    }
+
+    /// Give back a slot from [`Index::alloc`] that was never linked and names no object (its
+    /// store failed, or its object was handed to another slot).
+    pub(crate) fn release(&mut self, id: u32) {
+        self.slot(id).kill(self.free_head.unwrap_or(NIL));
+        self.free_head = Some(id);
     }
 
     /// Take a slot out of the table and put it on the free list (unlink it from the queue
-    /// first).
+    /// and free its object first).
     pub(crate) fn remove(&mut self, id: u32) {
-        let hash = self.slots[id as usize].hash();
-        debug_assert!(self.slots[id as usize].is_live());
+        let hash = self.slot(id).hash();
+        debug_assert!(self.slot(id).is_live());
         self.table.remove(hash, id, &self.slots);
-        self.slots[id as usize] = Slot { older: self.free_head.unwrap_or(NIL), ..Slot::DEAD };
-        self.free_head = Some(id);
+        self.release(id);
         self.live -= 1;
     }
 
-    /// Forget everything and give the memory back.
+    /// Forget every entry (their objects must be gone from the index's view: freed, or the
+    /// pool closing). The slot chunks stay (see [`Index::release_memory`]).
     pub(crate) fn clear(&mut self) {
-        *self = Index::default();
+        *self = Index::new(self.slots.clone());
+    }
+
+    /// [`Index::clear`], and give the slots' memory back.
+    ///
+    /// # Safety
+    /// No pool object may be owned by a slot any more (every entry's object freed).
+    pub(crate) unsafe fn clear_and_release(&mut self) {
+        self.clear();
+        // SAFETY: the caller vouches that no object names a slot; `&mut self` holds the
+        // index, so no slot reference of ours is alive.
+        unsafe { self.slots.release_chunks() };
     }
 
     /// Live slot ids, in slot order.
     pub(crate) fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots.iter().enumerate().filter(|(_, s)| s.is_live()).map(|(i, _)| i as u32)
+        (0..self.fresh).filter(|&id| self.slot(id).is_live())
     }
 
     /// Heap bytes held by the index (slots and table, by capacity).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * size_of::<Slot>() + self.table.heap_bytes()
+        self.slots.heap_bytes() + self.table.heap_bytes()
     }
 }
 
-/// Linear probing over `tags` / `ids`. `tags[b] == 0`: bucket `b` is empty; otherwise it
-/// holds slot `ids[b]` and 7 bits of that slot's hash with the top bit set.
+/// Linear probing over [`Bucket`]s (a tag of 0: empty).
 #[derive(Debug, Default)]
 struct Table {
-    tags: Vec<u8>,
-    ids: Vec<u32>,
+    buckets: Vec<Bucket>,
     items: usize,
+}
+
+/// One bucket, 5 bytes: the tag and the slot number side by side, so that a probe's first
+/// read brings both (two arrays took two cache misses, in parallel but each a miss).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+struct Bucket {
+    /// 0: empty; else 7 bits of the slot's hash with the top bit set.
+    tag: u8,
+    /// The slot number, little-endian bytes (no alignment, so 5 bytes a bucket).
+    id: [u8; 4],
+}
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket { tag: 0, id: [0; 4] };
+
+    fn new(tag: u8, id: u32) -> Bucket {
+        Bucket { tag, id: id.to_le_bytes() }
+    }
+
+    fn id(self) -> u32 {
+        u32::from_le_bytes(self.id)
+    }
 }
 
 /// The smallest table, in buckets.
@@ -216,7 +227,7 @@ fn cyclic_between(x: usize, from: usize, to: usize) -> bool {
 
 impl Table {
     fn buckets(&self) -> usize {
-        self.tags.len()
+        self.buckets.len()
     }
 
     fn home(&self, mixed: u64) -> usize {
@@ -230,8 +241,7 @@ impl Table {
     fn prefetch(&self, hash: u32) {
         if self.items > 0 {
             let home = self.home(mix(hash));
-            prefetch(self.tags[home..].as_ptr());
-            prefetch(self.ids[home..].as_ptr().cast());
+            prefetch(self.buckets[home..].as_ptr().cast());
         }
     }
 
@@ -245,9 +255,10 @@ impl Table {
         let mut b = self.home(mixed);
         // Ends: the table is never full, so an empty bucket lies ahead.
         loop {
-            match self.tags[b] {
+            let bucket = self.buckets[b];
+            match bucket.tag {
                 0 => return None,
-                t if t == want && f(self.ids[b]) => return Some(self.ids[b]),
+                t if t == want && f(bucket.id()) => return Some(bucket.id()),
                 _ => b = self.next(b),
             }
         }
@@ -255,7 +266,7 @@ impl Table {
 
     /// Put slot `id` (whose hash is `hash`; not in the table yet) in its bucket. `slots`
     /// gives every other entry's hash, for rebuilding.
-    fn insert(&mut self, hash: u32, id: u32, slots: &[Slot]) {
+    fn insert(&mut self, hash: u32, id: u32, slots: &Slots) {
         if (self.items + 1) * MAX_LOAD.1 > self.buckets() * MAX_LOAD.0 {
             self.rebuild((self.buckets() * 3 / 2).max(MIN_BUCKETS), slots);
         }
@@ -266,38 +277,38 @@ impl Table {
     fn place(&mut self, hash: u32, id: u32) {
         let mixed = mix(hash);
         let mut b = self.home(mixed);
-        while self.tags[b] != 0 {
+        while self.buckets[b].tag != 0 {
             b = self.next(b);
         }
-        self.tags[b] = tag(mixed);
-        self.ids[b] = id;
+        self.buckets[b] = Bucket::new(tag(mixed), id);
+    }
+
+    /// The bucket holding slot `id`, whose hash is `hash`.
+    fn bucket_of(&self, hash: u32, id: u32) -> usize {
+        let mut b = self.home(mix(hash));
+        while self.buckets[b].id() != id || self.buckets[b].tag == 0 {
+            assert_ne!(self.buckets[b].tag, 0, "a live slot is always in the table");
+            b = self.next(b);
+        }
+        b
     }
 
     /// Take slot `id` (hash `hash`, in the table) out, shifting later entries of its probe
     /// run back so that no probe ever stops early at the gap.
-    fn remove(&mut self, hash: u32, id: u32, slots: &[Slot]) {
-        let mut hole = {
-            let mixed = mix(hash);
-            let mut b = self.home(mixed);
-            while self.ids[b] != id || self.tags[b] == 0 {
-                assert_ne!(self.tags[b], 0, "a live slot is always in the table");
-                b = self.next(b);
-            }
-            b
-        };
+    fn remove(&mut self, hash: u32, id: u32, slots: &Slots) {
+        let mut hole = self.bucket_of(hash, id);
         let mut b = self.next(hole);
-        while self.tags[b] != 0 {
-            let home = self.home(mix(slots[self.ids[b] as usize].hash()));
+        while self.buckets[b].tag != 0 {
+            let home = self.home(mix(slots.slot(self.buckets[b].id()).hash()));
             // The entry at `b` may fill the hole unless its home lies after the hole (then
             // moving it before its home would hide it from its own probes).
             if !cyclic_between(home, hole, b) {
-                self.tags[hole] = self.tags[b];
-                self.ids[hole] = self.ids[b];
+                self.buckets[hole] = self.buckets[b];
                 hole = b;
             }
             b = self.next(b);
         }
-        self.tags[hole] = 0;
+        self.buckets[hole] = Bucket::EMPTY;
         self.items -= 1;
         if self.buckets() > MIN_BUCKETS && self.items * MIN_LOAD.1 < self.buckets() * MIN_LOAD.0 {
             // About 57 % full again: items / (0.85 / 1.5) buckets.
@@ -307,19 +318,17 @@ impl Table {
     }
 
     /// Re-place every entry in a table of `buckets` buckets, from the slots' stored hashes.
-    fn rebuild(&mut self, buckets: usize, slots: &[Slot]) {
-        let old_ids = std::mem::take(&mut self.ids);
-        let old_tags = std::mem::replace(&mut self.tags, vec![0; buckets]);
-        self.ids = vec![0; buckets];
-        for (&t, &id) in old_tags.iter().zip(&old_ids) {
-            if t != 0 {
-                self.place(slots[id as usize].hash(), id);
+    fn rebuild(&mut self, buckets: usize, slots: &Slots) {
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; buckets]);
+        for bucket in old {
+            if bucket.tag != 0 {
+                self.place(slots.slot(bucket.id()).hash(), bucket.id());
             }
         }
     }
 
     fn heap_bytes(&self) -> usize {
-        self.tags.capacity() + self.ids.capacity() * size_of::<u32>()
+        self.buckets.capacity() * size_of::<Bucket>()
     }
 }
 
@@ -338,34 +347,44 @@ fn prefetch(ptr: *const u8) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn slot_is_20_bytes() {
-        assert_eq!(size_of::<Slot>(), 20);
-        let mut s = Slot::DEAD;
-        s.set_handle(0xDEAD_BEEF_0123_4567);
-        assert_eq!(s.handle(), 0xDEAD_BEEF_0123_4567);
+    /// An empty index on its own slots.
+    pub(crate) fn index() -> Index {
+        Index::new(Arc::new(Slots::new()))
+    }
+
+    /// A new linked slot whose location is `tag` (standing in for a stored object).
+    pub(crate) fn insert(index: &mut Index, tag: u64, hash: u32) -> u32 {
+        let id = index.alloc(hash);
+        index.slot(id).set_location(zspool_core::Location(tag));
+        index.link(id);
+        id
+    }
+
+    /// The location bits a test stored, without the slot's version.
+    fn tag_of(slot: &Slot) -> u64 {
+        slot.location().with_owner_bits(0).0
     }
 
     #[test]
     fn insert_find_remove_reuse() {
-        let mut index = Index::default();
-        let a = index.insert(100, 7);
-        let b = index.insert(200, 7); // same hash: both found, told apart by `confirm`
-        assert_eq!(index.find(7, |_, s| s.handle() == 200), Some(b));
-        assert_eq!(index.find(7, |_, s| s.handle() == 100), Some(a));
+        let mut index = index();
+        let a = insert(&mut index, 100, 7);
+        let b = insert(&mut index, 200, 7); // same hash: both found, told apart by `confirm`
+        assert_eq!(index.find(7, |_, s| tag_of(s) == 200), Some(b));
+        assert_eq!(index.find(7, |_, s| tag_of(s) == 100), Some(a));
         assert_eq!(index.find(8, |_, _| true), None);
         index.remove(a);
-        assert_eq!(index.find(7, |_, s| s.handle() == 100), None);
+        assert_eq!(index.find(7, |_, s| tag_of(s) == 100), None);
         assert_eq!(index.len(), 1);
-        let c = index.insert(300, 9);
+        let c = insert(&mut index, 300, 9);
         assert_eq!(c, a, "freed slots are reused");
         for i in 0..10_000u32 {
-            index.insert(u64::from(i) + 1000, i.wrapping_mul(2_654_435_761) & HASH_MASK);
+            insert(&mut index, u64::from(i) + 1000, i.wrapping_mul(2_654_435_761) & HASH_MASK);
         }
-        assert_eq!(index.find(9, |_, s| s.handle() == 300), Some(c), "survives rebuilding");
+        assert_eq!(index.find(9, |_, s| tag_of(s) == 300), Some(c), "survives rebuilding");
     }
 
     /// The table against a model (a std HashMap from slot to hash), through growth, random
@@ -374,7 +393,7 @@ mod tests {
     #[test]
     fn table_agrees_with_a_model_under_churn() {
         use std::collections::HashMap;
-        let mut index = Index::default();
+        let mut index = index();
         let mut model: HashMap<u32, (u32, u64)> = HashMap::new();
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         let mut next = || {
@@ -388,7 +407,7 @@ mod tests {
             let grow_phase = (step / 15_000) % 2 == 0;
             if model.is_empty() || (r % 3 != 0) == grow_phase {
                 let hash = (r >> 20) as u32 & 0x1FF;
-                let id = index.insert(step, hash);
+                let id = insert(&mut index, step, hash);
                 model.insert(id, (hash, step));
             } else {
                 let victim = *model.keys().nth((r >> 8) as usize % model.len()).unwrap();
@@ -397,7 +416,7 @@ mod tests {
             }
             if step % 997 == 0 {
                 for (&id, &(hash, handle)) in &model {
-                    assert_eq!(index.find(hash, |_, s| s.handle() == handle), Some(id));
+                    assert_eq!(index.find(hash, |_, s| tag_of(s) == handle), Some(id));
                 }
                 let hashes: Vec<u32> = model.values().map(|&(h, _)| h).chain([0x3FFF_FFFF]).collect();
                 let mut out = Vec::new();

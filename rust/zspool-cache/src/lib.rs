@@ -6,13 +6,16 @@
 //! Each entry (a small header, the key bytes, the value bytes, compressed when that pays) is
 //! **one pool object**. The cache keeps only a compact index in Rust, with no heap object per
 //! entry (`index.rs` gives its size per entry), plus 8 bytes per entry for TTLs once one is
-//! used. Because the pool's handles stay valid across compaction, the pool can compact
-//! and return pages to the OS while the index never changes.
+//! used. Entries are the pool's *owned* objects (the core's `owned.rs`): a slot holds its
+//! entry's location, so a lookup skips the pool's handle table, and compaction, which runs
+//! beside the cache, rewrites a moved entry's slot under the class lock. One cache per pool.
 //!
 //! One concept per file:
 //!
 //! - `entry.rs`: the layout of an entry's pool object, keys, and values lent to callers;
-//! - `index.rs`: the hash index (slots of handle, hash, size, queue links);
+//! - `index.rs`: the hash index (its table, and the slots it hands out);
+//! - `slots.rs`: the slots (location in the pool, hash, queue links), at stable addresses
+//!   that compaction rewrites;
 //! - `eviction.rs`: SIEVE (default) and LRU over one linked queue;
 //! - `ttl.rs`: per-entry deadlines and the clock;
 //! - `compression.rs`: lz4 / zstd, kept only where it saves space;
@@ -27,8 +30,8 @@
 //!
 //! Locks: one **cache mutex** around the index, queue, deadlines and counters; pool calls are
 //! made while holding it (its place in the lock order: `docs/ARCHITECTURE.md`). Compaction
-//! never takes it. Around `fork()`, the core's `pthread_atfork` handlers hold it
-//! ([`register_for_fork`], `fork.rs`).
+//! never takes it: the slots' locations are the one thing it writes (`slots.rs`). Around
+//! `fork()`, the core's `pthread_atfork` handlers hold it ([`register_for_fork`], `fork.rs`).
 
 #![warn(missing_docs)]
 
@@ -41,6 +44,7 @@ mod eviction;
 mod fork;
 mod index;
 mod recompress;
+mod slots;
 mod stats;
 mod training;
 mod ttl;

@@ -246,19 +246,22 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
     /// Rewrite the entry in slot `id` with `dict` if it is not on it and gets smaller;
     /// returns the stored bytes worked on (0 if the entry was skipped).
     fn recompress_slot(&mut self, id: u32, dict: &Arc<Dict>, report: &mut RecompressReport) -> Result<u64> {
-        let Some(slot) = self.inner.index.slots.get(id as usize).filter(|s| s.is_live()) else { return Ok(0) };
-        let handle = slot.handle();
+        let Some(slot) = self.inner.index.live_slot(id) else { return Ok(0) };
+        let hash = slot.hash();
         report.values_scanned += 1;
         let dicts = &self.cache.dicts;
-        let found = self.pool().read_with(handle, |object| -> Result<_> {
-            let header = Header::read(object)?;
-            let old = entry_info(object, &header)?;
-            if header.dict == Some(dict.id) || old.value_before < MIN_COMPRESS_LEN as u64 {
-                return Ok(None);
-            }
-            let value = header.value(object, dicts)?.to_vec()?;
-            Ok(Some((header.key(object)?, header.serialized(), value, old)))
-        })??;
+        let found = self.pool().read_owned(
+            || slot.location(),
+            |object| -> Result<_> {
+                let header = Header::read(object)?;
+                let old = entry_info(object, &header)?;
+                if header.dict == Some(dict.id) || old.value_before < MIN_COMPRESS_LEN as u64 {
+                    return Ok(None);
+                }
+                let value = header.value(object, dicts)?.to_vec()?;
+                Ok(Some((header.key(object)?, header.serialized(), value, old)))
+            },
+        )??;
         let Some((key, serialized, value, old)) = found else { return Ok(0) };
         let key = Key { kind: key.kind, bytes: &key.bytes };
         let pieces = encode(key, &value, serialized, self.cache.config().compression, Some(dict.clone()))?;
@@ -267,10 +270,14 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
             report.values_kept += 1;
             return Ok(old.stored);
         }
-        let new_handle = self.pool().store_parts(&pieces.parts(key.bytes))?;
-        self.pool().free(handle)?;
+        // Stored under a spare slot, then handed this one, as an overwrite is (`cache.rs`).
+        let new = self.inner.index.alloc(hash);
+        if let Err(e) = self.cache.pool().store_owned(new, &pieces.parts(key.bytes)) {
+            self.inner.index.release(new);
+            return Err(e.into());
+        }
+        self.overwrite(id, new)?;
         let inner = &mut *self.inner;
-        inner.index.replace(id, new_handle);
         let c = &mut inner.counters;
         c.stored_bytes = c.stored_bytes - old.stored + stored;
         c.compressed_entries = c.compressed_entries - u64::from(old.compressed) + u64::from(pieces.is_compressed());

@@ -209,18 +209,19 @@ impl<P: Deref<Target = Pool>> CacheGuard<'_, P> {
         let mut p = inner.queue.tail();
         while p != NIL {
             ids.push(p);
-            p = inner.index.slots[p as usize].newer;
+            p = inner.index.slot(p).newer();
         }
         ids
     }
 
     /// The value in slot `id`, decompressed (`None` if the slot is no longer live).
     fn value_of(&self, id: u32) -> Result<Option<Vec<u8>>> {
-        let Some(slot) = self.inner.index.slots.get(id as usize).filter(|s| s.is_live()) else { return Ok(None) };
+        let Some(slot) = self.inner.index.live_slot(id) else { return Ok(None) };
         let dicts = &self.cache.dicts;
-        let value = self.pool().read_with(slot.handle(), |object| -> Result<Vec<u8>> {
-            Header::read(object)?.value(object, dicts)?.to_vec()
-        })??;
+        let value = self.pool().read_owned(
+            || slot.location(),
+            |object| -> Result<Vec<u8>> { Header::read(object)?.value(object, dicts)?.to_vec() },
+        )??;
         Ok(Some(value))
     }
 

@@ -262,3 +262,119 @@ fn get_many_matches_one_get_per_key() {
     assert_eq!(s.hits, (keys.len() as u64 - expired) + 1, "every live key once, k3 twice");
     assert_eq!(s.misses, expired + 2, "expired keys, absent and b'k1' miss");
 }
+
+#[test]
+fn a_pool_holds_one_cache() {
+    let pool = Arc::new(Pool::new(PoolConfig::default()).unwrap());
+    let first = Cache::new(pool.clone(), CacheConfig::new(1 << 20)).unwrap();
+    first.set(k("a"), b"first", Ttl::Default).unwrap();
+    // Compaction routes a moved entry to the one index the pool knows: a second cache's
+    // entries would be rewritten into the first's slots, so the pool refuses it.
+    match Cache::new(pool.clone(), CacheConfig::new(1 << 20)) {
+        Err(CacheError::PoolHasCache) => {}
+        other => panic!("a second cache on one pool: {:?}", other.err()),
+    }
+    assert_eq!(first.get(k("a")).unwrap().unwrap(), b"first");
+    // The pool's own handles live beside the cache's entries.
+    let h = pool.store(b"handle object").unwrap();
+    assert_eq!(pool.load(h).unwrap(), b"handle object");
+}
+
+/// Large entries (above the largest class: the pool's large objects, which keep a handle-table
+/// entry) beside small ones, overwritten both ways, across a compaction.
+#[test]
+fn large_and_small_entries_overwrite_each_other() {
+    let c = cache(1 << 26);
+    for i in 0..200u32 {
+        let key = format!("k{i}");
+        let small = tagged_value(&key, i, 0);
+        let large: Vec<u8> = small.iter().copied().cycle().take(20_000 + i as usize).collect();
+        c.set(k(&key), &large, Ttl::Default).unwrap();
+        assert_eq!(c.get(k(&key)).unwrap().unwrap(), large);
+        c.set(k(&key), &small, Ttl::Default).unwrap();
+        if i % 3 == 0 {
+            c.set(k(&key), &large, Ttl::Default).unwrap();
+        }
+    }
+    for i in (0..200u32).step_by(2) {
+        c.remove(k(&format!("k{i}"))).unwrap();
+    }
+    c.pool().compact(&CompactOptions::default());
+    for i in (1..200u32).step_by(2) {
+        let key = format!("k{i}");
+        let small = tagged_value(&key, i, 0);
+        let got = c.get(k(&key)).unwrap().unwrap();
+        if i % 3 == 0 {
+            assert_eq!(got.len(), 20_000 + i as usize);
+            assert!(got.starts_with(&small));
+        } else {
+            assert_eq!(got, small);
+        }
+    }
+    let s = c.stats().unwrap();
+    assert_eq!(s.entries, 100);
+    assert_eq!(s.stored_bytes, s.pool.payload_bytes);
+}
+
+/// The index's slots are rewritten by compaction without the cache mutex: batches
+/// (`get_many`), two-step pops, overwrites and evictions (a budget the writers overflow) race
+/// a compactor that runs flat out. Every value names its key and step and carries a body
+/// derived from both, so a stale or torn location shows as a wrong or corrupt value.
+#[test]
+fn batches_pops_and_evictions_with_checksums_while_compacting() {
+    let c = Arc::new(cache(256 << 10));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = {
+        let (c, done) = (Arc::clone(&c), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut migrated = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                migrated += c.pool().compact(&CompactOptions::default()).objects_migrated;
+            }
+            migrated
+        })
+    };
+    let threads: Vec<_> = (0..3u32)
+        .map(|t| {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                let keys: Vec<String> = (0..500).map(|j| format!("t{t}-{j}")).collect();
+                for i in 0..3_000u32 {
+                    let key = &keys[(i * 13 % 500) as usize];
+                    c.set(k(key), &tagged_value(key, i, t), Ttl::Default).unwrap();
+                    if i % 4 == 0 {
+                        let batch: Vec<Key<'_>> = keys[(i % 400) as usize..][..64].iter().map(|s| k(s)).collect();
+                        c.lock()
+                            .get_many_with(&batch, |j, v| {
+                                check_tagged(&keys[(i % 400) as usize + j], t, &v.to_vec().unwrap())
+                            })
+                            .unwrap();
+                    }
+                    if i % 7 == 0 {
+                        let victim = &keys[(i * 3 % 500) as usize];
+                        let popped = c.lock().peek_with(k(victim), |v| v.to_vec().unwrap()).unwrap();
+                        if let Some((entry, value)) = popped {
+                            check_tagged(victim, t, &value);
+                            c.lock().remove_entry(entry).unwrap();
+                        }
+                    }
+                    if let Some(got) = c.get(k(key)).unwrap() {
+                        check_tagged(key, t, &got);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let migrated = compactor.join().unwrap();
+    assert!(migrated > 0, "nothing migrated while the writers ran");
+    let s = c.stats().unwrap();
+    assert!(s.evictions > 0, "the writers overflowed the budget");
+    assert_eq!(s.stored_bytes, s.pool.payload_bytes, "the budget counts exactly the pool's objects");
+    assert_eq!(s.entries, s.pool.objects);
+    let keys = c.lock().keys().unwrap();
+    assert_eq!(keys.len(), s.entries);
+}

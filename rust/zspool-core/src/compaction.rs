@@ -346,7 +346,7 @@ impl<'p> ClassRun<'p> {
             if let Some((next_obj, next_owner)) = next {
                 state.prefetch_migration(src, next_obj, next_owner, dst);
             }
-            let size = state.migrate_obj(src, obj, owner, dst);
+            let size = state.migrate_obj(src, obj, owner, dst, self.pool.object_owner());
             self.moved.push((obj, size));
             report.bytes_migrated += size as u64;
             report.objects_migrated += 1;

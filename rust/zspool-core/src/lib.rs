@@ -18,6 +18,9 @@
 //! - **Handles** (`handle.rs`): opaque `u64`s that resolve, through a per-class handle table,
 //!   to (zspage, object index). Compaction rewrites the table entry, not the handle. A
 //!   generation in every handle catches use after free, double free and forgery.
+//! - **Owned objects** (`owned.rs`): objects an outside index (the cache) names by their
+//!   location, with no handle-table entry; compaction rewrites the index's record through
+//!   the [`ObjectOwner`] trait when it moves one.
 //! - **Pages** (`os_pages.rs`): anonymous `mmap` arenas, handed out a page at a time and
 //!   returned with `MADV_DONTNEED`, so RSS really falls when zspages die.
 //! - **Large objects** (`large.rs`): bigger than two pages; a mapping of whole pages each.
@@ -46,6 +49,7 @@ mod fork;
 mod handle;
 mod large;
 mod os_pages;
+mod owned;
 mod pool;
 mod prefetch;
 mod size_class;
@@ -64,6 +68,7 @@ pub use fork::{Counted, ForkGate};
 #[cfg(not(loom))]
 pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
+pub use owned::{Location, MAX_OWNER_ID, ObjectOwner};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig, check_bounds};
 pub use stats::{ClassStats, PoolStats};
 pub use zspage::FULLNESS_GROUPS;

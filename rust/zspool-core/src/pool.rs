@@ -30,6 +30,7 @@ use crate::fork::{Counted, ForkState};
 use crate::handle::{HandleParts, HandleTable, LARGE_OWNER_BASE, LARGE_SHARDS, LargeId, PackedLocation, random_key};
 use crate::large::{LargeShard, LargeState, Refusal};
 use crate::os_pages::{Mapping, PAGE_SIZE, PageProvider};
+use crate::owned::{Location, ObjectOwner, OwnerCell};
 use crate::size_class::{ClassSlot, ClassState, SizeClass};
 use crate::sync::{AtomicBool, AtomicUsize, MutexGuard, Ordering};
 use crate::zspage::Zspage;
@@ -63,6 +64,9 @@ impl Default for PoolConfig {
     }
 }
 
+/// An owned object's record and its owner, for an allocation on its behalf (`owned.rs`).
+pub(crate) type Outside<'a> = (u32, &'a dyn ObjectOwner);
+
 /// A compacting memory pool after Linux's zsmalloc. All methods take `&self` and are safe
 /// to call from any number of threads.
 #[derive(Debug)]
@@ -73,7 +77,7 @@ pub struct Pool {
     pub(crate) large: Box<[LargeShard]>,
     large_next: AtomicUsize,
     pub(crate) provider: PageProvider,
-    key: u64,
+    pub(crate) key: u64,
     pub(crate) pages_used: AtomicUsize,
     pub(crate) pages_used_max: AtomicUsize,
     closed: AtomicBool,
@@ -81,6 +85,8 @@ pub struct Pool {
     pub(crate) compaction: CompactionState,
     /// The fork gate and what the fork hooks keep (`fork.rs`).
     pub(crate) fork: ForkState,
+    /// The index of the owned objects, if any (`owned.rs`).
+    pub(crate) object_owner: OwnerCell,
 }
 
 /// A lock domain: a size class or a large-object shard, each with its own lock, handle table
@@ -141,16 +147,16 @@ impl LockDomain for LargeShard {
 
 /// A lock domain locked for one call: its guard and (dropped after it) the call's in-flight
 /// mark.
-struct Locked<'a, D: LockDomain> {
-    domain: &'a D,
-    state: MutexGuard<'a, D::State>,
+pub(crate) struct Locked<'a, D: LockDomain> {
+    pub(crate) domain: &'a D,
+    pub(crate) state: MutexGuard<'a, D::State>,
     in_flight: InFlight<'a>,
 }
 
 impl<'a, D: LockDomain> Locked<'a, D> {
     /// The location of the live object `parts` names, if any.
     #[inline(always)]
-    fn get(&self, parts: HandleParts) -> Option<D::Location> {
+    pub(crate) fn get(&self, parts: HandleParts) -> Option<D::Location> {
         D::handles(&self.state).get(parts.index, parts.generation)
     }
 
@@ -178,7 +184,7 @@ impl<'a, D: LockDomain> Locked<'a, D> {
     }
 
     /// Drop the lock, staying in flight (for work after it: releasing pages).
-    fn unlock(self) -> InFlight<'a> {
+    pub(crate) fn unlock(self) -> InFlight<'a> {
         drop(self.state);
         self.in_flight
     }
@@ -211,7 +217,7 @@ enum ObjectMem<'a> {
 impl ObjectRef<'_> {
     /// Start loading the object's first cache lines (see [`Zspage::prefetch_object`]): for a
     /// reader about to copy it out, before it reads the first byte.
-    fn prefetch(&self) {
+    pub(crate) fn prefetch(&self) {
         if let ObjectMem::Packed { zspage, class_size, obj } = self.mem {
             zspage.prefetch_object(class_size, obj, self.size);
         }
@@ -254,7 +260,7 @@ pub fn check_bounds(handle: u64, offset: usize, len: usize, size: usize) -> Resu
 
 /// The object at `slot` of a locked class, to lend to a reader.
 #[inline]
-fn class_object(handle: u64, state: &ClassState, slot: ClassSlot) -> ObjectRef<'_> {
+pub(crate) fn class_object(handle: u64, state: &ClassState, slot: ClassSlot) -> ObjectRef<'_> {
     let class_size = state.layout.size;
     let mem = ObjectMem::Packed { zspage: state.zspage(slot.zspage), class_size, obj: slot.obj };
     ObjectRef { handle, size: slot.size(class_size), mem }
@@ -262,7 +268,7 @@ fn class_object(handle: u64, state: &ClassState, slot: ClassSlot) -> ObjectRef<'
 
 /// The object `id` of a locked large-object shard, to lend to a reader.
 #[inline]
-fn large_object(handle: u64, state: &LargeState, id: LargeId) -> ObjectRef<'_> {
+pub(crate) fn large_object(handle: u64, state: &LargeState, id: LargeId) -> ObjectRef<'_> {
     let object = state.object(id);
     ObjectRef { handle, size: object.size, mem: ObjectMem::Large(&object.mapping) }
 }
@@ -299,6 +305,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             compaction: CompactionState::new(),
             fork: ForkState::new(),
+            object_owner: OwnerCell::default(),
         })
     }
 
@@ -336,7 +343,7 @@ impl Pool {
     /// activity), take its lock, and re-check `closed` under it (so no call touches a
     /// domain that `close` has drained).
     #[inline(always)]
-    fn lock_domain<'a, D: LockDomain>(&'a self, domain: &'a D) -> Result<Locked<'a, D>> {
+    pub(crate) fn lock_domain<'a, D: LockDomain>(&'a self, domain: &'a D) -> Result<Locked<'a, D>> {
         let in_flight = self.enter(domain.activity());
         let state = domain.lock();
         self.check_open()?;
@@ -355,18 +362,18 @@ impl Pool {
         Ok((parts, located))
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.is_closed() { Err(ZsError::Closed) } else { Ok(()) }
     }
 
     /// Allocate a zero-filled object of exactly `size` bytes and return its handle.
     pub fn malloc(&self, size: usize) -> Result<u64> {
-        self.alloc(size, None)
+        self.alloc(size, None, None)
     }
 
     /// Allocate an object holding `data`: malloc and write in one lock hold.
     pub fn store(&self, data: &[u8]) -> Result<u64> {
-        self.alloc(data.len(), Some(&[data]))
+        self.alloc(data.len(), Some(&[data]), None)
     }
 
     /// Allocate an object holding the concatenation of `parts`, written straight into the
@@ -375,29 +382,38 @@ impl Pool {
     /// copy of every byte, which is most of the work for small objects.
     pub fn store_parts(&self, parts: &[&[u8]]) -> Result<u64> {
         let size = parts.iter().map(|p| p.len()).sum();
-        self.alloc(size, Some(parts))
+        self.alloc(size, Some(parts), None)
     }
 
-    fn alloc(&self, size: usize, init: Option<&[&[u8]]>) -> Result<u64> {
+    /// Allocate `size` bytes (written from `init`): a handle object, or for `outside`, an
+    /// object owned by that record (`owned.rs`), whose location bits are returned.
+    pub(crate) fn alloc(&self, size: usize, init: Option<&[&[u8]]>, outside: Option<Outside<'_>>) -> Result<u64> {
         self.check_open()?;
         if size > MAX_OBJECT_SIZE {
             return Err(ZsError::SizeOutOfRange { size: size as u64, max: MAX_OBJECT_SIZE as u64 });
         }
+        let large = |init| {
+            let handle = self.malloc_large(size, init)?;
+            Ok(match outside {
+                Some(outside) => self.large_owned(handle, outside),
+                None => handle,
+            })
+        };
         if size > MAX_CLASS_SIZE {
-            return self.malloc_large(size, init);
+            return large(init);
         }
-        match self.malloc_in_class(size, init) {
+        match self.malloc_in_class(size, init, outside) {
             // A new zspage of a class above a page (up to 16 pages) would pass mem_limit, but
             // the object's own two pages may not: take the large path, which is what such an
             // object cost before these classes existed. (The class lock and the class's
             // in-flight mark are gone by now; see `enter` for why the latter matters.)
-            Err(ZsError::PoolFull { os_error: None, .. }) if size > PAGE_SIZE => self.malloc_large(size, init),
+            Err(ZsError::PoolFull { os_error: None, .. }) if size > PAGE_SIZE => large(init),
             result => result,
         }
     }
 
     /// Allocate in `size`'s class (`size <= MAX_CLASS_SIZE`).
-    fn malloc_in_class(&self, size: usize, init: Option<&[&[u8]]>) -> Result<u64> {
+    fn malloc_in_class(&self, size: usize, init: Option<&[&[u8]]>, outside: Option<Outside<'_>>) -> Result<u64> {
         let class_id = self.table.class_for(size);
         let class = &self.classes[class_id];
         let mut locked = self.lock_domain(class)?;
@@ -412,7 +428,21 @@ impl Pool {
             }
             None => (self.grow_class(state, size)?, true),
         };
-        let Some((index, generation)) = state.obj_malloc(zspage, size) else {
+        let placed = match outside {
+            None => state.obj_malloc(zspage, size).map(|(index, generation)| {
+                let owner = u16::try_from(class_id).expect("fewer than 256 classes");
+                let slot = state.handles.get(index, generation).expect("just inserted");
+                (slot, HandleParts { index, owner, generation }.encode(self.key))
+            }),
+            Some((id, owner)) => {
+                let slot = state.obj_malloc_owned(zspage, size, id);
+                let location = Location::in_class(class_id, slot);
+                // Published before the class lock is dropped: compaction may move it then.
+                owner.set_location(id, location);
+                Some((slot, location.0))
+            }
+        };
+        let Some((slot, name)) = placed else {
             let dead = fresh.then(|| state.remove_zspage(zspage));
             class.publish(state);
             let _in_flight = locked.unlock();
@@ -422,7 +452,6 @@ impl Pool {
             return Err(self.table_exhausted(size));
         };
         if let Some(parts) = init {
-            let slot = state.handles.get(index, generation).expect("just inserted");
             let class_size = state.layout.size;
             let zspage = state.zspage_mut(slot.zspage);
             let mut offset = 0;
@@ -432,8 +461,7 @@ impl Pool {
             }
         }
         class.publish(state);
-        let owner = u16::try_from(class_id).expect("fewer than 256 classes");
-        Ok(HandleParts { index, owner, generation }.encode(self.key))
+        Ok(name)
     }
 
     /// Give a class one more zspage, within `mem_limit`. Every heap allocation on the way is
@@ -594,16 +622,20 @@ impl Pool {
                     self.release_zspage_pages(std::slice::from_ref(&dead));
                 }
             }
-            (parts, Located::Large(mut shard)) => {
-                let id = shard.remove(handle, parts)?;
-                let object = shard.state.remove(id);
-                shard.domain.publish(&shard.state);
-                let _in_flight = shard.unlock();
-                let pages = object.mapping.len() / PAGE_SIZE;
-                drop(object);
-                self.unreserve_pages(pages);
-            }
+            (parts, Located::Large(shard)) => self.free_large(shard, handle, parts)?,
         }
+        Ok(())
+    }
+
+    /// Free the large object `parts` names in a locked shard (`handle` for the error).
+    pub(crate) fn free_large(&self, mut shard: Locked<'_, LargeShard>, handle: u64, parts: HandleParts) -> Result<()> {
+        let id = shard.remove(handle, parts)?;
+        let object = shard.state.remove(id);
+        shard.domain.publish(&shard.state);
+        let _in_flight = shard.unlock();
+        let pages = object.mapping.len() / PAGE_SIZE;
+        drop(object);
+        self.unreserve_pages(pages);
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 use crate::activity::ActivityCounters;
 use crate::class_table::ClassLayout;
 use crate::handle::{HandleTable, LOCATION_BITS, PackedLocation};
+use crate::owned::{OWNED_TAG, ObjectOwner, OwnerWord};
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
 use crate::zspage::{FULLNESS_GROUPS, Fullness, Zspage};
 
@@ -89,6 +90,9 @@ pub(crate) struct SizeClass {
     state: WaitedMutex<ClassState>,
     obj_allocated: AtomicUsize,
     obj_used: AtomicUsize,
+    /// Where the zspage records were at the last `publish`: only ever a prefetch hint (see
+    /// [`SizeClass::prefetch_zspage`]), never dereferenced, so a stale value is harmless.
+    records_hint: std::sync::atomic::AtomicPtr<Option<Zspage>>,
     pub(crate) activity: ActivityCounters,
 }
 
@@ -99,6 +103,7 @@ impl SizeClass {
             state: WaitedMutex::new(ClassState::new(layout)),
             obj_allocated: AtomicUsize::new(0),
             obj_used: AtomicUsize::new(0),
+            records_hint: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
             activity: ActivityCounters::new(),
         }
     }
@@ -120,8 +125,30 @@ impl SizeClass {
 
     /// Publish the counters of a locked state to the lock-free mirrors.
     pub(crate) fn publish(&self, state: &ClassState) {
+        let records = state.zspages.as_ptr().cast_mut();
+        if self.records_hint.load(std::sync::atomic::Ordering::Relaxed) != records {
+            self.records_hint.store(records, std::sync::atomic::Ordering::Relaxed);
+        }
         self.obj_allocated.store(state.obj_allocated, Ordering::Relaxed);
         self.obj_used.store(state.obj_used, Ordering::Relaxed);
+    }
+
+    /// Start loading zspage `id`'s record before the class lock is taken (a reader that knows
+    /// the object's location from outside, `owned.rs`): its miss then overlaps the lock and
+    /// the fork gate instead of following them. Only a hint: the address may be stale (the
+    /// records moved since the last publish) and is never dereferenced.
+    pub(crate) fn prefetch_zspage(&self, id: u32) {
+        let records = self.records_hint.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `_mm_prefetch` is only a hint: it never dereferences the pointer, cannot
+        // fault and has no effect the program can observe; `wrapping_add` makes no claim
+        // that the address is in bounds.
+        unsafe {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            _mm_prefetch::<_MM_HINT_T0>(records.wrapping_add(id as usize).cast::<i8>().cast_const());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (records, id);
     }
 
     /// Live objects, without the lock.
@@ -277,6 +304,16 @@ impl ClassState {
         Some((index, generation))
     }
 
+    /// Allocate an object of `size` bytes in zspage `id` for record `owner` of the pool's
+    /// object owner (`owned.rs`): no handle-table entry; the owner keeps the location.
+    pub(crate) fn obj_malloc_owned(&mut self, id: u32, size: usize, owner: u32) -> ClassSlot {
+        let obj = self.zspage_mut(id).alloc_obj(OWNED_TAG | owner).expect("zspage chosen with room");
+        self.obj_used += 1;
+        self.payload_bytes += size as u64;
+        self.fix_fullness(id);
+        ClassSlot::new(id, obj, size, self.layout.size)
+    }
+
     /// Free object `obj` of zspage `id`, which held `size` bytes. If the zspage becomes empty
     /// it is unlinked and returned for the caller to release its pages after unlocking.
     pub(crate) fn obj_free(&mut self, id: u32, obj: u16, size: usize) -> Option<Zspage> {
@@ -288,28 +325,47 @@ impl ClassState {
         (self.zspage(id).inuse() == 0).then(|| self.remove_zspage(id))
     }
 
-    /// Start loading what moving object `obj` of zspage `src`, owned by handle-table index
-    /// `owner`, into zspage `dst` will touch: the object's bytes, its handle-table entry and
-    /// the destination's next free slot, three unrelated cache misses. Compaction asks one
-    /// object ahead, so they overlap the move before it.
+    /// Start loading what moving object `obj` of zspage `src`, whose owner word is `owner`,
+    /// into zspage `dst` will touch: the object's bytes, its handle-table entry (an owned
+    /// object's record is the owner's, read through the trait: not prefetched) and the
+    /// destination's next free slot, unrelated cache misses. Compaction asks one object ahead,
+    /// so they overlap the move before it.
     pub(crate) fn prefetch_migration(&self, src: u32, obj: u16, owner: u32, dst: u32) {
         let class_size = self.layout.size;
         self.zspage(src).prefetch_object(class_size, obj, class_size);
         self.zspage(dst).prefetch_free_slot(class_size);
-        self.handles.prefetch(owner);
+        if let OwnerWord::Table(index) = OwnerWord::decode(owner) {
+            self.handles.prefetch(index);
+        }
     }
 
-    /// Move the object at (`src`, `obj`), owned by handle-table index `owner`, into zspage
-    /// `dst`, and point its handle at the new place. Returns the bytes moved. The object's
-    /// bytes are copied and the handle rewritten under the class lock, so no reader can see
-    /// the object half-moved. Once it has moved what it will between them, and before it
-    /// drops the lock, the caller re-lists `src` and `dst` ([`Self::fix_fullness`]: their
-    /// groups matter only to the next choice of a pair, not per object) and, unless `src` is
-    /// now empty and goes back to the OS whole, zeroes the slots moved out of it
+    /// Move the object at (`src`, `obj`), whose owner word is `owner`, into zspage `dst`,
+    /// and point its handle-table entry, or its record in the pool's `outside` owner
+    /// (`owned.rs`), at the new place. Returns the bytes moved. The object's bytes are copied
+    /// and the entry or record rewritten under the class lock, so no reader can see the
+    /// object half-moved. Once it has moved what it will between them, and before it drops
+    /// the lock, the caller re-lists `src` and `dst` ([`Self::fix_fullness`]: their groups
+    /// matter only to the next choice of a pair, not per object) and, unless `src` is now
+    /// empty and goes back to the OS whole, zeroes the slots moved out of it
     /// ([`Self::zero_moved`]: the copy left their bytes, as the kernel's migration does).
-    pub(crate) fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
+    pub(crate) fn migrate_obj(
+        &mut self,
+        src: u32,
+        obj: u16,
+        owner: u32,
+        dst: u32,
+        outside: Option<&dyn ObjectOwner>,
+    ) -> usize {
         let class_size = self.layout.size;
-        let slot = self.handles.location_at(owner);
+        let (slot, record) = match OwnerWord::decode(owner) {
+            OwnerWord::Table(index) => (self.handles.location_at(index), None),
+            OwnerWord::Owned(id) => {
+                let outside = outside.expect("owned objects only in a pool with an object owner");
+                let at = outside.location(id);
+                (at.class_slot().expect("an owned object in a class has a class location"), Some((outside, id, at)))
+            }
+        };
+        debug_assert_eq!((slot.zspage, slot.obj), (src, obj), "the owner records where the object is");
         let size = slot.size(class_size);
         let [Some(from), Some(to)] = self.zspages.get_disjoint_mut([src as usize, dst as usize]).expect("src != dst")
         else {
@@ -318,7 +374,10 @@ impl ClassState {
         let new_obj = to.alloc_obj(owner).expect("destination chosen with room");
         from.copy_obj_to(class_size, obj, size, to, new_obj);
         from.free_obj_unzeroed(obj);
-        self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot });
+        match record {
+            None => self.handles.relocate(owner, ClassSlot { zspage: dst, obj: new_obj, ..slot }),
+            Some((outside, id, at)) => outside.set_location(id, at.moved(dst, new_obj)),
+        }
         size
     }
 

@@ -9,8 +9,9 @@
 //!
 //! Metadata lives on the heap, not in the pages, in one allocation per zspage: the page
 //! chain, then one 32-bit *owner word* per object slot. A live slot's word is the
-//! handle-table index that owns it (the compactor walks this back-reference to find live
-//! objects and rewrite their handles; the kernel keeps the handle in an object header
+//! handle-table index that owns it, or for an owned object `OWNED_TAG | ` its record in the
+//! outside owner (`owned.rs`); the compactor walks this back-reference to find live objects
+//! and rewrite their handles or records (the kernel keeps the handle in an object header
 //! instead). A free slot's word is `FREE_TAG | next free slot`: the free list is threaded
 //! through the owner words, so it costs no memory of its own.
 //!
@@ -191,7 +192,7 @@ impl Zspage {
         self.group_pos = u32::try_from(pos).expect("zspage ids fit in 23 bits");
     }
 
-    /// Take a free object for handle-table index `owner`; `None` if the zspage is full.
+    /// Take a free object for owner word `owner`; `None` if the zspage is full.
     pub(crate) fn alloc_obj(&mut self, owner: u32) -> Option<u16> {
         debug_assert_eq!(owner & FREE_TAG, 0);
         let obj = self.free_head;
@@ -222,6 +223,24 @@ impl Zspage {
         self.owners_mut()[usize::from(obj)] = FREE_TAG | u32::from(head);
         self.free_head = obj;
         self.inuse -= 1;
+    }
+
+    /// Whether `obj` is an object index of this zspage (free or live).
+    pub(crate) fn has_obj(&self, obj: u16) -> bool {
+        obj < self.objs
+    }
+
+    /// The owner word of object `obj` (a free one's has the free tag); `None` out of range.
+    pub(crate) fn owner_of(&self, obj: u16) -> Option<u32> {
+        self.owners().get(usize::from(obj)).copied()
+    }
+
+    /// Give live object `obj` a new owner word (`owned.rs`'s reown).
+    pub(crate) fn set_owner(&mut self, obj: u16, owner: u32) {
+        let word = &mut self.owners_mut()[usize::from(obj)];
+        debug_assert_eq!(*word & FREE_TAG, 0, "re-owning a free object");
+        debug_assert_eq!(owner & FREE_TAG, 0);
+        *word = owner;
     }
 
     /// The first live object and its owner, scanning from object index `from`.

@@ -15,6 +15,11 @@
 //! (`slice_objects: 1`), takes the other 75 % zspage as the next destination, moves A's second
 //! object and frees A. Each racing operation targets A's objects.
 //!
+//! The `owned_` models run the same pool with *owned* objects (`src/owned.rs`, the cache's
+//! entries): no handles; their locations live in an outside index of loom atomics, which
+//! compaction rewrites under the class lock while a reader reads them without it (the
+//! reader's first read may be stale; the one under the class lock must not be).
+//!
 //! Adaptations, all outside the core:
 //! - the pool is built inside each `loom::model` run (loom's atomics and locks must be
 //!   created there), so setup is repeated per interleaving; it is single-threaded and cheap;
@@ -34,7 +39,8 @@
 use std::time::Duration;
 
 use loom::sync::Arc;
-use zspool_core::{CompactOptions, LockHold, Pool, PoolConfig, StopReason, ZsError};
+use loom::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use zspool_core::{CompactOptions, Location, LockHold, ObjectOwner, Pool, PoolConfig, StopReason, ZsError};
 
 const SIZE: usize = 1000;
 
@@ -194,5 +200,137 @@ fn compaction_races_a_malloc_in_the_same_class() {
         assert!(matches!(report.stop_reason, StopReason::Done | StopReason::NothingFreeable), "{report:?}");
         live.push((h, bytes(0x3C)));
         check_quiescent(&pool, &live);
+    });
+}
+
+/// The outside index of the owned models: one location per owner id, in loom's atomics (the
+/// cache's slots, reduced to their locations; `Relaxed` as there).
+struct Records(Vec<AtomicU64>);
+
+impl ObjectOwner for Records {
+    fn location(&self, id: u32) -> Location {
+        Location(self.0[id as usize].load(Relaxed))
+    }
+
+    fn set_location(&self, id: u32, to: Location) {
+        self.0[id as usize].store(to.0, Relaxed);
+    }
+}
+
+/// The fragmented pool of [`setup`], its objects owned by records 0..12 (one spare record,
+/// 12, for a store), and the live ones `(record, contents)`; A holds records 0 and 1.
+struct OwnedSetup {
+    pool: Arc<Pool>,
+    records: std::sync::Arc<Records>,
+    live: Vec<(u32, Vec<u8>)>,
+}
+
+fn owned_setup() -> OwnedSetup {
+    let pool = Pool::new(PoolConfig { max_pages_per_zspage: 1, mem_limit: None, name: None }).unwrap();
+    let records = std::sync::Arc::new(Records((0..13).map(|_| AtomicU64::new(0)).collect()));
+    pool.set_object_owner(records.clone()).unwrap();
+    let mut live = Vec::new();
+    for id in 0..12u32 {
+        let at = pool.store_owned(id, &[&bytes(id as u8)]).unwrap();
+        assert_eq!(records.location(id), at, "the store published the location");
+    }
+    for id in 0..12u32 {
+        if [2, 3, 7, 11].contains(&id) {
+            pool.free_owned(id, || records.location(id)).unwrap();
+        } else {
+            live.push((id, bytes(id as u8)));
+        }
+    }
+    assert_eq!(pool.can_compact(), 1);
+    OwnedSetup { pool: Arc::new(pool), records, live }
+}
+
+fn read_owned(pool: &Pool, records: &Records, id: u32) -> Vec<u8> {
+    pool.read_owned(
+        || records.location(id),
+        |object| {
+            let mut out = vec![0; object.len()];
+            object.read(0, &mut out).map(|()| out)
+        },
+    )
+    .unwrap()
+    .unwrap()
+}
+
+/// What must hold once the threads are joined: every record names its object's bytes, the
+/// counts agree, and a quiescent compaction frees what it predicts and keeps the records true.
+fn check_owned_quiescent(pool: &Pool, records: &Records, live: &[(u32, Vec<u8>)]) {
+    for (id, expected) in live {
+        assert_eq!(&read_owned(pool, records, *id), expected, "record {id} names the wrong bytes");
+    }
+    assert_eq!(pool.len(), live.len());
+    let predicted = pool.can_compact();
+    assert_eq!(pool.compact(&CompactOptions::default()).pages_freed, predicted);
+    for (id, expected) in live {
+        assert_eq!(&read_owned(pool, records, *id), expected, "record {id} after a quiescent compaction");
+    }
+}
+
+#[test]
+fn compaction_races_owned_reads_of_migrating_objects() {
+    model(|| {
+        let OwnedSetup { pool, records, live } = owned_setup();
+        let compaction = spawn_compaction(&pool);
+        for id in [0, 1] {
+            assert_eq!(read_owned(&pool, &records, id), bytes(id as u8), "a read saw a stale location");
+        }
+        let report = compaction.join().unwrap();
+        assert_eq!((report.stop_reason, report.pages_freed, report.objects_migrated), (StopReason::Done, 1, 2));
+        check_owned_quiescent(&pool, &records, &live);
+    });
+}
+
+#[test]
+fn compaction_races_an_owned_free_of_a_source_object() {
+    model(|| {
+        let OwnedSetup { pool, records, mut live } = owned_setup();
+        let compaction = spawn_compaction(&pool);
+        pool.free_owned(0, || records.location(0)).unwrap();
+        let report = compaction.join().unwrap();
+        assert!(matches!(report.stop_reason, StopReason::Done | StopReason::NothingFreeable), "{report:?}");
+        // Freed wherever it was: a second free finds its place free, not another object.
+        assert!(matches!(pool.free_owned(0, || records.location(0)), Err(ZsError::InvalidHandle { .. })));
+        live.retain(|(id, _)| *id != 0);
+        check_owned_quiescent(&pool, &records, &live);
+    });
+}
+
+#[test]
+fn compaction_races_an_owned_store_in_the_same_class() {
+    model(|| {
+        let OwnedSetup { pool, records, mut live } = owned_setup();
+        let compaction = spawn_compaction(&pool);
+        // The new object may take the destination's free slot; its record must follow it.
+        pool.store_owned(12, &[&bytes(0x3C)]).unwrap();
+        let report = compaction.join().unwrap();
+        assert!(matches!(report.stop_reason, StopReason::Done | StopReason::NothingFreeable), "{report:?}");
+        live.push((12, bytes(0x3C)));
+        check_owned_quiescent(&pool, &records, &live);
+    });
+}
+
+#[test]
+fn compaction_races_an_owned_overwrite() {
+    model(|| {
+        let OwnedSetup { pool, records, mut live } = owned_setup();
+        let compaction = spawn_compaction(&pool);
+        // The cache's overwrite of record 0: the new value under the spare record 12, the old
+        // object freed, the new one handed record 0; compaction may move either meanwhile.
+        pool.store_owned(12, &[&bytes(0x5A)]).unwrap();
+        pool.free_owned(0, || records.location(0)).unwrap();
+        pool.reown(12, 0, || records.location(12)).unwrap();
+        let report = compaction.join().unwrap();
+        assert!(matches!(report.stop_reason, StopReason::Done | StopReason::NothingFreeable), "{report:?}");
+        for (id, contents) in live.iter_mut() {
+            if *id == 0 {
+                *contents = bytes(0x5A);
+            }
+        }
+        check_owned_quiescent(&pool, &records, &live);
     });
 }

@@ -81,7 +81,7 @@ fn cache_err(py: Python<'_>, err: CacheError) -> PyErr {
     match err {
         CacheError::TooLarge { .. } => Kind::ObjectSize.err(py, err.to_string()),
         CacheError::KeyTooLong { .. } | CacheError::Dictionary(_) => PyValueError::new_err(err.to_string()),
-        CacheError::BadConfig { .. } => Kind::Config.err(py, err.to_string()),
+        CacheError::BadConfig { .. } | CacheError::PoolHasCache => Kind::Config.err(py, err.to_string()),
         CacheError::Corrupt(_) => PyRuntimeError::new_err(err.to_string()),
         CacheError::Pool(e) => to_py(py, e),
         CacheError::LostInFork => Kind::PoolClosed.err(py, err.to_string()),
