@@ -235,10 +235,8 @@ impl Pool {
             report.stop_reason = StopReason::AlreadyRunning;
             return report;
         };
-        report.stop_reason = if self.is_closed() {
-            StopReason::Closed
-        } else if self.fork.gate.is_pending() {
-            StopReason::Interrupted
+        report.stop_reason = if let Some(stop) = self.must_stop() {
+            stop
         } else if self.can_compact() == 0 {
             StopReason::NothingFreeable
         } else {
@@ -259,6 +257,18 @@ impl Pool {
         report
     }
 
+    /// Why a run must stop now whatever its budgets say: the pool was closed, or a fork is
+    /// being prepared. Checked before a run, before each class and before each step.
+    fn must_stop(&self) -> Option<StopReason> {
+        if self.is_closed() {
+            Some(StopReason::Closed)
+        } else if self.fork.gate.is_pending() {
+            Some(StopReason::Interrupted)
+        } else {
+            None
+        }
+    }
+
     fn compact_classes(
         &self,
         options: &CompactOptions,
@@ -269,11 +279,8 @@ impl Pool {
             // Checked before the class's freeable count: close() drains the classes, so a
             // class closed under a run reads as "nothing to compact", and the run, skipping
             // every class left, would report Done for a pool closed in its middle.
-            if self.is_closed() {
-                return StopReason::Closed;
-            }
-            if self.fork.gate.is_pending() {
-                return StopReason::Interrupted;
+            if let Some(stop) = self.must_stop() {
+                return stop;
             }
             if class.can_compact() == 0 {
                 continue;
@@ -304,11 +311,8 @@ impl<'p> ClassRun<'p> {
         let mut state = self.class.lock();
         let mut dst: Option<u32> = None;
         let stop = loop {
-            if self.pool.is_closed() {
-                break Some(StopReason::Closed);
-            }
-            if self.pool.fork.gate.is_pending() {
-                break Some(StopReason::Interrupted);
+            if let Some(stop) = self.pool.must_stop() {
+                break Some(stop);
             }
             if state.can_compact() == 0 {
                 break None;
