@@ -71,4 +71,5 @@ pub use os_pages::{PAGE_SIZE, process_rss_bytes};
 pub use owned::{Location, MAX_OWNER_ID, ObjectOwner};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig, check_bounds};
 pub use stats::{ClassStats, PoolStats};
-pub use zspage::FULLNESS_GROUPS;
+pub use size_class::can_compact;
+pub use zspage::{FULLNESS_GROUPS, Fullness};

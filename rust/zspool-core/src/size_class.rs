@@ -163,7 +163,9 @@ impl SizeClass {
     }
 }
 
-pub(crate) fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) -> usize {
+/// The kernel's `zs_can_compact` for one class: pages compaction could free given its
+/// allocated and used object counts (wasted slots, in whole zspages, times pages per zspage).
+pub fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) -> usize {
     obj_allocated.saturating_sub(obj_used) / layout.objs_per_zspage * layout.pages_per_zspage
 }
 

@@ -34,16 +34,16 @@ pub const FULLNESS_GROUPS: usize = 12;
 
 /// The fullness group of a zspage (see [`FULLNESS_GROUPS`]); a class keeps one list per group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fullness(u8);
+pub struct Fullness(u8);
 
 impl Fullness {
     /// No object in use.
-    pub(crate) const EMPTY: Fullness = Fullness(0);
+    pub const EMPTY: Fullness = Fullness(0);
     /// Every object in use.
-    pub(crate) const FULL: Fullness = Fullness(FULLNESS_GROUPS as u8 - 1);
+    pub const FULL: Fullness = Fullness(FULLNESS_GROUPS as u8 - 1);
 
     /// The group of a zspage with `inuse` of its `objs_per_zspage` objects in use.
-    pub(crate) fn of(inuse: usize, objs_per_zspage: usize) -> Fullness {
+    pub fn of(inuse: usize, objs_per_zspage: usize) -> Fullness {
         if inuse == 0 {
             Fullness::EMPTY
         } else if inuse == objs_per_zspage {
@@ -54,17 +54,17 @@ impl Fullness {
     }
 
     /// Groups with room for an object (all but full), emptiest first.
-    pub(crate) fn with_room() -> impl DoubleEndedIterator<Item = Fullness> {
+    pub fn with_room() -> impl DoubleEndedIterator<Item = Fullness> {
         (Fullness::EMPTY.0..Fullness::FULL.0).map(Fullness)
     }
 
     /// Groups neither empty nor full, emptiest first: compaction's sources and destinations.
-    pub(crate) fn partly_used() -> impl DoubleEndedIterator<Item = Fullness> {
+    pub fn partly_used() -> impl DoubleEndedIterator<Item = Fullness> {
         (Fullness::EMPTY.0 + 1..Fullness::FULL.0).map(Fullness)
     }
 
     /// This group's position in a per-group array.
-    pub(crate) fn index(self) -> usize {
+    pub fn index(self) -> usize {
         usize::from(self.0)
     }
 }
