@@ -6,11 +6,25 @@
 
 #![warn(missing_docs)]
 
+mod allocator;
 mod cache;
+mod class;
+mod clock;
+mod compaction;
 mod config;
 mod error;
+mod hash;
+mod header;
+mod location;
+mod mapping;
+mod object;
+mod recovery;
+mod regions;
+mod robust_mutex;
+mod shard;
 mod stats;
 mod value_flags;
+mod zspage;
 
 pub use cache::SharedCache;
 pub use config::{OpenOptions, SerializerKind, SharedConfig};

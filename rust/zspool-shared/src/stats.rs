@@ -41,3 +41,34 @@ pub struct SharedStats {
     /// Compaction runs that found work.
     pub compactions: u64,
 }
+
+/// Sum the counters in the file.
+pub(crate) fn collect(r: &crate::regions::Regions) -> SharedStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let h = r.header();
+    let mut s = SharedStats {
+        bytes: h.bytes.load(Relaxed),
+        maxbytes: h.maxbytes,
+        sets: h.sets.load(Relaxed),
+        recoveries: h.recoveries.load(Relaxed),
+        entries_dropped_on_recovery: h.dropped_on_recovery.load(Relaxed),
+        corrupt_dropped: h.corrupt_dropped.load(Relaxed),
+        pages_in_use: h.pages_in_use.load(Relaxed),
+        pages_max: r.layout.pages_max,
+        file_bytes_allocated: r.allocated_bytes(),
+        zspages: h.zspages.load(Relaxed),
+        pages_compacted: h.pages_compacted.load(Relaxed),
+        objects_migrated: h.objects_migrated.load(Relaxed),
+        compactions: h.compactions.load(Relaxed),
+        ..SharedStats::default()
+    };
+    for i in 0..crate::N_SHARDS {
+        let shard = r.shard(i);
+        s.entries += shard.entries.load(Relaxed);
+        s.hits += shard.hits.load(Relaxed);
+        s.misses += shard.misses.load(Relaxed);
+        s.evictions += shard.evictions.load(Relaxed);
+        s.expirations += shard.expirations.load(Relaxed);
+    }
+    s
+}
