@@ -54,8 +54,8 @@ _HEAD = struct.Struct("<HHQI")  # key length, writer, version, filler length
 def make_value(key: str, writer: int, version: int, size: int) -> bytes:
     k = key.encode()
     filler_len = max(0, size - _HEAD.size - len(k) - 4)
-    filler = (k + b"#%d#" % version) * (filler_len // (len(k) + 3) + 1)
-    body = _HEAD.pack(len(k), writer, version, filler_len) + k + filler[:filler_len]
+    filler = os.urandom(filler_len)  # incompressible: the budget is reached with compression too
+    body = _HEAD.pack(len(k), writer, version, filler_len) + k + filler
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -86,7 +86,7 @@ def fork_worker(target: Callable[[], None], error_file: str | None = None) -> in
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             target()
             status = 0
-        except BaseException:
+        except BaseException:  # noqa: BLE001  # the child reports any failure, then exits
             if error_file is not None:
                 with open(error_file, "a") as f:
                     f.write(f"[pid {os.getpid()}]\n{traceback.format_exc()}\n")
@@ -109,6 +109,15 @@ def wait_exit(pid: int, timeout_s: float) -> int:
             os.waitpid(pid, 0)
             pytest.fail(f"child {pid} did not exit within {timeout_s} s (hung?)")
         time.sleep(0.01)
+
+
+def read_errors(path: str) -> str:
+    """What failed workers wrote to ``path`` (empty if none did)."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 def file_blocks_bytes(path: str) -> int:

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from shared_cache_support import fork_worker, remove_all, shm_file, wait_exit
+from shared_cache_support import fork_worker, read_errors, remove_all, shm_file, wait_exit
 
 import zspool
 from zspool import (
@@ -349,7 +349,8 @@ def test_foreign_and_garbage_files(shm_path: str, content: bytes) -> None:
         SharedCache(shm_path, MiB)
     with pytest.raises(SharedFileError):
         SharedCache(shm_path)
-    assert open(shm_path, "rb").read() == content, "a file that is not ours is left as it was"
+    with open(shm_path, "rb") as f:
+        assert f.read() == content, "a file that is not ours is left as it was"
 
 
 def test_random_files(shm_path: str) -> None:
@@ -409,7 +410,7 @@ def test_concurrent_creators_share_one_file(shm_path: str, tmp_path: os.PathLike
         pids = [fork_worker(lambda n=n: creator(n), errors) for n in range(4)]
         os.write(go_w, b"xxxx")
         statuses = [wait_exit(pid, 30) for pid in pids]
-        assert statuses == [0] * 4, open(errors).read() if os.path.exists(errors) else statuses
+        assert statuses == [0] * 4, read_errors(errors) or statuses
         created = [name for name in os.listdir("/dev/shm") if name.startswith(os.path.basename(shm_path))]
         assert created == [os.path.basename(shm_path)], f"one file, no leftovers: {created}"
     os.close(go_r)
@@ -462,7 +463,7 @@ def test_random_bytes_in_header_and_metadata(shm_path: str, tmp_path: os.PathLik
                 len(c)
 
         status = wait_exit(fork_worker(use, errors), 30)
-        assert status in (0, 3), open(errors).read() if os.path.exists(errors) else f"child status {status}"
+        assert status in (0, 3), read_errors(errors) or f"child status {status}"
         outcomes["refused" if status == 3 else "opened"] += 1
         with open(shm_path, "r+b") as f:
             f.write(pristine)
@@ -472,7 +473,7 @@ def test_random_bytes_in_header_and_metadata(shm_path: str, tmp_path: os.PathLik
 # -- the reclaimer ------------------------------------------------------------------------------
 
 
-def test_policy_reclaimer_compacts_while_holding_the_lease(shm_path: str) -> None:
+def test_policy_reclaimer_compacts_while_holding_the_lease(shm_path: str, tmp_path: os.PathLike[str]) -> None:
     with SharedCache(shm_path, 8 * MiB, policy="always", reclaimer_interval_s=0.02) as c:
         assert c.reclaimer is not None and c.reclaimer.running
         c.set_many({f"k{i}": os.urandom(400) for i in range(6000)})
@@ -484,14 +485,19 @@ def test_policy_reclaimer_compacts_while_holding_the_lease(shm_path: str) -> Non
             assert time.monotonic() < deadline, "the reclaimer never compacted"
             time.sleep(0.02)
         assert c.reclaimer.stats.leased_ticks > 0
-        # A second opener's reclaimer finds the lease taken.
-        with SharedCache(shm_path, policy="always", reclaimer_interval_s=0.02) as other:
-            assert other.reclaimer is not None
-            deadline = time.monotonic() + 5
-            while other.reclaimer.stats.ticks < 5:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            assert other.reclaimer.stats.leased_ticks == 0
+        # Another process's reclaimer finds the lease taken: it ticks, and never scans.
+        errors = os.path.join(tmp_path, "errors")
+
+        def other_process() -> None:
+            with SharedCache(shm_path, policy="always", reclaimer_interval_s=0.02) as other:
+                assert other.reclaimer is not None
+                deadline = time.monotonic() + 5
+                while other.reclaimer.stats.ticks < 5:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                assert other.reclaimer.stats.leased_ticks == 0
+
+        assert wait_exit(fork_worker(other_process, errors), 30) == 0, read_errors(errors)
     assert not c.reclaimer.running
 
 
@@ -538,7 +544,7 @@ def test_child_has_no_reclaimer_until_asked(shm_path: str, tmp_path: os.PathLike
             assert c.reclaimer.running
             c.close()
 
-        assert wait_exit(fork_worker(child, errors), 30) == 0, open(errors).read() if os.path.exists(errors) else ""
+        assert wait_exit(fork_worker(child, errors), 30) == 0, read_errors(errors)
         assert c["from-child"] == b"1"
         assert c.reclaimer is not None and c.reclaimer.running
 

@@ -28,6 +28,7 @@ from shared_cache_support import (
     fork_worker,
     make_value,
     meminfo_shmem_bytes,
+    read_errors,
     shm_file,
     wait_exit,
 )
@@ -127,10 +128,6 @@ def spawn(path: str, cache: SharedCache, board: Board, wid: int, n: int, compact
     return fork_worker(lambda: run_worker(path, cache, board, wid, n, wid < compactors, seed), errors)
 
 
-def errors_text(errors: str) -> str:
-    return open(errors).read() if os.path.exists(errors) else ""
-
-
 def verify_cache(path: str, n: int) -> None:
     """After the workers: every entry is intact and its owner's, and the cache still works."""
     with SharedCache(path) as c:
@@ -149,7 +146,7 @@ def verify_cache(path: str, n: int) -> None:
 def test_eight_processes_checksummed(shm_path: str, tmp_path: os.PathLike[str]) -> None:
     n, errors = 8, os.path.join(tmp_path, "errors")
     board = Board(n)
-    with SharedCache(shm_path, 2 * MiB, compression="lz4") as cache:
+    with SharedCache(shm_path, MiB, compression="lz4") as cache:
         pids = [spawn(shm_path, cache, board, wid, n, 2, errors) for wid in range(n)]
         try:
             started = time.monotonic()
@@ -159,11 +156,11 @@ def test_eight_processes_checksummed(shm_path: str, tmp_path: os.PathLike[str]) 
                 now = [board.progress(w) for w in range(n)]
                 assert all(a > b for a, b in zip(now, last)), f"a worker made no progress in 2 s: {now}"
                 last = now
-                assert not os.path.exists(errors), errors_text(errors)
+                assert not os.path.exists(errors), read_errors(errors)
         finally:
             board.set_stop()
             statuses = [wait_exit(pid, 30) for pid in pids]
-        assert statuses == [0] * n, errors_text(errors)
+        assert statuses == [0] * n, read_errors(errors)
         assert sum(board.progress(w) for w in range(n)) > 10_000
         stats = cache.stats()
         assert stats.evictions > 0 and stats.hits > 0 and stats.recoveries == 0
@@ -187,7 +184,7 @@ def test_kill_loop(shm_path: str, tmp_path: os.PathLike[str]) -> None:
                 time.sleep(rng.uniform(0.0, 0.03))
                 for wid, pid in pids.items():
                     done, status = os.waitpid(pid, os.WNOHANG)
-                    assert not done, f"worker {wid} exited by itself ({status}):\n{errors_text(errors)}"
+                    assert not done, f"worker {wid} exited by itself ({status}):\n{read_errors(errors)}"
                 wid = rng.randrange(n)
                 os.kill(pids[wid], signal.SIGKILL)
                 assert wait_exit(pids[wid], 10) == -signal.SIGKILL
@@ -207,8 +204,8 @@ def test_kill_loop(shm_path: str, tmp_path: os.PathLike[str]) -> None:
         finally:
             board.set_stop()
             statuses = [wait_exit(pid, 30) for pid in pids.values()]
-        assert statuses == [0] * n, errors_text(errors)
-        assert not os.path.exists(errors), errors_text(errors)
+        assert statuses == [0] * n, read_errors(errors)
+        assert not os.path.exists(errors), read_errors(errors)
         stats = cache.stats()
         assert stats["recoveries"] > 0, stats.as_dict()
     verify_cache(shm_path, n)
@@ -224,7 +221,7 @@ def test_child_uses_the_inherited_cache_at_once(shm_path: str, tmp_path: os.Path
             cache["from-child"] = [os.getpid()]
 
         pid = fork_worker(child, errors)
-        assert wait_exit(pid, 30) == 0, errors_text(errors)
+        assert wait_exit(pid, 30) == 0, read_errors(errors)
         assert cache["from-child"] == [pid]
 
 
@@ -256,13 +253,13 @@ def test_fork_while_a_thread_and_a_process_hold_locks(shm_path: str, tmp_path: o
                     assert cache.get(key) in (b"%d" % round_, None)
                     cache.compact(time_budget=0.002)
 
-                assert wait_exit(fork_worker(child, errors), 30) == 0, errors_text(errors)
+                assert wait_exit(fork_worker(child, errors), 30) == 0, read_errors(errors)
         finally:
             board.set_stop()
             thread.join(30)
-            assert wait_exit(other, 30) == 0, errors_text(errors)
+            assert wait_exit(other, 30) == 0, read_errors(errors)
         assert not thread.is_alive()
-        assert not os.path.exists(errors), errors_text(errors)
+        assert not os.path.exists(errors), read_errors(errors)
 
 
 def test_fill_evict_delete_compact_gives_memory_back(shm_path: str) -> None:

@@ -50,12 +50,13 @@ class _FromFile:
 
 _FROM_FILE: Any = _FromFile()
 
-#: Every SharedCache with a reclaimer, for the fork hook below.
-_with_reclaimer: weakref.WeakSet[SharedCache] = weakref.WeakSet()
+#: Every SharedCache with a reclaimer, by id, for the fork hook below (a mapping is not
+#: hashable, so not a WeakSet).
+_with_reclaimer: weakref.WeakValueDictionary[int, SharedCache] = weakref.WeakValueDictionary()
 
 
 def _after_fork_in_child() -> None:
-    for cache in list(_with_reclaimer):
+    for cache in list(_with_reclaimer.values()):
         cache._after_fork_in_child()
 
 
@@ -290,7 +291,7 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
             self.close()
             raise
         self._reclaimer = SharedReclaimer(self, shrinker, float(reclaimer_interval_s), PressureMonitor())
-        _with_reclaimer.add(self)
+        _with_reclaimer[id(self)] = self
         self.start_reclaimer()
 
     # -- the reclaimer -----------------------------------------------------------------------
