@@ -43,7 +43,7 @@ use zspool_cache::{
 
 use crate::dictionary::{DictionaryReport, RecompressReport};
 use crate::errors::{Kind, to_py};
-use crate::objects::{Int, key_arg, key_object, seconds_arg, type_name};
+use crate::objects::{Int, item_pairs, key_arg, key_object, seconds_arg, type_name};
 use crate::pool::Pool;
 use crate::serializer::Serializer;
 use crate::stats::PoolStats;
@@ -547,20 +547,9 @@ impl Cache {
     #[pyo3(signature = (items, ttl = None))]
     fn set_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ttl = ttl_arg(ttl)?;
-        let pairs = match items.cast::<PyDict>() {
-            Ok(d) => d.items().into_any(),
-            Err(_) => items.clone(),
-        };
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for pair in pairs.try_iter()? {
-            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?
-                .extract()
-                .map_err(|_| PyTypeError::new_err("set_many() takes a mapping or an iterable of (key, value) pairs"))?;
-            values.push(self.codec.value_arg(&v)?);
-            keys.push(k);
-        }
-        let ks = keys.iter().map(key_arg).collect::<PyResult<Vec<Key<'_>>>>()?;
+        let pairs = item_pairs(items)?;
+        let values = pairs.iter().map(|(_, v)| self.codec.value_arg(v)).collect::<PyResult<Vec<_>>>()?;
+        let ks = pairs.iter().map(|(k, _)| key_arg(k)).collect::<PyResult<Vec<Key<'_>>>>()?;
         let vs: Vec<(&[u8], bool)> = values.iter().map(|v| (v.bytes.as_bytes(), v.serialized)).collect();
         let inner = &self.inner;
         let encode_all =

@@ -8,7 +8,7 @@
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{IntoPyObject, ffi};
 use zspool_cache::{Key, KeyKind, OwnedKey};
 
@@ -84,4 +84,22 @@ pub(crate) fn key_object<'py>(py: Python<'py>, key: &OwnedKey) -> PyResult<Bound
         KeyKind::Str => str_object(py, &key.bytes),
         KeyKind::Bytes => bytes_object(py, &key.bytes),
     }
+}
+
+/// The (key, value) pairs of a `set_many` argument: a mapping, or an iterable of pairs.
+pub(crate) type Pairs<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+pub(crate) fn item_pairs<'py>(items: &Bound<'py, PyAny>) -> PyResult<Pairs<'py>> {
+    let pairs = match items.cast::<PyDict>() {
+        Ok(d) => d.items().into_any(),
+        Err(_) => items.clone(),
+    };
+    pairs
+        .try_iter()?
+        .map(|pair| {
+            pair?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("set_many() takes a mapping or an iterable of (key, value) pairs"))
+        })
+        .collect()
 }

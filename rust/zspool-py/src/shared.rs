@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyList};
 use zspool_cache::{Compression, Key, Ttl};
 use zspool_shared::{OpenOptions, SerializerKind, SharedConfig, SharedError, ValueFlags};
 
 use crate::cache::ttl_arg;
 use crate::errors::Kind;
-use crate::objects::{Int, key_arg, key_object};
+use crate::objects::{Int, item_pairs, key_arg, key_object};
 use crate::pool::compact_options;
 use crate::serializer::Serializer;
 use crate::stats::{CompactionReport, SharedCacheStats};
@@ -414,20 +414,9 @@ impl SharedCache {
     #[pyo3(signature = (items, ttl = None))]
     fn set_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ttl = ttl_duration(ttl_arg(ttl)?);
-        let pairs = match items.cast::<PyDict>() {
-            Ok(d) => d.items().into_any(),
-            Err(_) => items.clone(),
-        };
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for pair in pairs.try_iter()? {
-            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?
-                .extract()
-                .map_err(|_| PyTypeError::new_err("set_many() takes a mapping or an iterable of (key, value) pairs"))?;
-            values.push(self.codec.value_arg(&v)?);
-            keys.push(k);
-        }
-        let ks = keys.iter().map(key_arg).collect::<PyResult<Vec<Key<'_>>>>()?;
+        let pairs = item_pairs(items)?;
+        let values = pairs.iter().map(|(_, v)| self.codec.value_arg(v)).collect::<PyResult<Vec<_>>>()?;
+        let ks = pairs.iter().map(|(k, _)| key_arg(k)).collect::<PyResult<Vec<Key<'_>>>>()?;
         let vs: Vec<(&[u8], ValueFlags)> = values
             .iter()
             .map(|v| (v.bytes.as_bytes(), if v.serialized { ValueFlags::SERIALIZED } else { ValueFlags::RAW }))
