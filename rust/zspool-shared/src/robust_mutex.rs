@@ -22,6 +22,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(500);
 /// the kind at offset 16.
 const KIND_OFFSET: usize = 16;
 const TID_MASK: i32 = 0x3fff_ffff;
+const FUTEX_WAITERS: u32 = 0x8000_0000;
 
 /// A robust process-shared mutex in the mapping. Created by [`RobustMutex::init`] (once, by the
 /// file's creator, before anyone else can see it).
@@ -98,6 +99,12 @@ impl RobustMutex {
                 _ => return Err(LockError::Corrupt("a lock in the file cannot be taken")),
             }
         }
+    }
+
+    /// Whether some thread or process is waiting for the mutex (glibc's `FUTEX_WAITERS` bit
+    /// in the lock word): the compactor's cue to yield.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.word(0).load(Ordering::Relaxed) as u32 & FUTEX_WAITERS != 0
     }
 
     /// Take the mutex only if it is free now (eviction from another shard never waits).
