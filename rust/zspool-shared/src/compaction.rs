@@ -164,10 +164,17 @@ impl LockedClass for LockedSharedClass<'_> {
 
     fn find_alloced_obj(&self, zspage: u32, from: usize) -> Option<(u16, u32)> {
         let c = self.class.as_ref()?;
-        (from..self.layout.objs_per_zspage).find_map(|obj| {
+        let found = (from..self.layout.objs_per_zspage).find_map(|obj| {
             let word = c.backref(zspage, obj as u32);
             (word & FREE_BIT == 0).then_some((obj as u16, word))
-        })
+        });
+        if found.is_none() && from == 0 && c.inuse(zspage) != 0 {
+            // A count that its objects contradict (a scribbled file): the objects are the
+            // truth, and an empty source must read as empty or the loop would pick it forever.
+            c.r.desc(zspage).inuse.store(0, Ordering::Relaxed);
+            c.r.header().corrupt_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        found
     }
 
     fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
