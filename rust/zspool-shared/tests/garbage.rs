@@ -39,7 +39,7 @@ fn exercise(cache: &SharedCache, rng: &mut Rng) {
         let key = key_bytes(k);
         let _ = cache.get(Key::bytes(&key), &mut out);
         let _ = cache.set(Key::bytes(&key), &make_value(k, 2, 100 + (k as usize % 700)), ValueFlags::RAW, None);
-        if k % 5 == 0 {
+        if k.is_multiple_of(5) {
             let _ = cache.delete(Key::bytes(&key));
         }
     }
