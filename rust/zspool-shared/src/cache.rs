@@ -477,7 +477,7 @@ impl SharedCache {
     /// Compact every class within `options`' budgets, in yielding slices.
     pub fn compact(&self, options: &CompactOptions) -> Result<CompactionReport, SharedError> {
         let _in = self.enter()?;
-        crate::compaction::compact(&self.r, options).map_err(|e| self.with_path(e))
+        crate::compaction::compact(&self.r, options, &self.closed).map_err(|e| self.with_path(e))
     }
 
     /// The host-wide counters (all zero once closed).

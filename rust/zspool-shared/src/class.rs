@@ -58,7 +58,7 @@ pub(crate) struct ClassGuard<'a> {
 /// Take class `id`'s lock (`id < n_classes`), recovering the class if its holder died.
 pub(crate) fn lock_class(r: &Regions, id: u32) -> Result<ClassGuard<'_>, SharedError> {
     let shm = r.class(id as usize);
-    let (guard, died) = shm.lock.lock(r.mutex_kind).map_err(|e| crate::cache::corrupt(r, e))?;
+    let (guard, died) = shm.lock.lock(&r.lock_file).map_err(|e| crate::cache::corrupt(r, e))?;
     let mut class = ClassGuard { r, id, layout: r.classes()[id as usize], shm, _guard: guard };
     if died {
         crate::recovery::recover_class(&class);
@@ -165,6 +165,18 @@ impl ClassGuard<'_> {
     /// Free object `obj` of zspage `desc`; an emptied zspage goes back to the allocator and
     /// its pages to the OS. Returns whether the zspage was freed.
     pub(crate) fn free(&mut self, desc: u32, obj: u32) -> bool {
+        if self.release_obj(desc, obj) == 0 {
+            self.remove_zspage(desc);
+            true
+        } else {
+            self.fix_fullness(desc);
+            false
+        }
+    }
+
+    /// Put object `obj` of zspage `desc` on its free list; the zspage's `inuse` after. The
+    /// fullness lists are left to the caller.
+    pub(crate) fn release_obj(&mut self, desc: u32, obj: u32) -> u32 {
         let d = self.r.desc(desc);
         let head = d.free_head.load(Ordering::Relaxed);
         self.set_backref(desc, obj, FREE_BIT | if head < self.objs() { head } else { FREE_END });
@@ -172,13 +184,7 @@ impl ClassGuard<'_> {
         let inuse = d.inuse.load(Ordering::Relaxed).saturating_sub(1);
         d.inuse.store(inuse, Ordering::Relaxed);
         Header::sub_saturating(&self.shm.obj_used, 1);
-        if inuse == 0 {
-            self.remove_zspage(desc);
-            true
-        } else {
-            self.fix_fullness(desc);
-            false
-        }
+        inuse
     }
 
     fn new_zspage(&mut self) -> Option<u32> {
@@ -197,7 +203,7 @@ impl ClassGuard<'_> {
     }
 
     /// Unlink an empty zspage and give it (and its pages) back.
-    fn remove_zspage(&mut self, desc: u32) {
+    pub(crate) fn remove_zspage(&mut self, desc: u32) {
         let group = self.r.desc(desc).group.load(Ordering::Relaxed);
         self.unlink(desc, group);
         Header::sub_saturating(&self.shm.obj_allocated, u64::from(self.objs()));

@@ -248,3 +248,14 @@ pub(crate) fn validate(config: &SharedConfig) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_offset_field_is_where_the_garbage_test_reads_it() {
+        assert_eq!(std::mem::offset_of!(Header, data_off), 128);
+        assert_eq!(std::mem::offset_of!(Header, version), 8);
+    }
+}

@@ -79,6 +79,11 @@ impl Mapping {
         }
     }
 
+    /// The file's inode number.
+    pub(crate) fn inode(&self) -> u64 {
+        self.file.metadata().map(|m| m.ino()).unwrap_or(0)
+    }
+
     /// Bytes the file really occupies (`st_blocks * 512`).
     pub(crate) fn allocated_bytes(&self) -> u64 {
         self.file.metadata().map(|m| m.blocks() * 512).unwrap_or(0)

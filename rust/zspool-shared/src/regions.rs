@@ -9,6 +9,7 @@ use crate::N_SHARDS;
 use crate::class::ClassShm;
 use crate::header::{Header, Layout};
 use crate::mapping::Mapping;
+use crate::robust_mutex::LockFile;
 use crate::shard::{ShardShm, Slot};
 use crate::zspage::{CHUNK_PAGES, Descriptor};
 
@@ -19,12 +20,13 @@ pub(crate) struct Regions {
     map: Mapping,
     pub(crate) layout: Layout,
     pub(crate) table: ClassTable,
-    pub(crate) mutex_kind: i32,
+    pub(crate) lock_file: LockFile,
 }
 
 impl Regions {
     pub(crate) fn new(map: Mapping, layout: Layout, table: ClassTable, mutex_kind: i32) -> Regions {
-        Regions { map, layout, table, mutex_kind }
+        let lock_file = LockFile { kind: mutex_kind, inode: map.inode() };
+        Regions { map, layout, table, lock_file }
     }
 
     fn at<T>(&self, offset: usize) -> &T {

@@ -17,11 +17,12 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 /// How long one wait lasts before the owner is checked again.
-const WAIT_SLICE: Duration = Duration::from_millis(500);
+const WAIT_SLICE: Duration = Duration::from_millis(100);
 /// glibc's `pthread_mutex_t` on Linux: the lock word (owner TID and flag bits) at offset 0,
 /// the kind at offset 16.
 const KIND_OFFSET: usize = 16;
 const TID_MASK: i32 = 0x3fff_ffff;
+const FUTEX_WAITERS: u32 = 0x8000_0000;
 
 /// A robust process-shared mutex in the mapping. Created by [`RobustMutex::init`] (once, by the
 /// file's creator, before anyone else can see it).
@@ -33,6 +34,15 @@ pub(crate) struct RobustMutex {
 // SAFETY: the mutex is designed to be shared between threads and processes; all access to
 // `raw` goes through the pthread functions, which synchronize.
 unsafe impl Sync for RobustMutex {}
+
+/// What every lock of one file is checked against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LockFile {
+    /// glibc's kind word of the file's mutexes, as created.
+    pub(crate) kind: i32,
+    /// The file's inode (a lock holder maps it).
+    pub(crate) inode: u64,
+}
 
 /// Why a lock could not be taken.
 #[derive(Debug)]
@@ -76,9 +86,9 @@ impl RobustMutex {
 
     /// Take the mutex, waiting as long as its owner lives. `Ok((guard, true))`: the previous
     /// owner died holding it; repair what it guards, then drop the guard.
-    pub(crate) fn lock(&self, expected_kind: i32) -> Result<(Guard<'_>, bool), LockError> {
+    pub(crate) fn lock(&self, file: &LockFile) -> Result<(Guard<'_>, bool), LockError> {
         loop {
-            if self.kind() != expected_kind {
+            if self.kind() != file.kind {
                 return Err(LockError::Corrupt("a lock in the file is not the mutex it was created as"));
             }
             let deadline = realtime_after(WAIT_SLICE);
@@ -90,8 +100,8 @@ impl RobustMutex {
                 libc::EOWNERDEAD => return Ok((Guard { mutex: self, inconsistent: true }, true)),
                 libc::ETIMEDOUT => {
                     let owner = self.word(0).load(Ordering::Relaxed) & TID_MASK;
-                    if owner != 0 && !thread_exists(owner) {
-                        return Err(LockError::Corrupt("a lock in the file is held by a thread that does not exist"));
+                    if owner != 0 && !maps_file(owner, file.inode) {
+                        return Err(LockError::Corrupt("a lock in the file is held by no thread that maps it"));
                     }
                 }
                 libc::EINTR | libc::EAGAIN => {}
@@ -100,10 +110,16 @@ impl RobustMutex {
         }
     }
 
+    /// Whether some thread or process is waiting for the mutex (glibc's `FUTEX_WAITERS` bit
+    /// in the lock word): the compactor's cue to yield.
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.word(0).load(Ordering::Relaxed) as u32 & FUTEX_WAITERS != 0
+    }
+
     /// Take the mutex only if it is free now (eviction from another shard never waits).
     /// `None` when it is busy or unusable.
-    pub(crate) fn try_lock(&self, expected_kind: i32) -> Option<(Guard<'_>, bool)> {
-        if self.kind() != expected_kind {
+    pub(crate) fn try_lock(&self, file: &LockFile) -> Option<(Guard<'_>, bool)> {
+        if self.kind() != file.kind {
             return None;
         }
         // SAFETY: as in `lock`.
@@ -145,7 +161,10 @@ fn realtime_after(d: Duration) -> libc::timespec {
     }
 }
 
-/// Whether a thread with this TID exists on the host (`/proc/<tid>` names threads too).
-fn thread_exists(tid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{tid}")).exists()
+/// Whether thread `tid` exists and maps the file with this inode: only such a thread can
+/// hold one of its locks (a lock word naming any other is garbage).
+fn maps_file(tid: i32, inode: u64) -> bool {
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{tid}/maps")) else { return false };
+    let inode = inode.to_string();
+    maps.lines().any(|line| line.split_whitespace().nth(4) == Some(inode.as_str()))
 }

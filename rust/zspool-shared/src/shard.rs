@@ -76,7 +76,7 @@ pub(crate) enum Found {
 
 pub(crate) fn lock_shard(r: &Regions, index: usize) -> Result<ShardGuard<'_>, SharedError> {
     let shm = r.shard(index);
-    let (mut guard, died) = shm.lock.lock(r.mutex_kind).map_err(|e| crate::cache::corrupt(r, e))?;
+    let (mut guard, died) = shm.lock.lock(&r.lock_file).map_err(|e| crate::cache::corrupt(r, e))?;
     if died {
         crate::recovery::recover_shard(r, index, shm);
         guard.mark_consistent();
@@ -87,7 +87,7 @@ pub(crate) fn lock_shard(r: &Regions, index: usize) -> Result<ShardGuard<'_>, Sh
 /// Take another shard's lock only if it is free now (eviction never waits on a second shard).
 pub(crate) fn try_lock_shard(r: &Regions, index: usize) -> Option<ShardGuard<'_>> {
     let shm = r.shard(index);
-    let (mut guard, died) = shm.lock.try_lock(r.mutex_kind)?;
+    let (mut guard, died) = shm.lock.try_lock(&r.lock_file)?;
     if died {
         crate::recovery::recover_shard(r, index, shm);
         guard.mark_consistent();
