@@ -277,6 +277,16 @@ def test_configuration_mismatch_names_the_field(shm_path: str) -> None:
             pass
 
 
+def test_maxbytes_out_of_range(shm_path: str) -> None:
+    with pytest.raises(ConfigError, match="maxbytes"):
+        SharedCache(shm_path, 1000)
+    with pytest.raises(ConfigError, match="maxbytes"):
+        SharedCache(shm_path, 1 << 50)
+    with pytest.raises(ValueError):
+        SharedCache(shm_path, -1)
+    assert not os.path.exists(shm_path)
+
+
 def test_lru_is_refused(shm_path: str) -> None:
     with pytest.raises(ConfigError, match="SIEVE"):
         SharedCache(shm_path, MiB, eviction="lru")  # type: ignore[arg-type]

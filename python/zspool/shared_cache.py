@@ -166,7 +166,8 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
     - ``maxbytes``: the budget, in bytes of stored entries (header, key and value after
       compression); entries are evicted with SIEVE to stay within it. A single entry larger
       than the cache can hold raises :class:`ObjectSizeError`. The file is sized for it once,
-      sparse: only pages in use cost memory. Default on creation: 64 MiB.
+      sparse: only pages in use cost memory. 1 MiB to 128 GiB (else :class:`ConfigError`);
+      default on creation: 64 MiB.
     - ``compression``: ``None``, ``"lz4"`` or ``"zstd"``; ``ttl``: default seconds to live
       (``None``: until evicted); ``eviction``: ``"sieve"``, the only one a shared cache has;
       ``serializer``: ``None`` (values are ``bytes``), ``"pickle"``, or an object with
@@ -232,8 +233,11 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
         **policy_options: Any,
     ) -> Self:
         path = shared_path(path_or_name)
-        if maxbytes is not _FROM_FILE and (isinstance(maxbytes, bool) or not isinstance(maxbytes, int)):
-            raise TypeError(f"maxbytes must be an int (bytes), not {type(maxbytes).__name__}")
+        if maxbytes is not _FROM_FILE:
+            if isinstance(maxbytes, bool) or not isinstance(maxbytes, int):
+                raise TypeError(f"maxbytes must be an int (bytes), not {type(maxbytes).__name__}")
+            if not 0 <= maxbytes < 2**64:
+                raise ValueError(f"maxbytes={maxbytes} is out of range: a budget in bytes, 0..2**64-1")
         if not isinstance(create, bool):
             raise TypeError(f"create must be a bool, not {type(create).__name__}")
         if isinstance(mode, bool) or not isinstance(mode, int):
