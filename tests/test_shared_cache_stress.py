@@ -167,6 +167,7 @@ def test_eight_processes_checksummed(shm_path: str, tmp_path: os.PathLike[str]) 
     verify_cache(shm_path, n)
 
 
+@pytest.mark.timeout(240)  # about 30-45 s here; the bound is a hang guard
 def test_kill_loop(shm_path: str, tmp_path: os.PathLike[str]) -> None:
     """>= 500 SIGKILLs of random workers at random moments (two compact in a loop, and the
     cache is kept over its budget, so some die compacting or evicting) while the others go on."""
