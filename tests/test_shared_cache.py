@@ -256,7 +256,10 @@ def test_closed_cache_raises(shm_path: str) -> None:
 def test_too_large(cache: SharedCache) -> None:
     with pytest.raises(ObjectSizeError):
         cache["big"] = b"x" * (8 * MiB)
-    assert "big" not in cache
+    with pytest.raises(ObjectSizeError, match="8192"):
+        cache["big"] = os.urandom(zspool.MAX_CLASS_SIZE)  # with its header, past the largest class
+    cache["fits"] = os.urandom(zspool.MAX_CLASS_SIZE - 100)
+    assert "big" not in cache and len(cache["fits"]) == zspool.MAX_CLASS_SIZE - 100
 
 
 def test_configuration_mismatch_names_the_field(shm_path: str) -> None:
