@@ -18,7 +18,7 @@ use crate::zspage::{FREE_CLASS, NONE};
 
 /// Take the allocator lock, rebuilding what it guards if its holder died.
 pub(crate) fn lock(r: &Regions) -> Result<Guard<'_>, SharedError> {
-    let (mut guard, died) = r.header().alloc_lock.lock(&r.lock_file).map_err(|e| crate::cache::corrupt(r, e))?;
+    let (mut guard, died) = r.header().alloc_lock.lock(&r.lock_file).map_err(crate::cache::corrupt)?;
     if died {
         rebuild(r);
         r.header().recoveries.fetch_add(1, Ordering::Relaxed);

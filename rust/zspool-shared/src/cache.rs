@@ -33,6 +33,8 @@ const ALLOC_RETRIES: usize = 16;
 thread_local! {
     /// Scratch for a record being written or read (one per thread: no allocation per call).
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Scratch for the old record a `set` replaces, read while `SCRATCH` holds the new one.
+    static OLD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A cache whose pool and index live in one shared file. `Send + Sync`; owns the mapping
@@ -55,10 +57,10 @@ impl Drop for Entered<'_> {
     }
 }
 
-/// A lock in the file that cannot be used: the file is corrupt.
-pub(crate) fn corrupt(r: &Regions, e: LockError) -> SharedError {
+/// A lock in the file that cannot be used: the file is corrupt. (The path is filled in by
+/// `SharedCache::with_path` on the way out.)
+pub(crate) fn corrupt(e: LockError) -> SharedError {
     let LockError::Corrupt(why) = e;
-    let _ = r;
     SharedError::NotOurs { path: PathBuf::new(), reason: why.into() }
 }
 
@@ -302,8 +304,7 @@ impl SharedCache {
             let class_id = self.r.table.class_for(size) as u32;
             let hash = key_hash(kind, key.bytes);
             let shard = lock_shard(&self.r, shard_of(hash))?;
-            let mut scratch = Vec::new();
-            let existing = shard.find(hash, kind, key.bytes, &mut scratch)?;
+            let existing = OLD.with_borrow_mut(|old| shard.find(hash, kind, key.bytes, old))?;
             if let Some((g, _)) = existing {
                 shard.remove(g)?;
             }
