@@ -5,27 +5,20 @@
 //! Run: `cargo bench -p zspool-shared --bench get_set` (release, fat LTO: a few minutes to
 //! build). `ZSPOOL_BENCH_ENTRIES` changes the entry count.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Instant;
 
+use common::Rng;
 use zspool_cache::{Cache, CacheConfig, Key, Ttl};
 use zspool_core::{Pool, PoolConfig};
 use zspool_shared::{OpenOptions, SharedCache, SharedConfig, ValueFlags};
 
 const VALUE_LEN: usize = 200;
 const BUDGET: u64 = 512 << 20;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn ns_per_op(n: usize, start: Instant) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
