@@ -308,9 +308,19 @@ impl SharedCache {
             if let Some((g, _)) = existing {
                 shard.remove(g)?;
             }
+            let mut recounted = false;
             while self.r.header().bytes.load(Ordering::Relaxed) + size as u64 > self.config.maxbytes {
                 if !self.evict(&shard)? {
-                    return Ok(false);
+                    // Nothing left to evict yet over budget: the global count drifted (a
+                    // death between a class's count and it, or a scribbled file). Recount
+                    // once from the classes and look again.
+                    if recounted {
+                        return Ok(false);
+                    }
+                    recounted = true;
+                    let total =
+                        (0..self.r.layout.n_classes).map(|id| self.r.class(id).bytes.load(Ordering::Relaxed)).sum();
+                    self.r.header().bytes.store(total, Ordering::Relaxed);
                 }
             }
             let g = shard.claim(hash)?;
@@ -406,9 +416,18 @@ impl SharedCache {
         Ok(keys)
     }
 
-    /// Live entries (checks every slot: O(slots)).
+    /// Live entries. The shards' counts, while no entry ever had a TTL and no recovery or
+    /// check ever dropped one (counted entries are then exactly the live ones); otherwise a
+    /// scan of every slot that skips expired and discarded entries (O(slots)).
     pub fn len(&self) -> Result<usize, SharedError> {
         let _in = self.enter()?;
+        let h = self.r.header();
+        let exact = h.ttl_used.load(Ordering::Relaxed) == 0
+            && h.dropped_on_recovery.load(Ordering::Relaxed) == 0
+            && h.corrupt_dropped.load(Ordering::Relaxed) == 0;
+        if exact {
+            return Ok((0..N_SHARDS).map(|i| self.r.shard(i).entries.load(Ordering::Relaxed) as usize).sum());
+        }
         let now = monotonic_ns();
         let mut n = 0;
         self.scan(|_, _, record, _| {
