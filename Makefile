@@ -115,9 +115,8 @@ py-test:
 	$(PYTHON) -m pytest
 
 # Every standalone figure script, the two compaction benchmarks, the shared cache's get/set
-# benchmark and the peers harness
-# once at a small N: a broken script fails the build (the figures mean nothing at this
-# size; the full runs are the commands under the README's tables).
+# benchmark and the peers harness once at a small N: a broken script fails the build (the
+# figures mean nothing at this size; the full runs are the commands under the README's tables).
 figures-smoke:
 	cargo test -q -p zspool-core --bench compaction_latency > /dev/null
 	cargo test -q -p zspool-core --bench compaction_rate > /dev/null
