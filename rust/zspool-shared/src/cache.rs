@@ -170,6 +170,11 @@ impl SharedCache {
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn regions(&self) -> &Regions {
+        &self.r
+    }
+
     fn enter(&self) -> Result<Entered<'_>, SharedError> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let entered = Entered(&self.in_flight);

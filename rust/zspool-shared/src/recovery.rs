@@ -48,3 +48,113 @@ pub(crate) fn recover_shard(r: &Regions, shard: usize, shm: &ShardShm) {
     shm.hand.store(0, Ordering::Relaxed);
     r.header().recoveries.fetch_add(1, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use zspool_cache::Key;
+
+    use crate::class::lock_class;
+    use crate::hash::key_hash;
+    use crate::shard::{lock_shard, shard_of};
+    use crate::{OpenOptions, SharedCache, SharedConfig, ValueFlags};
+
+    fn cache(tag: &str) -> (std::path::PathBuf, SharedCache) {
+        let path = std::path::PathBuf::from(format!("/dev/shm/zspool-recovery-{tag}-{}", std::process::id()));
+        let _ = SharedCache::destroy(&path);
+        let config = SharedConfig { maxbytes: 4 << 20, ..SharedConfig::default() };
+        let cache = SharedCache::open(&path, Some(&config), &OpenOptions::default()).unwrap();
+        (path, cache)
+    }
+
+    /// Run `hold` in a child process that then exits without unlocking: the kernel's robust
+    /// list walk marks the lock owner-dead.
+    fn die_holding(hold: impl FnOnce()) {
+        // SAFETY: the child only takes a lock in the mapping and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            hold();
+            // SAFETY: leave at once, holding the lock.
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    }
+
+    fn fill(cache: &SharedCache) {
+        for k in 0..200u32 {
+            let value = vec![k as u8; 50 + (k as usize % 4) * 1000];
+            assert!(cache.set(Key::bytes(&k.to_le_bytes()), &value, ValueFlags::RAW, None).unwrap());
+        }
+    }
+
+    fn present(cache: &SharedCache) -> Vec<bool> {
+        let mut out = Vec::new();
+        (0..200u32)
+            .map(|k| {
+                let found = cache.get(Key::bytes(&k.to_le_bytes()), &mut out).unwrap().is_some();
+                assert!(!found || out == vec![k as u8; 50 + (k as usize % 4) * 1000], "key {k}: a wrong value");
+                found
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_class_holder_costs_that_class_only_and_is_counted() {
+        let (path, cache) = cache("class");
+        fill(&cache);
+        let r = cache.regions();
+        let class = r.table.class_for(24 + 4 + 1050) as u32;
+        let before = cache.stats();
+        die_holding(|| std::mem::forget(lock_class(r, class).unwrap()));
+        let found = present(&cache);
+        for (k, found) in found.iter().enumerate() {
+            assert_eq!(*found, k % 4 != 1, "key {k}: only the dead holder's class is dropped");
+        }
+        let after = cache.stats();
+        assert_eq!(after.recoveries, before.recoveries + 1);
+        assert_eq!(after.entries_dropped_on_recovery, 50);
+        assert!(after.pages_in_use < before.pages_in_use && after.bytes < before.bytes);
+        assert_eq!(cache.len().unwrap(), 150);
+        fill(&cache);
+        assert!(present(&cache).iter().all(|&f| f), "the class works again");
+        // A second death in the same class is recovered the same way (idempotent repair).
+        die_holding(|| std::mem::forget(lock_class(r, class).unwrap()));
+        die_holding(|| std::mem::forget(lock_class(r, class).unwrap()));
+        assert_eq!(present(&cache).iter().filter(|&&f| f).count(), 150);
+        assert_eq!(cache.stats().recoveries, before.recoveries + 3);
+        SharedCache::destroy(&path).unwrap();
+    }
+
+    #[test]
+    fn a_dead_shard_holder_loses_no_entry() {
+        let (path, cache) = cache("shard");
+        fill(&cache);
+        let r = cache.regions();
+        let shard = shard_of(key_hash(0, &7u32.to_le_bytes()));
+        die_holding(|| std::mem::forget(lock_shard(r, shard).unwrap()));
+        assert!(present(&cache).iter().all(|&f| f));
+        assert_eq!(cache.stats().recoveries, 1);
+        assert_eq!(cache.stats().entries, 200, "the shard's count was recounted, not lost");
+        SharedCache::destroy(&path).unwrap();
+    }
+
+    #[test]
+    fn a_dead_allocator_holder_is_rebuilt_from_the_descriptors() {
+        let (path, cache) = cache("alloc");
+        fill(&cache);
+        let r = cache.regions();
+        let before = cache.stats();
+        die_holding(|| std::mem::forget(crate::allocator::lock(r).unwrap()));
+        assert!(cache.try_lease(1, Duration::from_secs(1)), "the lease works after the rebuild");
+        let after = cache.stats();
+        assert_eq!(after.recoveries, 1);
+        assert_eq!((after.pages_in_use, after.zspages), (before.pages_in_use, before.zspages));
+        cache.clear().unwrap();
+        assert_eq!(cache.stats().pages_in_use, 0);
+        fill(&cache);
+        assert!(present(&cache).iter().all(|&f| f));
+        SharedCache::destroy(&path).unwrap();
+    }
+}
