@@ -18,7 +18,7 @@ use crate::error::SharedError;
 use crate::hash::key_hash;
 use crate::header::{Header, Layout, MAGIC, class_digest, class_table, validate};
 use crate::location::Location;
-use crate::mapping::{Mapping, create_linked, open_existing};
+use crate::mapping::{Mapping, create_linked, free_bytes, open_existing};
 use crate::object::{HEADER_LEN, MAX_VALUE_LEN, Record, encode, set_backref};
 use crate::regions::Regions;
 use crate::robust_mutex::{LockError, RobustMutex};
@@ -94,6 +94,19 @@ impl SharedCache {
             };
             let table = class_table();
             let layout = Layout::compute(config.maxbytes, table.classes().len());
+            // Pages of a sparse file are allocated when first written; on a full tmpfs that
+            // write is a SIGBUS. Refuse a budget the file system cannot hold now (the index
+            // and the entries; fragmentation beyond that is what compaction is for).
+            let need = layout.desc_off as u64 + config.maxbytes;
+            if let Some(free) = free_bytes(path)
+                && free < need
+            {
+                return Err(SharedError::InvalidConfig(format!(
+                    "maxbytes={} needs about {need} bytes on the file system of {}, which has {free} free",
+                    config.maxbytes,
+                    path.display()
+                )));
+            }
             let build = |m: &Mapping| {
                 // SAFETY: the file is new and not yet linked: this is the only reference.
                 let header = unsafe { &mut *m.ptr(0).cast::<Header>() };

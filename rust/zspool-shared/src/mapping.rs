@@ -107,6 +107,26 @@ impl Drop for Mapping {
     }
 }
 
+/// Bytes free for an unprivileged user on the file system that holds `path`'s directory
+/// (`None` if it cannot be asked).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = zeroed_statvfs();
+    // SAFETY: statvfs writes the struct it is given; the path is a valid C string.
+    let rc = unsafe { libc::statvfs(c_dir.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn zeroed_statvfs() -> libc::statvfs {
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// Open an existing file read-write.
 pub(crate) fn open_existing(path: &Path) -> Result<Option<File>, SharedError> {
     match std::fs::OpenOptions::new().read(true).write(true).open(path) {

@@ -146,6 +146,17 @@ fn opening_checks_configuration_and_files() {
         SharedCache::open(&path.0, Some(&config(1)), &OpenOptions::default()),
         Err(SharedError::InvalidConfig(_))
     ));
+    // The largest budget, 128 GiB, is more than this machine's /dev/shm holds (24 GiB).
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct; the path is a C string literal.
+    assert_eq!(unsafe { libc::statvfs(c"/dev/shm".as_ptr(), &mut st) }, 0);
+    if st.f_bavail * st.f_frsize < 128 << 30 {
+        let huge = TempPath::new("huge");
+        let err = SharedCache::open(&huge.0, Some(&config(128 << 30)), &OpenOptions::default()).unwrap_err();
+        assert!(matches!(err, SharedError::InvalidConfig(_)), "a budget /dev/shm cannot hold is refused: {err}");
+        assert!(!huge.0.exists());
+    }
     assert!(SharedCache::destroy(&path.0).unwrap());
     assert!(!SharedCache::destroy(&path.0).unwrap());
 }
