@@ -18,7 +18,7 @@ use crate::error::SharedError;
 use crate::hash::key_hash;
 use crate::header::{Header, Layout, MAGIC, class_digest, class_table, validate};
 use crate::location::Location;
-use crate::mapping::{Mapping, create_linked, free_bytes, open_existing};
+use crate::mapping::{Mapping, create_linked, free_bytes, open_existing, remove_dead_creators};
 use crate::object::{HEADER_LEN, MAX_VALUE_LEN, Record, encode, set_backref};
 use crate::regions::Regions;
 use crate::robust_mutex::{LockError, RobustMutex};
@@ -107,6 +107,7 @@ impl SharedCache {
                     path.display()
                 )));
             }
+            remove_dead_creators(path);
             let build = |m: &Mapping| {
                 // SAFETY: the file is new and not yet linked: this is the only reference.
                 let header = unsafe { &mut *m.ptr(0).cast::<Header>() };

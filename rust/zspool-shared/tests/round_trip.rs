@@ -133,7 +133,12 @@ fn delete_and_compact_punch_pages_out_of_the_file() {
 fn opening_checks_configuration_and_files() {
     let path = TempPath::new("open");
     assert!(matches!(SharedCache::open(&path.0, None, &OpenOptions::default()), Err(SharedError::NotFound { .. })));
+    // A creator killed before linking its file left it behind (pid 0x7fffffff never exists).
+    let mut stale = path.0.clone().into_os_string();
+    stale.push(".creating.2147483647.1");
+    std::fs::write(&stale, b"half-built").unwrap();
     let _cache = create(&path, 4 << 20);
+    assert!(!std::path::Path::new(&stale).exists(), "a dead creator's temporary file is removed");
     let err = SharedCache::open(&path.0, Some(&config(8 << 20)), &OpenOptions::default()).unwrap_err();
     assert!(matches!(err, SharedError::Mismatch { field: "maxbytes", .. }), "{err}");
     assert!(err.to_string().contains("maxbytes"));
