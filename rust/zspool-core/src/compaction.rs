@@ -206,7 +206,8 @@ impl Pool {
     }
 
     /// Why a run must stop now whatever its budgets say: the pool was closed, or a fork is
-    /// being prepared. Checked before a run, before each class and before each step.
+    /// being prepared. Checked before a run, before each class, before each step and after
+    /// each object moved (it ends the slice).
     fn must_stop(&self) -> Option<StopReason> {
         if self.is_closed() {
             Some(StopReason::Closed)
@@ -231,7 +232,7 @@ struct LockedPoolClass<'p> {
     owner: Option<&'p dyn ObjectOwner>,
 }
 
-impl<'p> CompactClass for PoolClass<'p> {
+impl CompactClass for PoolClass<'_> {
     type Locked<'a>
         = LockedPoolClass<'a>
     where
