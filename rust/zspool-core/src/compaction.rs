@@ -247,7 +247,7 @@ impl CompactClass for PoolClass<'_> {
         LockedPoolClass { state: self.class.lock(), owner: self.pool.object_owner() }
     }
 
-    fn unlock_fair(&self, locked: LockedPoolClass<'_>) {
+    fn unlock_fair<'a>(&'a self, locked: LockedPoolClass<'a>) {
         unlock_fair(locked.state);
     }
 
@@ -255,7 +255,7 @@ impl CompactClass for PoolClass<'_> {
         self.class.lock_is_contended()
     }
 
-    fn publish(&self, locked: &LockedPoolClass<'_>) {
+    fn publish<'a>(&'a self, locked: &LockedPoolClass<'a>) {
         self.class.publish(&locked.state);
     }
 
