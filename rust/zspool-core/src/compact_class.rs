@@ -65,8 +65,9 @@ pub fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) 
 /// Zspages are named by a `u32` id unique within the class while they are linked (an index
 /// into the class's zspage records or the file's descriptors); objects by their `u16` index
 /// in the zspage; a live object's *owner word* is a `u32` back-reference the storage gives
-/// meaning to (a handle-table index, an outside owner's record, an index slot). Every method
-/// is called with an id that [`LockedClass::zspage_exists`] vouched for under this hold.
+/// meaning to (a handle-table index, an outside owner's record, an index slot). The loop
+/// passes only ids that [`LockedClass::fullest_with_room`] or [`LockedClass::emptiest`]
+/// returned, or [`LockedClass::zspage_exists`] vouched for, under the same hold.
 pub trait LockedClass {
     /// A zspage unlinked by [`LockedClass::remove_zspage`], given back by
     /// [`CompactClass::release_dead`] once the lock is dropped.
