@@ -7,7 +7,8 @@
 //!   half-linked), reset the lists and counters;
 //! - shard lock: recount the shard's entries and reset its SIEVE hand (every slot word is
 //!   meaningful on its own: nothing is lost);
-//! - allocator lock: rebuild the free stack and page counts (`allocator.rs`).
+//! - allocator lock: rebuild the free stack and page counts from the descriptors (whose
+//!   `class` changes only under that lock).
 
 use std::sync::atomic::Ordering;
 
@@ -16,7 +17,7 @@ use crate::header::Header;
 use crate::location::EPOCH_MASK;
 use crate::regions::Regions;
 use crate::shard::ShardShm;
-use crate::zspage::NONE;
+use crate::zspage::{FREE_CLASS, NONE};
 
 /// Discard class `class`'s entries (we hold its lock, returned owner-dead).
 pub(crate) fn recover_class(class: &ClassGuard<'_>) {
@@ -47,6 +48,33 @@ pub(crate) fn recover_shard(r: &Regions, shard: usize, shm: &ShardShm) {
     shm.entries.store(live as u64, Ordering::Relaxed);
     shm.hand.store(0, Ordering::Relaxed);
     r.header().recoveries.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Recompute the allocator's free stack, `pages_in_use` and `zspages` from the descriptors
+/// (we hold the allocator lock, returned owner-dead). Idempotent.
+pub(crate) fn recover_allocator(r: &Regions) {
+    let h = r.header();
+    let never = (h.never_used.load(Ordering::Relaxed) as usize).min(r.layout.n_chunks);
+    h.never_used.store(never as u32, Ordering::Relaxed);
+    let (mut top, mut pages, mut zspages) = (NONE, 0u64, 0u64);
+    for desc in 0..never as u32 {
+        let d = r.desc(desc);
+        match r.classes().get(d.class.load(Ordering::Relaxed) as usize) {
+            Some(layout) => {
+                pages += layout.pages_per_zspage as u64;
+                zspages += 1;
+            }
+            None => {
+                d.class.store(FREE_CLASS, Ordering::Relaxed);
+                d.next_free.store(top, Ordering::Relaxed);
+                top = desc;
+            }
+        }
+    }
+    h.free_desc.store(top, Ordering::Relaxed);
+    h.pages_in_use.store(pages, Ordering::Relaxed);
+    h.zspages.store(zspages, Ordering::Relaxed);
+    h.recoveries.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]
