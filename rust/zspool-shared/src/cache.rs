@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zspool_cache::{Codec, Key, KeyKind, OwnedKey};
@@ -17,6 +17,7 @@ use crate::config::{OpenOptions, SharedConfig};
 use crate::error::SharedError;
 use crate::hash::key_hash;
 use crate::header::{Header, Layout, MAGIC, class_digest, class_table, validate};
+use crate::in_flight::{Entered, InFlight};
 use crate::location::Location;
 use crate::mapping::{Mapping, create_linked, free_bytes, open_existing, remove_dead_creators};
 use crate::object::{HEADER_LEN, MAX_VALUE_LEN, Record, encode, set_backref};
@@ -45,16 +46,7 @@ pub struct SharedCache {
     path: PathBuf,
     config: SharedConfig,
     closed: AtomicBool,
-    in_flight: AtomicUsize,
-}
-
-/// A call in progress: `close` waits until none is.
-struct Entered<'a>(&'a AtomicUsize);
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
+    in_flight: InFlight,
 }
 
 /// A lock in the file that cannot be used: the file is corrupt. (The path is filled in by
@@ -180,7 +172,7 @@ impl SharedCache {
             path: path.to_path_buf(),
             config: file_config,
             closed: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
+            in_flight: InFlight::new(),
         })
     }
 
@@ -190,8 +182,7 @@ impl SharedCache {
     }
 
     fn enter(&self) -> Result<Entered<'_>, SharedError> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let entered = Entered(&self.in_flight);
+        let entered = self.in_flight.enter();
         if self.closed.load(Ordering::SeqCst) {
             return Err(SharedError::Closed);
         }
@@ -547,7 +538,7 @@ impl SharedCache {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        while self.in_flight.load(Ordering::SeqCst) != 0 {
+        while self.in_flight.count() != 0 {
             std::thread::yield_now();
         }
         self.r.unmap();

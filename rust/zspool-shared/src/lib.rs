@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod hash;
 mod header;
+mod in_flight;
 mod location;
 mod mapping;
 mod object;
