@@ -98,6 +98,33 @@ def test_fork_while_a_thread_and_a_process_hold_locks(shm_path: str, tmp_path: o
         assert not os.path.exists(errors), read_errors(errors)
 
 
+def test_child_closes_while_a_parent_thread_was_in_a_call(shm_path: str, tmp_path: os.PathLike[str]) -> None:
+    """A child forked while a thread of the parent is inside a call (compacting, reading)
+    closes its copy at once: it does not wait for a call of a thread it does not have."""
+    errors = os.path.join(tmp_path, "errors")
+    stop = threading.Event()
+    with SharedCache(shm_path, MiB) as cache:
+        cache.set_many({f"k{i}": os.urandom(300) for i in range(2000)})
+
+        def hammer() -> None:
+            while not stop.is_set():
+                cache.compact()
+                cache.get_many([f"k{i}" for i in range(200)])
+
+        def child() -> None:
+            cache.get("k1")
+            cache.close()
+
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        try:
+            for _ in range(30):
+                assert wait_exit(fork_worker(child, errors), 10) == 0, read_errors(errors)
+        finally:
+            stop.set()
+            thread.join(30)
+
+
 def test_fill_evict_delete_compact_gives_memory_back(shm_path: str) -> None:
     maxbytes = 16 * MiB
     with SharedCache(shm_path, maxbytes) as cache:
