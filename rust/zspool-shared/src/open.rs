@@ -132,8 +132,19 @@ impl SharedCache {
     }
 
     /// Unlink the file at `path` (`false` if there was none). Processes that map it keep
-    /// using it until they close.
+    /// using it until they close. A file that does not start with a shared cache's magic is
+    /// `NotOurs` and stays: a mistyped path never deletes someone else's file.
     pub fn destroy(path: &Path) -> Result<bool, SharedError> {
+        let mut magic = [0u8; MAGIC.len()];
+        match std::fs::File::open(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(SharedError::io(path, e)),
+            Ok(mut file) => {
+                if std::io::Read::read_exact(&mut file, &mut magic).is_err() || magic != MAGIC {
+                    return Err(SharedError::not_ours(path, "it does not start with the magic; not removed"));
+                }
+            }
+        }
         match std::fs::remove_file(path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
