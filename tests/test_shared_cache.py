@@ -346,6 +346,14 @@ def test_destroy(shm_path: str) -> None:
     assert SharedCache.destroy(os.path.basename(shm_path)) is True  # by name
 
 
+def test_destroy_leaves_a_file_that_is_not_a_cache(shm_path: str) -> None:
+    write_file(shm_path, b"someone else's data")
+    with pytest.raises(SharedFileError):
+        SharedCache.destroy(shm_path)
+    with open(shm_path, "rb") as f:
+        assert f.read() == b"someone else's data"
+
+
 def write_file(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
