@@ -144,12 +144,15 @@ impl ClassGuard<'_> {
     }
 
     /// Compaction or a recovery starts changing objects in place: lock-free readers retry.
+    /// Made odd, not incremented: a mover that died left it odd already, and the recovery
+    /// must end even. (Only the class lock's holder writes it.)
     pub(crate) fn begin_move(&self) {
-        self.shm.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = self.shm.seq.load(Ordering::Relaxed);
+        self.shm.seq.store(seq | 1, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
     }
 
-    /// The change is done.
+    /// The change is done: the sequence is even again, and not the value it had before.
     pub(crate) fn end_move(&self) {
         self.shm.seq.fetch_add(1, Ordering::Release);
     }

@@ -160,6 +160,15 @@ mod tests {
         assert!(cache.delete(trigger).unwrap());
         assert_eq!(present(&cache).iter().filter(|&&f| f).count(), 150);
         assert_eq!(cache.stats().recoveries, before.recoveries + 3);
+        // A compactor that died mid-move left the move sequence odd: the recovery ends it
+        // even, so lock-free reads of the class resume.
+        die_holding(|| {
+            let guard = lock_class(r, class).unwrap();
+            guard.begin_move();
+            std::mem::forget(guard);
+        });
+        assert!(cache.set(trigger, &[0; 1050], ValueFlags::RAW, None).unwrap());
+        assert_eq!(r.class(class as usize).seq.load(std::sync::atomic::Ordering::Relaxed) & 1, 0);
         SharedCache::destroy(&path).unwrap();
     }
 
