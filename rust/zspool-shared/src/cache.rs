@@ -98,6 +98,45 @@ impl SharedCache {
         self.lookup(key, Some(out), true).map_err(|e| self.with_path(e))
     }
 
+    /// [`SharedCache::get`] that never waits: `None` instead of waiting for a lock (another
+    /// thread or process holds the key's shard, an object of its class is being moved, or the
+    /// entry has expired and must be removed). A caller that holds a lock of its own while it
+    /// asks, as the Python bindings hold the GIL, tries this first and calls `get` after
+    /// releasing it only on `None`: the common read then costs no release and re-take.
+    pub fn try_get(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<Option<Option<ValueFlags>>, SharedError> {
+        let _in = self.enter()?;
+        out.clear();
+        let kind = kind_code(key.kind);
+        let hash = key_hash(kind, key.bytes);
+        SCRATCH.with_borrow_mut(|buf| {
+            let Some(shard) = try_lock_shard(&self.r, shard_of(hash)) else { return Ok(None) };
+            let Ok(found) = shard.find_nowait(hash, kind, key.bytes, buf) else { return Ok(None) };
+            let Some((g, record)) = found else {
+                shard.shm.misses.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(None));
+            };
+            if record.expired(monotonic_ns()) {
+                return Ok(None);
+            }
+            shard.mark_visited(g);
+            shard.shm.hits.fetch_add(1, Ordering::Relaxed);
+            drop(shard);
+            Ok(Some(self.decoded(&record, buf, out)))
+        })
+    }
+
+    /// The flags of a checked record, with its value decoded into `out`; `None` (counted as
+    /// corrupt) if the frame does not decode.
+    fn decoded(&self, record: &Record, buf: &[u8], out: &mut Vec<u8>) -> Option<ValueFlags> {
+        if decode(record, buf, out).is_none() {
+            // The checksum matched but the frame does not decode: not ours to return.
+            self.r.header().corrupt_dropped.fetch_add(1, Ordering::Relaxed);
+            out.clear();
+            return None;
+        }
+        Some(ValueFlags(record.flags & 1))
+    }
+
     /// Whether `key` has a live entry.
     pub fn contains(&self, key: Key<'_>) -> Result<bool, SharedError> {
         let _in = self.enter()?;
@@ -128,16 +167,10 @@ impl SharedCache {
                 shard.shm.hits.fetch_add(1, Ordering::Relaxed);
             }
             drop(shard);
-            let flags = ValueFlags(record.flags & 1);
-            if let Some(out) = out
-                && decode(&record, buf, out).is_none()
-            {
-                // The checksum matched but the frame does not decode: not ours to return.
-                self.r.header().corrupt_dropped.fetch_add(1, Ordering::Relaxed);
-                out.clear();
-                return Ok(None);
+            match out {
+                Some(out) => Ok(self.decoded(&record, buf, out)),
+                None => Ok(Some(ValueFlags(record.flags & 1))),
             }
-            Ok(Some(flags))
         })
     }
 

@@ -56,6 +56,10 @@ pub(crate) fn shard_of(hash: u64) -> usize {
     (hash >> 58) as usize % crate::N_SHARDS
 }
 
+/// A read that would have had to wait for a lock (see [`ShardGuard::find_nowait`]).
+#[derive(Debug)]
+pub(crate) struct WouldBlock;
+
 /// A locked shard.
 pub(crate) struct ShardGuard<'a> {
     pub(crate) r: &'a Regions,
@@ -125,20 +129,42 @@ impl ShardGuard<'_> {
         key: &[u8],
         buf: &mut Vec<u8>,
     ) -> Result<Option<(usize, Record)>, SharedError> {
-        let want = tag(hash);
-        for g in self.probe(hash) {
-            let word = self.slot(g).hash.load(Ordering::Relaxed);
-            if word == 0 {
-                break;
-            }
-            if word & !VISITED != want || self.slot(g).loc.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
+        for g in self.candidates(hash) {
             if let Found::Entry(record) = self.read(g, Some((kind, key)), buf)? {
                 return Ok(Some((g, record)));
             }
         }
         Ok(None)
+    }
+
+    /// [`ShardGuard::find`] without ever waiting for a class lock: only the lock-free read
+    /// ([`ShardGuard::read_unlocked`]). `Err(WouldBlock)` whenever that is not enough (an
+    /// object of the class is moving, or a record needs the locked path's checks).
+    pub(crate) fn find_nowait(
+        &self,
+        hash: u64,
+        kind: u8,
+        key: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<(usize, Record)>, WouldBlock> {
+        for g in self.candidates(hash) {
+            let record = self.read_unlocked(g, buf).ok_or(WouldBlock)?;
+            if record.kind != kind || record.key(buf) != key {
+                continue;
+            }
+            return if record.checksum_ok(buf) { Ok(Some((g, record))) } else { Err(WouldBlock) };
+        }
+        Ok(None)
+    }
+
+    /// The slots of `hash`'s probe that may hold its entry: its hash tag, and a location.
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
+        let want = tag(hash);
+        self.probe(hash)
+            .map(|g| (g, self.slot(g).hash.load(Ordering::Relaxed)))
+            .take_while(|&(_, word)| word != 0)
+            .filter(move |&(g, word)| word & !VISITED == want && self.slot(g).loc.load(Ordering::Relaxed) != 0)
+            .map(|(g, _)| g)
     }
 
     /// Copy the object slot `g` names into `buf` and check it (back-reference, lengths,

@@ -181,3 +181,58 @@ fn close_makes_later_calls_fail_and_leases_exclude_others() {
     assert!(matches!(cache.get(Key::bytes(b"k"), &mut Vec::new()), Err(SharedError::Closed)));
     assert_eq!(cache.currsize(), 0);
 }
+
+#[test]
+fn try_get_answers_as_get_does_or_not_at_all_and_never_waits() {
+    let path = TempPath::new("tryget");
+    let cfg = SharedConfig { ttl: None, ..config(8 << 20) };
+    let cache = SharedCache::open(&path.0, Some(&cfg), &OpenOptions::default()).unwrap();
+    let mut out = Vec::new();
+    for k in 0..500u64 {
+        assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 1, 200), ValueFlags::RAW, None).unwrap());
+    }
+    for k in 0..500u64 {
+        assert_eq!(cache.try_get(Key::bytes(&key_bytes(k)), &mut out).unwrap(), Some(Some(ValueFlags::RAW)));
+        assert_eq!(check_value(k, &out), Some(1));
+    }
+    assert_eq!(cache.try_get(Key::bytes(b"absent"), &mut out).unwrap(), Some(None));
+    // An expired entry must be removed, which takes a class lock: not a no-wait read.
+    assert!(cache.set(Key::bytes(b"brief"), b"v", ValueFlags::RAW, Some(Duration::from_millis(1))).unwrap());
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(cache.try_get(Key::bytes(b"brief"), &mut out).unwrap(), None);
+    assert_eq!(cache.get(Key::bytes(b"brief"), &mut out).unwrap(), None);
+    // Beside writers and a compactor: every answer is the key's own value, a version it had.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut version = 2u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for k in (0..500u64).step_by(3) {
+                    cache.set(Key::bytes(&key_bytes(k)), &make_value(k, version, 200), ValueFlags::RAW, None).unwrap();
+                    cache.delete(Key::bytes(&key_bytes(k + 1))).unwrap();
+                }
+                version += 1;
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                cache.compact(&CompactOptions::default()).unwrap();
+            }
+        });
+        let (mut answered, mut declined) = (0, 0);
+        let mut out = Vec::new();
+        for round in 0..40_000u64 {
+            let k = round % 500;
+            match cache.try_get(Key::bytes(&key_bytes(k)), &mut out).unwrap() {
+                Some(Some(_)) => {
+                    assert!(check_value(k, &out).is_some(), "try_get returned bytes that are not key {k}'s");
+                    answered += 1;
+                }
+                Some(None) => answered += 1,
+                None => declined += 1,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(answered > declined, "try_get declined {declined} of {} reads", answered + declined);
+    });
+}
