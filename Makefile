@@ -64,12 +64,13 @@ rust-test:
 	cargo test --workspace
 
 # The lock protocol, model-checked: every interleaving of compaction against a concurrent
-# free, read and write of the same object (rust/zspool-core/tests/loom.rs). Each model fails
+# free, read and write of the same object (rust/zspool-core/tests/loom.rs), and a model of
+# SharedCache's lock-free read against a move and a reuse (tests/loom_shared_read.rs). Each model fails
 # if loom explored a single interleaving; this step fails if no test ran (the file is
 # `#![cfg(loom)]`, so a lost `--cfg loom` compiles it to nothing).
 loom:
 	mkdir -p target && set -o pipefail && RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 CARGO_TARGET_DIR=target/loom \
-		cargo test -p zspool-core --test loom --release 2>&1 | tee target/loom.log
+		cargo test -p zspool-core --test loom --test loom_shared_read --release 2>&1 | tee target/loom.log
 	grep -Eq "test result: ok\. [1-9][0-9]* passed" target/loom.log || (echo "loom: no test ran"; exit 1)
 
 # The core's unit and integration tests under valgrind memcheck (the cargo runner trick):

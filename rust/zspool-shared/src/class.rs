@@ -174,6 +174,13 @@ impl ClassGuard<'_> {
     /// Take a free object of zspage `desc`; `None` if its free list is empty or garbage (the
     /// zspage is then marked full, so it is not asked again).
     pub(crate) fn pop_free(&mut self, desc: u32) -> Option<u32> {
+        // The slot may be one compaction just moved an object out of, which a lock-free
+        // reader may still be copying: this fence before our stores into it pairs with the
+        // reader's acquire fence, so a reader that copies any of our bytes also sees the
+        // move's sequence change or new location and discards its copy (without it the
+        // language's memory model allows the torn copy to be trusted: the `broken_` loom
+        // model in rust/zspool-core/tests/loom_shared_read.rs). A compiler barrier on x86.
+        std::sync::atomic::fence(Ordering::Release);
         let d = self.r.desc(desc);
         let head = d.free_head.load(Ordering::Relaxed);
         let word = (head < self.objs()).then(|| self.backref(desc, head));
