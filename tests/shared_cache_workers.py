@@ -80,7 +80,8 @@ def run_worker(
     def store(key: str) -> bytes:
         version = time.monotonic_ns()
         written[key] = version
-        return make_value(key, wid, version, rng.choice((40, 100, 300, 700, 1500, 2500)))
+        # Mostly packed classes; one in seven an entry of whole pages (up to 40 KB).
+        return make_value(key, wid, version, rng.choice((40, 100, 300, 700, 1500, 2500) * 3 + (9000, 20000, 40000)))
 
     parent = os.getppid()
     ops = 0

@@ -256,10 +256,13 @@ def test_closed_cache_raises(shm_path: str) -> None:
 def test_too_large(cache: SharedCache) -> None:
     with pytest.raises(ObjectSizeError):
         cache["big"] = b"x" * (8 * MiB)
-    with pytest.raises(ObjectSizeError, match="8192"):
-        cache["big"] = os.urandom(zspool.MAX_CLASS_SIZE)  # with its header, past the largest class
-    cache["fits"] = os.urandom(zspool.MAX_CLASS_SIZE - 100)
-    assert "big" not in cache and len(cache["fits"]) == zspool.MAX_CLASS_SIZE - 100
+    with pytest.raises(ObjectSizeError, match=str(zspool.SHARED_MAX_ENTRY_SIZE)):
+        cache["big"] = os.urandom(zspool.SHARED_MAX_ENTRY_SIZE)  # with its header, past the largest class
+    for size in (zspool.MAX_CLASS_SIZE - 100, zspool.MAX_CLASS_SIZE + 1, 30_000, zspool.SHARED_MAX_ENTRY_SIZE - 100):
+        value = os.urandom(size)
+        cache["fits"] = value
+        assert cache["fits"] == value
+    assert "big" not in cache
 
 
 def test_configuration_mismatch_names_the_field(shm_path: str) -> None:

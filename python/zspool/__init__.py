@@ -36,6 +36,7 @@ from ._core import (
     MAX_CLASS_SIZE,
     MAX_OBJECT_SIZE,
     PAGE_SIZE,
+    SHARED_MAX_ENTRY_SIZE,
     CacheStats,
     ClassStats,
     CompactionReport,
@@ -96,5 +97,6 @@ __all__ = [
     "PAGE_SIZE",
     "MAX_CLASS_SIZE",
     "MAX_OBJECT_SIZE",
+    "SHARED_MAX_ENTRY_SIZE",
     "__version__",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "DictionaryReport",
     "DictionaryStats",
     "MAX_CLASS_SIZE",
+    "SHARED_MAX_ENTRY_SIZE",
     "MAX_OBJECT_SIZE",
     "PAGE_SIZE",
     "Pool",
@@ -31,6 +32,8 @@ PAGE_SIZE: Final[int]
 #: The largest object packed into a size class, in bytes (8192: two pages). Bigger ones take
 #: whole pages of their own and are never moved by compaction.
 MAX_CLASS_SIZE: Final[int]
+#: The largest entry a ``SharedCache`` stores, in bytes of header, key and stored value (65536).
+SHARED_MAX_ENTRY_SIZE: Final[int]
 #: A pool's ``max_pages_per_zspage`` when none is given (8, as the kernel's default).
 DEFAULT_MAX_PAGES_PER_ZSPAGE: Final[int]
 #: The largest object a pool accepts, in bytes (1 GiB).

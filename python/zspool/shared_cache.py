@@ -169,9 +169,9 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
       Processes creating the same file at once all succeed and share one file.
     - ``maxbytes``: the budget, in bytes of stored entries (header, key and value after
       compression); entries are evicted with SIEVE to stay within it. An entry is at most
-      :data:`~zspool.MAX_CLASS_SIZE` bytes stored (8 KiB: the largest size class; a shared
-      cache has no pages of its own for larger objects): a larger one raises
-      :class:`ObjectSizeError` and stores nothing. The file is sized for it once,
+      :data:`~zspool.SHARED_MAX_ENTRY_SIZE` bytes stored (64 KiB: up to 8 KiB entries are
+      packed into size classes and compacted; above that each takes the fewest whole pages
+      that hold it): a larger one raises :class:`ObjectSizeError` and stores nothing. The file is sized for it once,
       sparse: only pages in use cost memory. 1 MiB to 128 GiB (else :class:`ConfigError`);
       default on creation: 64 MiB.
     - ``compression``: ``None``, ``"lz4"`` or ``"zstd"``; ``ttl``: default seconds to live

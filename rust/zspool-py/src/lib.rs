@@ -49,6 +49,11 @@ mod _core {
     #[pymodule_export]
     const MAX_CLASS_SIZE: usize = zspool_core::MAX_CLASS_SIZE;
 
+    /// The largest entry a `SharedCache` stores, in bytes of header, key and stored value
+    /// (65536: a 16-page zspage of one object; above two pages each size has a class of whole pages).
+    #[pymodule_export]
+    const SHARED_MAX_ENTRY_SIZE: usize = zspool_shared::MAX_ENTRY_SIZE;
+
     /// A pool's `max_pages_per_zspage` when none is given (8, as the kernel's default).
     #[pymodule_export]
     const DEFAULT_MAX_PAGES_PER_ZSPAGE: usize = zspool_core::DEFAULT_MAX_PAGES_PER_ZSPAGE;

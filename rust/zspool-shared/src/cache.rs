@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zspool_cache::{Codec, Key, KeyKind, OwnedKey};
-use zspool_core::{CompactOptions, CompactionReport, MAX_CLASS_SIZE};
+use zspool_core::{CompactOptions, CompactionReport};
 
 use crate::N_SHARDS;
 use crate::class::lock_class;
@@ -188,7 +188,7 @@ impl SharedCache {
     }
 
     fn max_entry(&self) -> usize {
-        (MAX_CLASS_SIZE as u64).min(self.config.maxbytes) as usize
+        (crate::classes::MAX_OBJECT as u64).min(self.config.maxbytes) as usize
     }
 
     fn store(&self, key: Key<'_>, value: &[u8], flags: ValueFlags, ttl: Option<Duration>) -> Result<bool, SharedError> {

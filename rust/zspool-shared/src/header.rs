@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use zspool_cache::Compression;
-use zspool_core::{ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, PAGE_SIZE};
+use zspool_core::{ClassLayout, PAGE_SIZE};
 
 use crate::N_SHARDS;
 use crate::class::ClassShm;
+use crate::classes::FileClasses;
 use crate::config::{SerializerKind, SharedConfig};
 use crate::robust_mutex::RobustMutex;
 use crate::shard::{ShardShm, Slot};
@@ -105,9 +106,9 @@ pub(crate) struct Layout {
     pub(crate) file_len: usize,
 }
 
-/// The class table every file uses.
-pub(crate) fn class_table() -> ClassTable {
-    ClassTable::new(DEFAULT_MAX_PAGES_PER_ZSPAGE)
+/// The classes every file uses.
+pub(crate) fn class_table() -> FileClasses {
+    FileClasses::new()
 }
 
 /// A digest of the class table and page size: files made by a build with other classes are

@@ -5,7 +5,8 @@
 //! lock holder dies are in `docs/SHARED.md`; this is the map of the code.
 //!
 //! A file on tmpfs holds everything: a header page (`header.rs`), a class state per size class
-//! of the core's class table (`class.rs`), 64 index shards of slots (`shard.rs`), a zspage
+//! (`class.rs`; the core's class table, then one-object classes of 3..16 pages for entries up
+//! to 64 KiB, `classes.rs`), 64 index shards of slots (`shard.rs`), a zspage
 //! descriptor per 64 KiB chunk (`zspage.rs`) and the chunks, where each entry is one object
 //! (`object.rs`) carrying its key and a checksum. It is created sparse and linked into place,
 //! then mapped whole by every process (`open.rs`, `mapping.rs`, `regions.rs`); everything in
@@ -25,6 +26,7 @@
 mod allocator;
 mod cache;
 mod class;
+mod classes;
 mod clock;
 mod compaction;
 mod config;
@@ -45,6 +47,7 @@ mod value_flags;
 mod zspage;
 
 pub use cache::SharedCache;
+pub use classes::MAX_OBJECT as MAX_ENTRY_SIZE;
 pub use config::{OpenOptions, SerializerKind, SharedConfig};
 pub use error::SharedError;
 pub use stats::SharedStats;

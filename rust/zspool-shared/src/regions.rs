@@ -3,10 +3,11 @@
 //! bounds-checked by the callers (`desc < n_chunks`, `class < n_classes`, ...); out-of-range
 //! indices are clamped, never dereferenced past the mapping. No locks of its own.
 
-use zspool_core::{ClassLayout, ClassTable, PAGE_SIZE};
+use zspool_core::{ClassLayout, PAGE_SIZE};
 
 use crate::N_SHARDS;
 use crate::class::ClassShm;
+use crate::classes::FileClasses;
 use crate::header::{Header, Layout};
 use crate::mapping::Mapping;
 use crate::robust_mutex::LockFile;
@@ -19,12 +20,12 @@ const CHUNK_BYTES: usize = CHUNK_PAGES * PAGE_SIZE;
 pub(crate) struct Regions {
     map: Mapping,
     pub(crate) layout: Layout,
-    pub(crate) table: ClassTable,
+    pub(crate) table: FileClasses,
     pub(crate) lock_file: LockFile,
 }
 
 impl Regions {
-    pub(crate) fn new(map: Mapping, layout: Layout, table: ClassTable, mutex_kind: i32) -> Regions {
+    pub(crate) fn new(map: Mapping, layout: Layout, table: FileClasses, mutex_kind: i32) -> Regions {
         let lock_file = LockFile { kind: mutex_kind, inode: map.inode() };
         Regions { map, layout, table, lock_file }
     }

@@ -96,7 +96,7 @@ fn eviction_keeps_the_budget_and_too_large_is_an_error() {
     let stats = cache.stats();
     assert!(stats.evictions > 10_000, "{stats:?}");
     assert!(stats.entries > 3000, "{stats:?}");
-    let big = vec![0u8; 9000];
+    let big = vec![0u8; 64 << 10];
     assert!(matches!(cache.set(Key::bytes(b"big"), &big, ValueFlags::RAW, None), Err(SharedError::TooLarge { .. })));
 }
 
@@ -235,4 +235,32 @@ fn try_get_answers_as_get_does_or_not_at_all_and_never_waits() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(answered > declined, "try_get declined {declined} of {} reads", answered + declined);
     });
+}
+
+#[test]
+fn entries_above_the_core_classes_up_to_a_chunk_round_trip_and_give_their_pages_back() {
+    let path = TempPath::new("pages");
+    let cache = create(&path, 16 << 20);
+    let mut out = Vec::new();
+    let sizes = [8200usize, 9000, 12_288, 20_000, 40_000, 65_000];
+    for (k, &len) in sizes.iter().enumerate() {
+        let k = k as u64;
+        assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 1, len), ValueFlags::RAW, None).unwrap());
+    }
+    let used = cache.stats().pages_in_use;
+    let expected: u64 = sizes.iter().map(|&len| (len + 64).div_ceil(4096) as u64).sum();
+    assert!(used <= expected + sizes.len() as u64, "{used} pages for {expected} pages of entries");
+    for (k, &len) in sizes.iter().enumerate() {
+        let k = k as u64;
+        assert_eq!(cache.get(Key::bytes(&key_bytes(k)), &mut out).unwrap(), Some(ValueFlags::RAW));
+        assert_eq!((out.len(), check_value(k, &out)), (len, Some(1)));
+    }
+    let blocks = cache.stats().file_bytes_allocated;
+    for k in 0..sizes.len() as u64 {
+        assert!(cache.delete(Key::bytes(&key_bytes(k))).unwrap());
+    }
+    assert_eq!(cache.stats().pages_in_use, 0);
+    assert!(cache.stats().file_bytes_allocated + used * 4096 <= blocks, "the pages left the file");
+    let too_big = vec![7u8; 64 << 10];
+    assert!(matches!(cache.set(Key::bytes(b"x"), &too_big, ValueFlags::RAW, None), Err(SharedError::TooLarge { .. })));
 }
