@@ -40,6 +40,7 @@ from ._core import (
     PoolActivity,
     PoolStats,
     RecompressReport,
+    SharedCacheStats,
     __version__,
 )
 
@@ -53,6 +54,7 @@ from .errors import (
     OutOfBoundsError,
     PoolClosedError,
     PoolFullError,
+    SharedFileError,
     ZsPoolError,
 )
 
@@ -61,12 +63,17 @@ from .errors import (
 from .pool import Pool
 from .reclaimer import Reclaimer
 
+# The cache in a file shared by every process of the host that opens it.
+from .shared_cache import SharedCache
+
 __all__ = [
     "Pool",
     "Reclaimer",
     "Cache",
     "cached",
+    "SharedCache",
     "CacheStats",
+    "SharedCacheStats",
     "PoolStats",
     "ClassStats",
     "CompactionReport",
@@ -81,6 +88,7 @@ __all__ = [
     "ObjectSizeError",
     "OutOfBoundsError",
     "ConfigError",
+    "SharedFileError",
     "PAGE_SIZE",
     "MAX_CLASS_SIZE",
     "MAX_OBJECT_SIZE",

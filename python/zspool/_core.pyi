@@ -21,6 +21,8 @@ __all__ = [
     "PoolActivity",
     "PoolStats",
     "RecompressReport",
+    "SharedCache",
+    "SharedCacheStats",
     "__version__",
 ]
 
@@ -546,3 +548,154 @@ class CacheStats:
     def pool(self) -> PoolStats: ...
     def as_dict(self) -> dict[str, Any]:
         """The fields as a new dict, the pool's under "pool"."""
+
+@disjoint_base
+class SharedCache:
+    """A cache in a shared file, used by many processes at once; use ``zspool.SharedCache``.
+
+    The configuration arguments are ``None`` for "the file's (or the crate's default when
+    this call creates the file)"; given, they must equal the file's (``ConfigError`` names the
+    field and both values). ``ttl=math.inf``: no default TTL. ``dumps``/``loads``: the codec
+    for values stored serialized (used when the file's serializer is ``'pickle'`` or
+    ``'custom'``). A file that is not a shared cache of this version raises ``SharedFileError``.
+    Wrong key or value types raise TypeError, an entry too large to store raises
+    ObjectSizeError, any call after ``close()`` raises PoolClosedError.
+    """
+
+    def __new__(
+        cls,
+        path: str,
+        *,
+        maxbytes: int | None = None,
+        compression: Literal["none", "lz4", "zstd"] | None = None,
+        ttl: float | None = None,
+        serializer: Literal["none", "pickle", "custom"] | None = None,
+        create: bool = True,
+        mode: int = 0o600,
+        dumps: Callable[[Any], bytes] | None = None,
+        loads: Callable[[bytes], Any] | None = None,
+    ) -> Self: ...
+    def __getitem__(self, key: str | bytes, /) -> Any:
+        """The value of ``key``; KeyError if absent."""
+    def __setitem__(self, key: str | bytes, value: Any, /) -> None:
+        """Store ``value`` under ``key`` with the default TTL, evicting as needed."""
+    def __delitem__(self, key: str | bytes, /) -> None:
+        """Delete ``key``; KeyError if absent."""
+    def __contains__(self, key: object, /) -> bool:
+        """Whether ``key`` is present and not expired."""
+    def __len__(self) -> int:
+        """Live entries, every process's."""
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Iterate over a snapshot of the keys."""
+    def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+    def set(self, key: str | bytes, value: Any, ttl: float | None = None) -> None:
+        """Store with a TTL in seconds (None: the file's default; math.inf: never expires)."""
+    def clear(self) -> None:
+        """Remove every entry (every process's)."""
+    def expire(self) -> int:
+        """Drop every expired entry now; return how many."""
+    def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> list[Any]:
+        """The values of ``keys`` in order (``default`` for missing ones): one call into Rust."""
+    def set_many(
+        self,
+        items: Mapping[str, Any] | Mapping[bytes, Any] | Iterable[tuple[str | bytes, Any]],
+        ttl: float | None = None,
+    ) -> None:
+        """Store every (key, value): one call into Rust. Every item is checked before any is stored."""
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Delete the keys present (absent ones are skipped); returns how many."""
+    def stats(self) -> SharedCacheStats:
+        """The host-wide counters now."""
+    def can_compact(self) -> int:
+        """Pages a full compaction would free now."""
+    def compact(
+        self,
+        max_pages: int | None = None,
+        time_budget: float | None = None,
+        *,
+        slice_objects: int = 64,
+        slice_us: float = 50.0,
+    ) -> CompactionReport:
+        """Move entries out of sparse zspages and punch the emptied pages out of the file
+        (GIL released). ``max_pages``: stop after freeing this many; ``time_budget``: seconds."""
+    def try_lease(self, pid: int, seconds: float) -> bool:
+        """Take or renew the reclaimer lease for ``pid`` for ``seconds``; False if another holds it."""
+    def release_lease(self, pid: int) -> None:
+        """Give the reclaimer lease up if ``pid`` holds it."""
+    def close(self) -> None:
+        """Unmap the file in this process (its entries stay). Idempotent."""
+    @staticmethod
+    def destroy(path: str) -> bool:
+        """Remove the file at ``path``; False if there was none."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def path(self) -> str:
+        """The file."""
+    @property
+    def maxsize(self) -> int:
+        """The budget in bytes of stored entries."""
+    @property
+    def currsize(self) -> int:
+        """Bytes of stored entries now, every process's."""
+    @property
+    def compression(self) -> Literal["lz4", "zstd"] | None: ...
+    @property
+    def ttl(self) -> float | None:
+        """The default TTL in seconds, or None."""
+    @property
+    def eviction(self) -> Literal["sieve"]: ...
+    @property
+    def serializer_kind(self) -> Literal["pickle", "custom"] | None:
+        """What the file's non-bytes values go through."""
+
+@final
+class SharedCacheStats:
+    """A shared cache's counters, the whole host's, from ``SharedCache.stats()``. Fields are
+    attributes and items: ``stats()["recoveries"]``."""
+
+    @property
+    def entries(self) -> int: ...
+    @property
+    def bytes(self) -> int:
+        """Stored bytes of the entries (currsize)."""
+    @property
+    def maxbytes(self) -> int: ...
+    @property
+    def hits(self) -> int: ...
+    @property
+    def misses(self) -> int: ...
+    @property
+    def sets(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def expirations(self) -> int: ...
+    @property
+    def recoveries(self) -> int:
+        """Locks recovered after their holder died."""
+    @property
+    def entries_dropped_on_recovery(self) -> int: ...
+    @property
+    def corrupt_dropped(self) -> int:
+        """Records that failed their checks (key, checksum, bounds) and were dropped: misses."""
+    @property
+    def pages_in_use(self) -> int: ...
+    @property
+    def pages_max(self) -> int: ...
+    @property
+    def file_bytes_allocated(self) -> int:
+        """Bytes the file really occupies (st_blocks * 512)."""
+    @property
+    def zspages(self) -> int: ...
+    @property
+    def pages_compacted(self) -> int: ...
+    @property
+    def objects_migrated(self) -> int: ...
+    @property
+    def compactions(self) -> int: ...
+    def as_dict(self) -> dict[str, int]:
+        """The fields as a new dict."""
+    def __getitem__(self, name: str, /) -> int:
+        """A field by name; KeyError for others."""

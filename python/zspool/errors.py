@@ -9,7 +9,10 @@ zspool would expect, so ``except MemoryError`` or ``except ValueError`` keep wor
     ├── PoolClosedError(ZsPoolError)                   the pool was closed
     ├── ObjectSizeError(ZsPoolError, ValueError)       size < 0 or > MAX_OBJECT_SIZE
     ├── OutOfBoundsError(ZsPoolError, ValueError)      offset/length outside the object
-    └── ConfigError(ZsPoolError, ValueError)           a Pool(...) argument out of range
+    ├── ConfigError(ZsPoolError, ValueError)           a constructor argument out of range, or a
+    │                                                  SharedCache argument the file disagrees with
+    └── SharedFileError(ZsPoolError, ValueError)       a SharedCache file that is not one: foreign,
+                                                       truncated, garbage, or of another layout version
 
 Messages name the handle, size or value that was wrong and what is allowed instead.
 Arguments of the wrong type (a ``str`` where a handle or size belongs, ``None`` as data)
@@ -26,6 +29,7 @@ __all__ = [
     "ObjectSizeError",
     "OutOfBoundsError",
     "ConfigError",
+    "SharedFileError",
 ]
 
 
@@ -62,4 +66,14 @@ class OutOfBoundsError(ZsPoolError, ValueError):
 
 
 class ConfigError(ZsPoolError, ValueError):
-    """A :class:`~zspool.Pool` constructor argument outside its allowed range."""
+    """A constructor argument outside its allowed range (:class:`~zspool.Pool`,
+    :class:`~zspool.Cache`), or a :class:`~zspool.SharedCache` argument that differs from the
+    configuration stored in the file being opened (the message names the field and both
+    values: open it without that argument to take the file's, or destroy the file)."""
+
+
+class SharedFileError(ZsPoolError, ValueError):
+    """The file given to :class:`~zspool.SharedCache` is not a shared cache this version can
+    use: not ours (no magic), of another layout version, truncated, or with a header whose
+    sizes, offsets or digest do not hold together. Nothing was changed in it. Give another
+    path, or :meth:`~zspool.SharedCache.destroy` it (it is not deleted for you)."""

@@ -29,14 +29,18 @@ pub enum Compression {
 
 /// The codec an object was stored with (two bits of its header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Codec {
+pub enum Codec {
+    /// Stored as given.
     Raw = 0,
+    /// lz4 block.
     Lz4 = 1,
+    /// zstd frame.
     Zstd = 2,
 }
 
 impl Codec {
-    pub(crate) fn from_bits(bits: u8) -> Option<Codec> {
+    /// The codec stored as `bits`, if any.
+    pub fn from_bits(bits: u8) -> Option<Codec> {
         match bits {
             0 => Some(Codec::Raw),
             1 => Some(Codec::Lz4),
@@ -48,7 +52,7 @@ impl Codec {
 
 /// Compress `value` if that saves at least [`MIN_SAVING`] bytes (counting `prefix_len`, the
 /// bytes of the length prefix the caller adds); `None` means store it raw.
-pub(crate) fn compress(compression: Compression, value: &[u8], prefix_len: usize) -> Option<(Codec, Vec<u8>)> {
+pub fn compress(compression: Compression, value: &[u8], prefix_len: usize) -> Option<(Codec, Vec<u8>)> {
     if value.len() < MIN_COMPRESS_LEN {
         return None;
     }
@@ -61,7 +65,7 @@ pub(crate) fn compress(compression: Compression, value: &[u8], prefix_len: usize
 }
 
 /// Decompress `packed` into `out`, which must be exactly the original length.
-pub(crate) fn decompress(codec: Codec, packed: &[u8], out: &mut [u8]) -> Result<(), CacheError> {
+pub fn decompress(codec: Codec, packed: &[u8], out: &mut [u8]) -> Result<(), CacheError> {
     let written = match codec {
         Codec::Raw => {
             out.copy_from_slice(packed);

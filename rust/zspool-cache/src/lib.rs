@@ -51,7 +51,7 @@ mod ttl;
 mod zstd_frame;
 
 pub use cache::{Cache, CacheConfig, CacheGuard, Encoded, EntryRef, register_for_fork};
-pub use compression::{Compression, MIN_COMPRESS_LEN, MIN_SAVING};
+pub use compression::{Codec, Compression, MIN_COMPRESS_LEN, MIN_SAVING, compress, decompress};
 pub use dictionary::{
     DEFAULT_DICTIONARY_SIZE, DICTIONARY_SIZES, Dictionary, DictionaryReport, DictionaryStats, MAX_DICTIONARY_SIZE,
     MIN_DICTIONARY_SIZE, TRAIN_AFTER_BYTES, TRAIN_AFTER_VALUES, Usage, bad_size,

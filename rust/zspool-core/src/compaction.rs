@@ -1,39 +1,15 @@
-//! Compaction: move live objects out of sparse zspages into full ones and give the emptied
-//! zspages' pages back to the OS, without stalling the allocators of the class.
-//!
-//! Per class, as the kernel's `__zs_compact` does since 6.4:
-//!
-//! ```text
-//! while can_compact(class) > 0:
-//!     dst = the zspage kept from last time if it still has room, else the fullest with room
-//!     src = the emptiest zspage other than dst                  (none: stop)
-//!     migrate live objects src -> dst until dst is full or src is empty
-//!     src empty: unlink it, pages_freed += pages_per_zspage
-//!     yield the class lock (see below); with it dropped, give the unlinked zspages' pages
-//!     back to the OS once they make a batch (and all of them when the class is done)
-//! ```
-//!
-//! `can_compact` (`floor((obj_allocated - obj_used) / objs_per_zspage) * pages_per_zspage`)
-//! is the exact number of pages that compaction with no concurrent work frees: it stops the
-//! moment no further zspage could be emptied, so no object is moved in vain.
-//!
-//! Yielding, the point of the 2015 thread: Minchan's objection to holding the class lock for
-//! a whole class was the *maximum* allocation latency. With [`LockHold::Yielding`] the
-//! compactor releases the class lock (fairly: a waiter gets it before we can re-take it):
-//! - after every drained source zspage (as the kernel did in v4.1);
-//! - after `slice_objects` migrated objects or `slice` of time, mid-zspage if need be;
-//! - as soon as another thread is waiting on the lock.
-//!
-//! Between slices the class is consistent: every object is either wholly at its old place or
-//! wholly at its new one, and its handle says which. Readers and writers take the same class
-//! lock, so none sees an object half-moved. [`LockHold::WholeClass`] (the 2015 RFC's
-//! behaviour) exists only so the latency benchmark can compare the two.
+//! Compaction of the in-process pool: the run (budgets, one runner per pool, the report and
+//! lifetime counters, trimming the heap) and the pool's size classes seen through the traits
+//! of `compact_class.rs`, where the per-class loop (pair picking, migration slices, lock
+//! yielding, batched release of dead zspages) is written once for every class storage.
 //!
 //! Locks: one class lock at a time, in slices; the provider's locks inside it. One compaction
 //! runs per pool at a time ([`CompactionState`]'s single-runner flag); a second caller returns at once.
 
 use std::time::{Duration, Instant};
 
+use crate::compact_class::{CompactClass, LockedClass, compact_classes};
+use crate::owned::ObjectOwner;
 use crate::pool::Pool;
 use crate::size_class::{ClassState, SizeClass};
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, MutexGuard, Ordering, unlock_fair};
@@ -43,12 +19,6 @@ use crate::zspage::Zspage;
 /// (one allocation each: 8 bytes per page and 4 per object slot, so 12-520 bytes per page
 /// from the largest class to the smallest) is then worth handing back.
 const TRIM_AFTER_PAGES: usize = 16_384;
-
-/// Pages of emptied zspages held back before they are given to the OS in one batch, at the
-/// next lock yield (the rest when the class is done): 1 MiB. The kernel charges about 2 µs
-/// per call before the first page (`os_pages.rs`); zspages freed one call each spent more
-/// time on that than on the pages. Small enough that the pool's RSS still falls as it goes.
-const RELEASE_BATCH_PAGES: usize = 256;
 
 /// How long the compactor may keep a class lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,9 +53,10 @@ pub struct CompactOptions {
 }
 
 /// Why a compaction run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StopReason {
     /// Every class was compacted until no page could be freed.
+    #[default]
     Done,
     /// Nothing was freeable when the run started.
     NothingFreeable,
@@ -113,8 +84,8 @@ impl StopReason {
     }
 }
 
-/// What one compaction run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What one compaction run did (`Default`: nothing yet, stop reason `Done`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactionReport {
     /// Pages given back to the OS.
     pub pages_freed: usize,
@@ -196,22 +167,6 @@ impl Drop for RunningFlag<'_> {
     }
 }
 
-/// The state of one class compaction across lock slices.
-struct ClassRun<'p> {
-    pool: &'p Pool,
-    class: &'p SizeClass,
-    options: &'p CompactOptions,
-    deadline: Option<Instant>,
-    /// Zspages emptied under the lock, released in batches once it is dropped.
-    dead: Vec<Zspage>,
-    dead_pages: usize,
-    /// The source slots (object index, size) the current `migrate_zspage` emptied: zeroed
-    /// when it ends only if the source stays (an emptied one goes back to the OS unzeroed).
-    moved: Vec<(u16, usize)>,
-    slice_start: Instant,
-    slice_objects: usize,
-}
-
 impl Pool {
     /// Pages a full compaction would free now: the kernel's `zs_can_compact` summed over the
     /// classes. O(classes), lock-free.
@@ -222,15 +177,7 @@ impl Pool {
     /// Compact the pool, largest class first, within `options`' budgets.
     pub fn compact(&self, options: &CompactOptions) -> CompactionReport {
         let start = Instant::now();
-        let mut report = CompactionReport {
-            pages_freed: 0,
-            objects_migrated: 0,
-            bytes_migrated: 0,
-            classes_scanned: 0,
-            lock_yields: 0,
-            duration: Duration::ZERO,
-            stop_reason: StopReason::Done,
-        };
+        let mut report = CompactionReport::default();
         let Some(_running) = self.compaction.try_start() else {
             report.stop_reason = StopReason::AlreadyRunning;
             return report;
@@ -242,7 +189,8 @@ impl Pool {
         } else {
             self.compaction.compactions.fetch_add(1, Ordering::Relaxed);
             let deadline = options.time_budget.map(|budget| start + budget);
-            self.compact_classes(options, deadline, &mut report)
+            let classes = self.classes.iter().rev().map(|class| PoolClass { pool: self, class });
+            compact_classes(classes, options, deadline, &mut report)
         };
         // Trimming walks glibc's whole heap under its arena lock, so every other thread's
         // malloc waits for it: 0.1-0.5 ms after a million-object compaction in a small
@@ -268,171 +216,109 @@ impl Pool {
             None
         }
     }
+}
 
-    fn compact_classes(
-        &self,
-        options: &CompactOptions,
-        deadline: Option<Instant>,
-        report: &mut CompactionReport,
-    ) -> StopReason {
-        for class in self.classes.iter().rev() {
-            // Checked before the class's freeable count: close() drains the classes, so a
-            // class closed under a run reads as "nothing to compact", and the run, skipping
-            // every class left, would report Done for a pool closed in its middle.
-            if let Some(stop) = self.must_stop() {
-                return stop;
-            }
-            if class.can_compact() == 0 {
-                continue;
-            }
-            report.classes_scanned += 1;
-            let mut run = ClassRun {
-                pool: self,
-                class,
-                options,
-                deadline,
-                dead: Vec::new(),
-                dead_pages: 0,
-                moved: Vec::new(),
-                slice_start: Instant::now(),
-                slice_objects: 0,
-            };
-            if let Some(stop) = run.compact(report) {
-                return stop;
-            }
-        }
-        StopReason::Done
+/// One class of the pool, as the compaction loop sees it from outside its lock.
+struct PoolClass<'p> {
+    pool: &'p Pool,
+    class: &'p SizeClass,
+}
+
+/// A pool class's state under its lock, with the pool's object owner (read once per hold:
+/// an owned object is stored under the class lock after the owner was set).
+struct LockedPoolClass<'p> {
+    state: MutexGuard<'p, ClassState>,
+    owner: Option<&'p dyn ObjectOwner>,
+}
+
+impl<'p> CompactClass for PoolClass<'p> {
+    type Locked<'a>
+        = LockedPoolClass<'a>
+    where
+        Self: 'a;
+    type Dead = Zspage;
+
+    fn can_compact(&self) -> usize {
+        self.class.can_compact()
+    }
+
+    fn lock(&self) -> LockedPoolClass<'_> {
+        LockedPoolClass { state: self.class.lock(), owner: self.pool.object_owner() }
+    }
+
+    fn unlock_fair(&self, locked: LockedPoolClass<'_>) {
+        unlock_fair(locked.state);
+    }
+
+    fn lock_is_contended(&self) -> bool {
+        self.class.lock_is_contended()
+    }
+
+    fn publish(&self, locked: &LockedPoolClass<'_>) {
+        self.class.publish(&locked.state);
+    }
+
+    fn release_dead(&self, dead: &[Zspage]) {
+        self.pool.release_zspage_pages(dead);
+    }
+
+    fn must_stop(&self) -> Option<StopReason> {
+        self.pool.must_stop()
     }
 }
 
-impl<'p> ClassRun<'p> {
-    /// Compact one class; `Some(reason)` if the whole run must stop.
-    fn compact(&mut self, report: &mut CompactionReport) -> Option<StopReason> {
-        let mut state = self.class.lock();
-        let mut dst: Option<u32> = None;
-        let stop = loop {
-            if let Some(stop) = self.pool.must_stop() {
-                break Some(stop);
-            }
-            if state.can_compact() == 0 {
-                break None;
-            }
-            if self.over_budget(report) {
-                break Some(StopReason::BudgetReached);
-            }
-            let Some((src, d)) = pick_pair(&state, dst) else { break None };
-            dst = Some(d);
-            let slice_ended = self.migrate_zspage(&mut state, src, d, report);
-            if state.zspage(src).inuse() == 0 {
-                self.dead.push(state.remove_zspage(src));
-                self.dead_pages += self.class.layout.pages_per_zspage;
-                report.pages_freed += self.class.layout.pages_per_zspage;
-                // A drained source always ends the slice (the v4.1 per-zspage yield).
-                state = self.yield_lock(state, report);
-            } else if slice_ended {
-                state = self.yield_lock(state, report);
-            }
-        };
-        self.class.publish(&state);
-        drop(state);
-        self.release_dead();
-        stop
+impl LockedClass for LockedPoolClass<'_> {
+    type Dead = Zspage;
+
+    fn pages_per_zspage(&self) -> usize {
+        self.state.layout.pages_per_zspage
     }
 
-    /// Move objects from `src` to `dst` until `dst` is full, `src` is empty, or the slice (or
-    /// the run's time budget) ends. Returns whether the slice ended.
-    fn migrate_zspage(&mut self, state: &mut ClassState, src: u32, dst: u32, report: &mut CompactionReport) -> bool {
-        let mut next = state.zspage(src).find_alloced_obj(0);
-        let mut slice_ended = false;
-        while !state.zspage(dst).is_full() {
-            let Some((obj, owner)) = next else { break };
-            next = state.zspage(src).find_alloced_obj(usize::from(obj) + 1);
-            if let Some((next_obj, next_owner)) = next {
-                state.prefetch_migration(src, next_obj, next_owner, dst);
-            }
-            let size = state.migrate_obj(src, obj, owner, dst, self.pool.object_owner());
-            self.moved.push((obj, size));
-            report.bytes_migrated += size as u64;
-            report.objects_migrated += 1;
-            self.slice_objects += 1;
-            if self.slice_ended() {
-                slice_ended = true;
-                break;
-            }
-        }
-        state.fix_fullness(src);
-        state.fix_fullness(dst);
-        if state.zspage(src).inuse() > 0 {
-            state.zero_moved(src, &self.moved);
-        }
-        self.moved.clear();
-        slice_ended
+    fn can_compact(&self) -> usize {
+        self.state.can_compact()
     }
 
-    fn slice_ended(&self) -> bool {
-        match self.options.lock_hold {
-            LockHold::Yielding { slice_objects, slice } => {
-                self.slice_objects >= slice_objects
-                    || self.class.lock_is_contended()
-                    // Reading the clock costs ~20 ns; do it every 8th object.
-                    || (self.slice_objects.is_multiple_of(8)
-                        && (self.slice_start.elapsed() >= slice || self.deadline_passed()))
-                    || self.pool.fork.gate.is_pending()
-            }
-            LockHold::WholeClass => self.slice_objects.is_multiple_of(8) && self.deadline_passed(),
-        }
+    fn zspage_exists(&self, zspage: u32) -> bool {
+        self.state.zspage_exists(zspage)
     }
 
-    fn deadline_passed(&self) -> bool {
-        self.deadline.is_some_and(|deadline| Instant::now() >= deadline)
+    fn is_full(&self, zspage: u32) -> bool {
+        self.state.zspage(zspage).is_full()
     }
 
-    fn over_budget(&self, report: &CompactionReport) -> bool {
-        let pages_done = self.options.max_pages.is_some_and(|max| report.pages_freed >= max);
-        pages_done || self.deadline_passed()
+    fn inuse(&self, zspage: u32) -> usize {
+        self.state.zspage(zspage).inuse()
     }
 
-    /// Release the class lock (handing it to a waiter, if any), give emptied zspages back to
-    /// the OS while no lock is held, and take the lock again.
-    fn yield_lock(
-        &mut self,
-        state: MutexGuard<'p, ClassState>,
-        report: &mut CompactionReport,
-    ) -> MutexGuard<'p, ClassState> {
-        if self.options.lock_hold == LockHold::WholeClass {
-            return state;
-        }
-        self.class.publish(&state);
-        unlock_fair(state);
-        if self.dead_pages >= RELEASE_BATCH_PAGES {
-            self.release_dead();
-        }
-        report.lock_yields += 1;
-        self.slice_start = Instant::now();
-        self.slice_objects = 0;
-        self.class.lock()
+    fn fullest_with_room(&self, except: Option<u32>) -> Option<u32> {
+        self.state.fullest_with_room(except)
     }
 
-    /// Give the emptied zspages back to the OS; call with no lock held.
-    fn release_dead(&mut self) {
-        self.pool.release_zspage_pages(&self.dead);
-        self.dead.clear();
-        self.dead_pages = 0;
+    fn emptiest(&self, except: Option<u32>) -> Option<u32> {
+        self.state.emptiest(except)
     }
-}
 
-/// Choose (source, destination): the destination kept from the previous step while it still
-/// has room and is at least as full as the source; otherwise the fullest zspage with room;
-/// the source is the emptiest other zspage. `None` when there is no such pair.
-fn pick_pair(state: &ClassState, kept_dst: Option<u32>) -> Option<(u32, u32)> {
-    let kept = kept_dst.filter(|&d| state.zspage_exists(d) && !state.zspage(d).is_full());
-    if let Some(dst) = kept
-        && let Some(src) = state.emptiest(Some(dst))
-        && state.zspage(src).inuse() <= state.zspage(dst).inuse()
-    {
-        return Some((src, dst));
+    fn find_alloced_obj(&self, zspage: u32, from: usize) -> Option<(u16, u32)> {
+        self.state.zspage(zspage).find_alloced_obj(from)
     }
-    let dst = state.fullest_with_room(None)?;
-    let src = state.emptiest(Some(dst))?;
-    Some((src, dst))
+
+    fn prefetch_migration(&self, src: u32, obj: u16, owner: u32, dst: u32) {
+        self.state.prefetch_migration(src, obj, owner, dst);
+    }
+
+    fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
+        self.state.migrate_obj(src, obj, owner, dst, self.owner)
+    }
+
+    fn fix_fullness(&mut self, zspage: u32) {
+        self.state.fix_fullness(zspage);
+    }
+
+    fn zero_moved(&mut self, zspage: u32, moved: &[(u16, usize)]) {
+        self.state.zero_moved(zspage, moved);
+    }
+
+    fn remove_zspage(&mut self, zspage: u32) -> Zspage {
+        self.state.remove_zspage(zspage)
+    }
 }

@@ -43,9 +43,11 @@
 
 mod activity;
 mod class_table;
+mod compact_class;
 mod compaction;
 mod error;
 mod fork;
+mod fullness;
 mod handle;
 mod large;
 mod os_pages;
@@ -62,13 +64,14 @@ pub use class_table::{
     ABOVE_PAGE_CHAIN_LIMIT, CLASS_DELTA, ClassLayout, ClassTable, DEFAULT_MAX_PAGES_PER_ZSPAGE, MAX_CHAIN_LIMIT,
     MAX_CLASS_SIZE, MIN_ALLOC_SIZE, NUM_PAGE_SIZE_SLOTS, NUM_SIZE_SLOTS, chain_limit, chain_size, size_slot,
 };
+pub use compact_class::{CompactClass, LockedClass, can_compact, compact_class, compact_classes};
 pub use compaction::{CompactOptions, CompactionReport, LockHold, StopReason};
 pub use error::{HandleProblem, Result, ZsError};
 pub use fork::{Counted, ForkGate};
 #[cfg(not(loom))]
 pub use fork::{OuterLock, QUIESCE_DEADLINE, register_for_fork, register_outer_lock_for_fork};
+pub use fullness::{FULLNESS_GROUPS, Fullness};
 pub use os_pages::{PAGE_SIZE, process_rss_bytes};
 pub use owned::{Location, MAX_OWNER_ID, ObjectOwner};
 pub use pool::{MAX_OBJECT_SIZE, ObjectRef, Pool, PoolConfig, check_bounds};
 pub use stats::{ClassStats, PoolStats};
-pub use zspage::FULLNESS_GROUPS;

@@ -11,10 +11,12 @@
 
 use crate::activity::ActivityCounters;
 use crate::class_table::ClassLayout;
+use crate::compact_class::can_compact;
+use crate::fullness::{FULLNESS_GROUPS, Fullness};
 use crate::handle::{HandleTable, LOCATION_BITS, PackedLocation};
 use crate::owned::{OWNED_TAG, ObjectOwner, OwnerWord};
 use crate::sync::{AtomicUsize, MutexGuard, Ordering, WaitedMutex};
-use crate::zspage::{FULLNESS_GROUPS, Fullness, Zspage};
+use crate::zspage::Zspage;
 
 /// The zspage id field of a [`ClassSlot`]: a class with more zspages than this at once is full.
 pub(crate) const ZSPAGE_ID_BITS: u32 = 23;
@@ -161,10 +163,6 @@ impl SizeClass {
     pub(crate) fn can_compact(&self) -> usize {
         can_compact(&self.layout, self.obj_allocated.load(Ordering::Relaxed), self.obj_used.load(Ordering::Relaxed))
     }
-}
-
-pub(crate) fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) -> usize {
-    obj_allocated.saturating_sub(obj_used) / layout.objs_per_zspage * layout.pages_per_zspage
 }
 
 /// Everything the class lock guards.

@@ -5,10 +5,10 @@
 //! rows taken one after another, so under concurrent use they are a close, not an atomic,
 //! snapshot. Nothing here is on the allocation path.
 
+use crate::fullness::FULLNESS_GROUPS;
 use crate::os_pages::PAGE_SIZE;
 use crate::pool::Pool;
 use crate::sync::Ordering;
-use crate::zspage::FULLNESS_GROUPS;
 
 /// One row of the kernel's `classes` table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,48 +26,8 @@
 use std::alloc::Layout;
 use std::ptr::NonNull;
 
+use crate::fullness::Fullness;
 use crate::os_pages::{PAGE_SIZE, PagePtr};
-
-/// Number of fullness groups, the kernel's `ZS_INUSE_RATIO_*`: 0 = empty, 1..=10 = up to
-/// 10 %, 20 %, … 90 %, 99 % in use, 11 = full.
-pub const FULLNESS_GROUPS: usize = 12;
-
-/// The fullness group of a zspage (see [`FULLNESS_GROUPS`]); a class keeps one list per group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Fullness(u8);
-
-impl Fullness {
-    /// No object in use.
-    pub(crate) const EMPTY: Fullness = Fullness(0);
-    /// Every object in use.
-    pub(crate) const FULL: Fullness = Fullness(FULLNESS_GROUPS as u8 - 1);
-
-    /// The group of a zspage with `inuse` of its `objs_per_zspage` objects in use.
-    pub(crate) fn of(inuse: usize, objs_per_zspage: usize) -> Fullness {
-        if inuse == 0 {
-            Fullness::EMPTY
-        } else if inuse == objs_per_zspage {
-            Fullness::FULL
-        } else {
-            Fullness((100 * inuse / objs_per_zspage / 10 + 1) as u8)
-        }
-    }
-
-    /// Groups with room for an object (all but full), emptiest first.
-    pub(crate) fn with_room() -> impl DoubleEndedIterator<Item = Fullness> {
-        (Fullness::EMPTY.0..Fullness::FULL.0).map(Fullness)
-    }
-
-    /// Groups neither empty nor full, emptiest first: compaction's sources and destinations.
-    pub(crate) fn partly_used() -> impl DoubleEndedIterator<Item = Fullness> {
-        (Fullness::EMPTY.0 + 1..Fullness::FULL.0).map(Fullness)
-    }
-
-    /// This group's position in a per-group array.
-    pub(crate) fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
 
 /// Marks a free slot's owner word (handle-table indices use 28 bits, so never this one).
 const FREE_TAG: u32 = 1 << 31;

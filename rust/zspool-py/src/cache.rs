@@ -36,16 +36,16 @@ use std::time::Duration;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyTuple};
 use zspool_cache::{
-    CacheConfig, CacheError, CacheGuard, Compression, Dictionary, EntryRef, Eviction, Key, KeyKind, OwnedKey, Ttl,
-    Value, bad_size,
+    CacheConfig, CacheError, CacheGuard, Compression, Dictionary, EntryRef, Eviction, Key, Ttl, Value, bad_size,
 };
 
 use crate::dictionary::{DictionaryReport, RecompressReport};
 use crate::errors::{Kind, to_py};
-use crate::objects::{Int, bytes_object, seconds_arg, str_object};
+use crate::objects::{Int, item_pairs, key_arg, key_object, seconds_arg, type_name};
 use crate::pool::Pool;
+use crate::serializer::Serializer;
 use crate::stats::PoolStats;
 
 /// The cache's pool: a Python `Pool` object, borrowed without the GIL (it is frozen).
@@ -71,8 +71,7 @@ const CHUNKS_PER_GIL_RELEASE: usize = 16;
 pub struct Cache {
     /// Shared with the fork handlers' registry (a weak reference there).
     inner: Arc<Inner>,
-    dumps: Option<Py<PyAny>>,
-    loads: Option<Py<PyAny>>,
+    codec: Serializer,
     /// The default TTL as given, in seconds (the config keeps it in whole nanoseconds).
     ttl_s: Option<f64>,
 }
@@ -98,32 +97,10 @@ impl<T> OrRaise<T> for Result<T, CacheError> {
     }
 }
 
-fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
-}
-
-/// A key argument: `str` (UTF-8) or `bytes`, borrowed from the Python object.
-fn key_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Key<'a>> {
-    if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Key::str(s.to_str()?));
-    }
-    if let Ok(b) = obj.cast::<PyBytes>() {
-        return Ok(Key::bytes(b.as_bytes()));
-    }
-    Err(PyTypeError::new_err(format!("cache keys must be str or bytes, not {}", type_name(obj))))
-}
-
-fn key_object<'py>(py: Python<'py>, key: &OwnedKey) -> PyResult<Bound<'py, PyAny>> {
-    match key.kind {
-        KeyKind::Str => str_object(py, &key.bytes),
-        KeyKind::Bytes => bytes_object(py, &key.bytes),
-    }
-}
-
 /// A TTL argument in seconds: None (the cache's default), a number > 0, or math.inf (never).
 /// A bool is refused (`ttl=True` is a mistake, not one second); a TTL too long for the clock
 /// never expires, and one shorter than its 1 ns resolution lives 1 ns.
-fn ttl_arg(ttl: Option<&Bound<'_, PyAny>>) -> PyResult<Ttl> {
+pub(crate) fn ttl_arg(ttl: Option<&Bound<'_, PyAny>>) -> PyResult<Ttl> {
     let Some(obj) = ttl.filter(|obj| !obj.is_none()) else { return Ok(Ttl::Default) };
     if obj.is_instance_of::<PyBool>() || !(obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyFloat>()) {
         return Err(PyTypeError::new_err(format!(
@@ -199,12 +176,6 @@ fn settle<'py>(
     }
 }
 
-/// A value to store: borrowed bytes, or the serializer's output.
-struct ValueArg<'py> {
-    bytes: Bound<'py, PyBytes>,
-    serialized: bool,
-}
-
 impl Cache {
     /// The cache mutex, taken without ever waiting for it while attached (rule 1).
     fn guard(&self, py: Python<'_>) -> CacheGuard<'_, PoolRef> {
@@ -217,47 +188,9 @@ impl Cache {
         }
     }
 
-    fn value_arg<'py>(&self, value: &Bound<'py, PyAny>) -> PyResult<ValueArg<'py>> {
-        if let Ok(b) = value.cast::<PyBytes>() {
-            return Ok(ValueArg { bytes: b.clone(), serialized: false });
-        }
-        match &self.dumps {
-            Some(dumps) => {
-                let out = dumps.bind(value.py()).call1((value,))?;
-                let bytes = out.cast_into::<PyBytes>().map_err(|e| {
-                    PyTypeError::new_err(format!(
-                        "the serializer's dumps() must return bytes, not {}",
-                        type_name(e.into_inner().as_any())
-                    ))
-                })?;
-                Ok(ValueArg { bytes, serialized: true })
-            }
-            None => Err(PyTypeError::new_err(format!(
-                "cache values must be bytes, not {} (pass serializer='pickle' to store other objects)",
-                type_name(value)
-            ))),
-        }
-    }
-
-    /// The Python object for a stored value (deserialized if it was serialized).
-    fn value_object<'py>(
-        &self,
-        py: Python<'py>,
-        bytes: Bound<'py, PyBytes>,
-        serialized: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        if !serialized {
-            return Ok(bytes.into_any());
-        }
-        match &self.loads {
-            Some(loads) => loads.bind(py).call1((bytes,)),
-            None => Err(PyTypeError::new_err("this entry was stored through a serializer, but the cache has none")),
-        }
-    }
-
     fn set_impl(&self, py: Python<'_>, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>, ttl: Ttl) -> PyResult<()> {
         let key = key_arg(key)?;
-        let value = self.value_arg(value)?;
+        let value = self.codec.value_arg(value)?;
         let encoded = self.inner.encode(key, value.bytes.as_bytes(), value.serialized).or_raise(py)?;
         let result = self.guard(py).insert(encoded, ttl);
         result.or_raise(py)?;
@@ -278,7 +211,7 @@ impl Cache {
         let k = key_arg(key)?;
         let found = self.guard(py).get_with(k, |v| value_bytes(py, v));
         match found.or_raise(py)?.transpose()? {
-            Some((bytes, serialized)) => Ok(Some(self.value_object(py, bytes, serialized)?)),
+            Some((bytes, serialized)) => Ok(Some(self.codec.value_object(py, bytes, serialized)?)),
             None => Ok(None),
         }
     }
@@ -287,7 +220,7 @@ impl Cache {
     fn finish_pop<'py>(&self, py: Python<'py>, popped: Popped<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (entry, value) = popped;
         let (bytes, serialized) = value?;
-        let value = self.value_object(py, bytes, serialized)?;
+        let value = self.codec.value_object(py, bytes, serialized)?;
         if let Some(entry) = entry {
             let removed = self.guard(py).remove_entry(entry);
             removed.or_raise(py)?;
@@ -348,7 +281,7 @@ impl Cache {
         // Fork-safe, like its pool: the core's pthread_atfork handlers hold the cache mutex
         // across fork(), before the pool's locks (rule 5).
         zspool_cache::register_for_fork(&inner);
-        Ok(Cache { inner, dumps, loads, ttl_s })
+        Ok(Cache { inner, codec: Serializer { dumps, loads }, ttl_s })
     }
 
     /// The value of `key`; on a miss, a subclass's `__missing__(key)` if it has one (as for
@@ -478,7 +411,7 @@ impl Cache {
         }
         let k = key_arg(key)?;
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
-        let value = self.value_arg(&default)?;
+        let value = self.codec.value_arg(&default)?;
         let encoded = self.inner.encode(k, value.bytes.as_bytes(), value.serialized).or_raise(py)?;
         // Another thread may have stored the key while the default was encoded: keep theirs.
         let found = {
@@ -492,7 +425,7 @@ impl Cache {
         match found.or_raise(py)? {
             Some(value) => {
                 let (bytes, serialized) = value?;
-                self.value_object(py, bytes, serialized)
+                self.codec.value_object(py, bytes, serialized)
             }
             None => Ok(default),
         }
@@ -518,7 +451,7 @@ impl Cache {
         let mut out = Vec::with_capacity(raw.len());
         for (k, value) in raw {
             let (bytes, serialized) = value?;
-            out.push(PyTuple::new(py, [key_object(py, &k)?, self.value_object(py, bytes, serialized)?])?);
+            out.push(PyTuple::new(py, [key_object(py, &k)?, self.codec.value_object(py, bytes, serialized)?])?);
         }
         PyList::new(py, out)
     }
@@ -582,7 +515,7 @@ impl Cache {
             done.or_raise(py)?;
             for item in found.drain(..) {
                 out.push(match item.transpose()? {
-                    Some((bytes, serialized)) => self.value_object(py, bytes, serialized)?,
+                    Some((bytes, serialized)) => self.codec.value_object(py, bytes, serialized)?,
                     None => default.clone(),
                 });
             }
@@ -614,20 +547,9 @@ impl Cache {
     #[pyo3(signature = (items, ttl = None))]
     fn set_many(&self, py: Python<'_>, items: &Bound<'_, PyAny>, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let ttl = ttl_arg(ttl)?;
-        let pairs = match items.cast::<PyDict>() {
-            Ok(d) => d.items().into_any(),
-            Err(_) => items.clone(),
-        };
-        let mut keys = Vec::new();
-        let mut values = Vec::new();
-        for pair in pairs.try_iter()? {
-            let (k, v): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?
-                .extract()
-                .map_err(|_| PyTypeError::new_err("set_many() takes a mapping or an iterable of (key, value) pairs"))?;
-            values.push(self.value_arg(&v)?);
-            keys.push(k);
-        }
-        let ks = keys.iter().map(key_arg).collect::<PyResult<Vec<Key<'_>>>>()?;
+        let pairs = item_pairs(items)?;
+        let values = pairs.iter().map(|(_, v)| self.codec.value_arg(v)).collect::<PyResult<Vec<_>>>()?;
+        let ks = pairs.iter().map(|(k, _)| key_arg(k)).collect::<PyResult<Vec<Key<'_>>>>()?;
         let vs: Vec<(&[u8], bool)> = values.iter().map(|v| (v.bytes.as_bytes(), v.serialized)).collect();
         let inner = &self.inner;
         let encode_all =
@@ -787,8 +709,7 @@ impl Cache {
     }
 
     fn __traverse__(&self, visit: pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        visit.call(&self.dumps)?;
-        visit.call(&self.loads)?;
+        self.codec.traverse(&visit)?;
         visit.call(&self.inner.pool_owner().0)
     }
 }

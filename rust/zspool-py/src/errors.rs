@@ -23,6 +23,7 @@ struct ErrorClasses {
     object_size: Py<PyType>,
     out_of_bounds: Py<PyType>,
     config: Py<PyType>,
+    shared_file: Py<PyType>,
 }
 
 static ERROR_CLASSES: PyOnceLock<ErrorClasses> = PyOnceLock::new();
@@ -38,6 +39,7 @@ fn error_classes(py: Python<'_>) -> PyResult<&ErrorClasses> {
             object_size: class("ObjectSizeError")?,
             out_of_bounds: class("OutOfBoundsError")?,
             config: class("ConfigError")?,
+            shared_file: class("SharedFileError")?,
         })
     })
 }
@@ -51,6 +53,7 @@ pub(crate) enum Kind {
     ObjectSize,
     OutOfBounds,
     Config,
+    SharedFile,
 }
 
 impl Kind {
@@ -80,6 +83,7 @@ impl Kind {
             Kind::ObjectSize => &classes.object_size,
             Kind::OutOfBounds => &classes.out_of_bounds,
             Kind::Config => &classes.config,
+            Kind::SharedFile => &classes.shared_file,
         };
         PyErr::from_type(class.bind(py).clone(), message)
     }

@@ -6,9 +6,11 @@
 //! - `pool.rs`: the `Pool` pyclass, argument conversion, and the GIL/lock rules;
 //! - `stats.rs`: the `PoolStats`, `ClassStats`, `CompactionReport` and `PoolActivity` snapshots;
 //! - `cache.rs`: the `Cache` pyclass over `zspool-cache`, and its `CacheStats` snapshot;
+//! - `shared.rs`: the `SharedCache` pyclass over `zspool-shared` (its `SharedCacheStats` is in `stats.rs`);
 //! - `dictionary.rs`: the `DictionaryStats`, `DictionaryReport` and `RecompressReport` snapshots;
 //! - `errors.rs`: the one mapping from `ZsError` to the exceptions of `zspool.errors`;
 //! - `buffer.rs`: the buffer protocol (any C-contiguous exporter, ctypes included);
+//! - `serializer.rs`: the `dumps`/`loads` pair of `Cache` and `SharedCache`;
 //! - `objects.rs`: ints, keys and bytes for Python, made fallibly (no panic on a failed allocation).
 //!
 //! The extension is `zspool._core`; the public namespace is built in `python/zspool/__init__.py`.
@@ -19,12 +21,15 @@ mod dictionary;
 mod errors;
 mod objects;
 mod pool;
+mod serializer;
+mod shared;
 mod stats;
 
 pub use cache::{Cache, CacheStats};
 pub use dictionary::{DictionaryReport, DictionaryStats, RecompressReport};
 pub use pool::Pool;
-pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats};
+pub use shared::SharedCache;
+pub use stats::{ClassStats, CompactionReport, PoolActivity, PoolStats, SharedCacheStats};
 
 /// The native half of `zspool`: import from `zspool`, not from here.
 #[pyo3::pymodule(gil_used = false)]
@@ -32,7 +37,7 @@ mod _core {
     #[pymodule_export]
     use super::{
         Cache, CacheStats, ClassStats, CompactionReport, DictionaryReport, DictionaryStats, Pool, PoolActivity,
-        PoolStats, RecompressReport,
+        PoolStats, RecompressReport, SharedCache, SharedCacheStats,
     };
 
     /// Bytes per OS page: the unit of `pages_used`, `can_compact()` and `pages_freed`.

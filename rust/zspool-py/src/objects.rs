@@ -6,8 +6,11 @@
 //! integer, key and buffer this crate hands to Python is made here instead, and a failed
 //! allocation is the `MemoryError` Python raised.
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
 use pyo3::{IntoPyObject, ffi};
+use zspool_cache::{Key, KeyKind, OwnedKey};
 
 /// A non-negative integer result (a handle, a size, a count) for Python.
 pub(crate) struct Int(pub u64);
@@ -58,4 +61,45 @@ pub(crate) fn seconds_arg(obj: &Bound<'_, PyAny>) -> PyResult<f64> {
         }
         Err(err) => Err(err),
     }
+}
+
+/// The name of an argument's type, for error messages.
+pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// A key argument: `str` (UTF-8) or `bytes`, borrowed from the Python object.
+pub(crate) fn key_arg<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<Key<'a>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Key::str(s.to_str()?));
+    }
+    if let Ok(b) = obj.cast::<PyBytes>() {
+        return Ok(Key::bytes(b.as_bytes()));
+    }
+    Err(PyTypeError::new_err(format!("cache keys must be str or bytes, not {}", type_name(obj))))
+}
+
+pub(crate) fn key_object<'py>(py: Python<'py>, key: &OwnedKey) -> PyResult<Bound<'py, PyAny>> {
+    match key.kind {
+        KeyKind::Str => str_object(py, &key.bytes),
+        KeyKind::Bytes => bytes_object(py, &key.bytes),
+    }
+}
+
+/// The (key, value) pairs of a `set_many` argument: a mapping, or an iterable of pairs.
+pub(crate) type Pairs<'py> = Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>;
+
+pub(crate) fn item_pairs<'py>(items: &Bound<'py, PyAny>) -> PyResult<Pairs<'py>> {
+    let pairs = match items.cast::<PyDict>() {
+        Ok(d) => d.items().into_any(),
+        Err(_) => items.clone(),
+    };
+    pairs
+        .try_iter()?
+        .map(|pair| {
+            pair?
+                .extract()
+                .map_err(|_| PyTypeError::new_err("set_many() takes a mapping or an iterable of (key, value) pairs"))
+        })
+        .collect()
 }

@@ -42,6 +42,58 @@ const DEFAULT_SLICE_US: f64 = 50.0;
 /// Copies longer than this (bytes) release the GIL when that is safe (see the module doc).
 const DETACH_THRESHOLD: usize = 64 * 1024;
 
+/// The arguments of `compact()` (`Pool` and `SharedCache`), checked, as the core's options.
+pub(crate) fn compact_options(
+    py: Python<'_>,
+    max_pages: Option<&Bound<'_, PyAny>>,
+    time_budget: Option<&Bound<'_, PyAny>>,
+    slice_objects: Option<&Bound<'_, PyAny>>,
+    slice_us: Option<&Bound<'_, PyAny>>,
+) -> PyResult<CompactOptions> {
+    let time_budget = time_budget.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()?;
+    let slice_us = slice_us.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()?.unwrap_or(DEFAULT_SLICE_US);
+    let slice_objects = match slice_objects {
+        None => DEFAULT_SLICE_OBJECTS,
+        Some(obj) => u64_arg(obj, "slice_objects")?
+            .ok()
+            .and_then(|v| usize::try_from(v).ok())
+            .filter(|&v| v >= 1)
+            .ok_or_else(|| value_error(format!("slice_objects={obj} is out of range: allowed an int >= 1")))?,
+    };
+    let max_pages = max_pages
+        .map(|obj| {
+            u64_arg(obj, "max_pages")?
+                .and_then(|v| usize::try_from(v).map_err(|_| v.to_string()))
+                .map_err(|text| value_error(format!("max_pages={text} is out of range: allowed an int >= 0, or None")))
+        })
+        .transpose()?;
+    let time_budget = match time_budget {
+        None => None,
+        Some(secs) if secs == f64::INFINITY => None,
+        // A budget past the clock's range (or too long for Duration) is no budget.
+        Some(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|&budget| std::time::Instant::now().checked_add(budget).is_some()),
+        Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
+            let shown = PyFloat::new(py, secs).repr().map(|r| r.to_string()).unwrap_or_else(|_| secs.to_string());
+            value_error(format!("time_budget={shown} is out of range: allowed seconds >= 0, or None"))
+        })?),
+    };
+    // A finite slice longer than Duration can hold is as good as no slice limit (the
+    // object count and the time budget still end it).
+    let slice = match Duration::try_from_secs_f64(slice_us / 1e6) {
+        _ if !(slice_us.is_finite() && slice_us > 0.0) => {
+            return Err(value_error(format!(
+                "slice_us={slice_us} is out of range: allowed a finite slice_us > 0 (microseconds)"
+            )));
+        }
+        Ok(slice) => slice,
+        Err(_) => Duration::MAX,
+    };
+    let lock_hold = LockHold::Yielding { slice_objects, slice };
+    Ok(CompactOptions { max_pages, time_budget, lock_hold })
+}
+
 /// A compacting pool of small objects, after Linux's zsmalloc. See `python/zspool/_core.pyi`.
 ///
 /// Subclassable: a Python subclass may define `_direct_reclaim(requested_bytes) -> bool`,
@@ -464,48 +516,7 @@ impl Pool {
         slice_us: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<CompactionReport> {
         self.check_open(py)?;
-        let time_budget = time_budget.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()?;
-        let slice_us = slice_us.filter(|obj| !obj.is_none()).map(seconds_arg).transpose()?.unwrap_or(DEFAULT_SLICE_US);
-        let slice_objects = match slice_objects {
-            None => DEFAULT_SLICE_OBJECTS,
-            Some(obj) => u64_arg(obj, "slice_objects")?
-                .ok()
-                .and_then(|v| usize::try_from(v).ok())
-                .filter(|&v| v >= 1)
-                .ok_or_else(|| value_error(format!("slice_objects={obj} is out of range: allowed an int >= 1")))?,
-        };
-        let max_pages = max_pages
-            .map(|obj| {
-                u64_arg(obj, "max_pages")?.and_then(|v| usize::try_from(v).map_err(|_| v.to_string())).map_err(|text| {
-                    value_error(format!("max_pages={text} is out of range: allowed an int >= 0, or None"))
-                })
-            })
-            .transpose()?;
-        let time_budget = match time_budget {
-            None => None,
-            Some(secs) if secs == f64::INFINITY => None,
-            // A budget past the clock's range (or too long for Duration) is no budget.
-            Some(secs) if secs > 0.0 && secs.is_finite() => Duration::try_from_secs_f64(secs)
-                .ok()
-                .filter(|&budget| std::time::Instant::now().checked_add(budget).is_some()),
-            Some(secs) => Some(Duration::try_from_secs_f64(secs).map_err(|_| {
-                let shown = PyFloat::new(py, secs).repr().map(|r| r.to_string()).unwrap_or_else(|_| secs.to_string());
-                value_error(format!("time_budget={shown} is out of range: allowed seconds >= 0, or None"))
-            })?),
-        };
-        // A finite slice longer than Duration can hold is as good as no slice limit (the
-        // object count and the time budget still end it).
-        let slice = match Duration::try_from_secs_f64(slice_us / 1e6) {
-            _ if !(slice_us.is_finite() && slice_us > 0.0) => {
-                return Err(value_error(format!(
-                    "slice_us={slice_us} is out of range: allowed a finite slice_us > 0 (microseconds)"
-                )));
-            }
-            Ok(slice) => slice,
-            Err(_) => Duration::MAX,
-        };
-        let lock_hold = LockHold::Yielding { slice_objects, slice };
-        let options = CompactOptions { max_pages, time_budget, lock_hold };
+        let options = compact_options(py, max_pages, time_budget, slice_objects, slice_us)?;
         let pool = &self.inner;
         let report = py.detach(|| pool.compact(&options));
         Ok(report.into())

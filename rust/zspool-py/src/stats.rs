@@ -1,5 +1,5 @@
-//! Read-only snapshots handed to Python: `PoolStats`, `ClassStats`, `CompactionReport` and
-//! `PoolActivity`.
+//! Read-only snapshots handed to Python: `PoolStats`, `ClassStats`, `CompactionReport`,
+//! `PoolActivity` and `SharedCacheStats`.
 //!
 //! Each is a frozen copy of the core's struct of the same name, taken when the method was
 //! called; attribute names are the core's field names (kernel and zram vocabulary:
@@ -10,14 +10,14 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use zspool_core::FULLNESS_GROUPS;
 
-/// A frozen snapshot pyclass of a core stats struct, from one list of its fields: the struct
+/// A frozen snapshot pyclass of a core (or shared) stats struct, from one list of its fields: the struct
 /// (each field a read-only attribute), `From` the core struct (destructured whole, so a field
 /// added to the core struct but not listed here fails to compile) and `as_dict()`, in the
 /// listed order.
 macro_rules! stats_snapshot {
     (
         $(#[doc = $doc:literal])*
-        $name:ident from zspool_core::$core:ident {
+        $name:ident from $krate:ident::$core:ident {
             $($(#[doc = $field_doc:literal])* $field:ident: $ty:ty,)*
         }
     ) => {
@@ -27,9 +27,9 @@ macro_rules! stats_snapshot {
             $($(#[doc = $field_doc])* $field: $ty,)*
         }
 
-        impl From<zspool_core::$core> for $name {
-            fn from(s: zspool_core::$core) -> $name {
-                let zspool_core::$core { $($field),* } = s;
+        impl From<$krate::$core> for $name {
+            fn from(s: $krate::$core) -> $name {
+                let $krate::$core { $($field),* } = s;
                 $name { $($field),* }
             }
         }
@@ -277,5 +277,71 @@ impl PoolActivity {
 
     fn __repr__(&self) -> String {
         format!("PoolActivity(ops_in_flight={}, idle_s={:.3})", self.ops_in_flight, self.idle_s)
+    }
+}
+
+stats_snapshot! {
+    /// A shared cache's counters, the whole host's (every process's calls), taken by
+    /// `SharedCache.stats()`. Fields are attributes, and items: `stats()["recoveries"]`.
+    SharedCacheStats from zspool_shared::SharedStats {
+        /// Live entries (expired ones not yet dropped included).
+        entries: u64,
+        /// Stored bytes of the entries (`currsize`).
+        bytes: u64,
+        /// The budget (`maxsize`), bytes.
+        maxbytes: u64,
+        /// Lookups that found a live entry.
+        hits: u64,
+        /// Lookups that did not.
+        misses: u64,
+        /// Entries stored.
+        sets: u64,
+        /// Entries evicted to make room.
+        evictions: u64,
+        /// Entries dropped because their TTL had passed.
+        expirations: u64,
+        /// Locks recovered after their holder died.
+        recoveries: u64,
+        /// Entries lost because what they lived in was discarded by a recovery.
+        entries_dropped_on_recovery: u64,
+        /// Records that failed their checks (key, checksum, bounds) and were dropped.
+        corrupt_dropped: u64,
+        /// Pages of zspages in use.
+        pages_in_use: u64,
+        /// Pages of zspages the file has room for.
+        pages_max: u64,
+        /// Bytes the file really occupies (`st_blocks * 512`).
+        file_bytes_allocated: u64,
+        /// Zspages in use.
+        zspages: u64,
+        /// Pages freed by compaction, ever.
+        pages_compacted: u64,
+        /// Objects moved by compaction, ever.
+        objects_migrated: u64,
+        /// Compaction runs that found work.
+        compactions: u64,
+    }
+}
+
+#[pymethods]
+impl SharedCacheStats {
+    /// The fields as a new dict.
+    fn as_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        self.fields_dict(py)
+    }
+
+    /// A field by name: `stats()["recoveries"]` is `stats().recoveries`; KeyError for others.
+    fn __getitem__<'py>(&self, py: Python<'py>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        match self.fields_dict(py)?.get_item(name)? {
+            Some(value) => Ok(value),
+            None => Err(pyo3::exceptions::PyKeyError::new_err(name.clone().unbind())),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<zspool.SharedCacheStats entries={} bytes={} hits={} misses={} evictions={} recoveries={}>",
+            self.entries, self.bytes, self.hits, self.misses, self.evictions, self.recoveries
+        )
     }
 }

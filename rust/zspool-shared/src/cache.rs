@@ -1,0 +1,546 @@
+//! `SharedCache`: opening the file, and the data path over it (get, set, delete, eviction,
+//! TTL). Lock order and recovery: docs/SHARED.md; each step's lock is taken by the module
+//! that owns what it guards (`shard.rs`, `class.rs`, `allocator.rs`).
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use zspool_cache::{Codec, Key, KeyKind, OwnedKey};
+use zspool_core::{CompactOptions, CompactionReport, MAX_CLASS_SIZE};
+
+use crate::class::ClassShm;
+use crate::class::lock_class;
+use crate::clock::monotonic_ns;
+use crate::config::{OpenOptions, SharedConfig};
+use crate::error::SharedError;
+use crate::hash::key_hash;
+use crate::header::{Header, Layout, MAGIC, class_digest, class_table, validate};
+use crate::location::Location;
+use crate::mapping::{Mapping, create_linked, open_existing};
+use crate::object::{HEADER_LEN, MAX_VALUE_LEN, Record, encode, set_backref};
+use crate::regions::Regions;
+use crate::robust_mutex::{LockError, RobustMutex};
+use crate::shard::{Found, ShardGuard, ShardShm, lock_shard, shard_of, try_lock_shard};
+use crate::stats::SharedStats;
+use crate::value_flags::ValueFlags;
+use crate::{LAYOUT_VERSION, N_SHARDS};
+
+/// Times `set` evicts and retries when its class cannot get a zspage (the page budget).
+const ALLOC_RETRIES: usize = 16;
+
+thread_local! {
+    /// Scratch for a record being written or read (one per thread: no allocation per call).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A cache whose pool and index live in one shared file. `Send + Sync`; owns the mapping
+/// (unmapped on close or drop) and the file descriptor.
+#[derive(Debug)]
+pub struct SharedCache {
+    r: Regions,
+    path: PathBuf,
+    config: SharedConfig,
+    closed: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+/// A call in progress: `close` waits until none is.
+struct Entered<'a>(&'a AtomicUsize);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A lock in the file that cannot be used: the file is corrupt.
+pub(crate) fn corrupt(r: &Regions, e: LockError) -> SharedError {
+    let LockError::Corrupt(why) = e;
+    let _ = r;
+    SharedError::NotOurs { path: PathBuf::new(), reason: why.into() }
+}
+
+fn mismatch(field: &'static str, file: impl std::fmt::Debug, given: impl std::fmt::Debug) -> SharedError {
+    SharedError::Mismatch { field, file: format!("{file:?}"), given: format!("{given:?}") }
+}
+
+/// The kind of mutex this process's glibc makes with our attributes.
+fn our_mutex_kind() -> i32 {
+    let probe = std::mem::MaybeUninit::<RobustMutex>::zeroed();
+    // SAFETY: a zeroed pthread_mutex_t is valid storage for pthread_mutex_init; the probe
+    // stays in this frame and is never locked.
+    unsafe { probe.assume_init_ref() }.init()
+}
+
+impl SharedCache {
+    /// Open the cache at `path`. `config` `None`: take the file's configuration (`NotFound` if
+    /// there is no file); `Some`: create the file with it if absent and `options.create`, else
+    /// it must equal the file's (`Mismatch` names the first field that differs).
+    pub fn open(path: &Path, config: Option<&SharedConfig>, options: &OpenOptions) -> Result<SharedCache, SharedError> {
+        if let Some(config) = config {
+            validate(config).map_err(SharedError::InvalidConfig)?;
+        }
+        // Two rounds: a creator that loses the link race opens the winner's file.
+        for _ in 0..2 {
+            if let Some(file) = open_existing(path)? {
+                return SharedCache::attach(Mapping::map(file, path)?, path, config);
+            }
+            let Some(config) = config.filter(|_| options.create) else {
+                return Err(SharedError::NotFound { path: path.to_path_buf() });
+            };
+            let table = class_table();
+            let layout = Layout::compute(config.maxbytes, table.classes().len());
+            let build = |m: &Mapping| {
+                // SAFETY: the file is new and not yet linked: this is the only reference.
+                let header = unsafe { &mut *m.ptr(0).cast::<Header>() };
+                header.init(config, &layout, class_digest(table.classes()));
+                for id in 0..layout.n_classes {
+                    let offset = layout.class_off + id * size_of::<ClassShm>();
+                    // SAFETY: inside the new file's class region (the layout sized it).
+                    unsafe { &*m.ptr(offset).cast::<ClassShm>() }.init();
+                }
+                for i in 0..N_SHARDS {
+                    let offset = layout.shard_off + i * size_of::<ShardShm>();
+                    // SAFETY: inside the new file's shard region (the layout sized it).
+                    unsafe { &*m.ptr(offset).cast::<ShardShm>() }.lock.init();
+                }
+                header.free_desc.store(crate::zspage::NONE, Ordering::Relaxed);
+            };
+            if let Some(mapping) = create_linked(path, layout.file_len, options.mode, build)? {
+                return SharedCache::attach(mapping, path, Some(config));
+            }
+        }
+        Err(SharedError::NotFound { path: path.to_path_buf() })
+    }
+
+    /// Check a mapped file's header and wrap it.
+    fn attach(map: Mapping, path: &Path, config: Option<&SharedConfig>) -> Result<SharedCache, SharedError> {
+        if map.len() < zspool_core::PAGE_SIZE {
+            return Err(SharedError::not_ours(path, format!("{} bytes: shorter than a header", map.len())));
+        }
+        // SAFETY: the mapping is at least a page; the header is plain old data read as is
+        // (every field is checked below before it is used).
+        let header = unsafe { &*map.ptr(0).cast::<Header>() };
+        if header.magic != MAGIC {
+            return Err(SharedError::not_ours(path, "no zspool shared cache magic"));
+        }
+        if header.version != LAYOUT_VERSION {
+            return Err(SharedError::Version { found: header.version, expected: LAYOUT_VERSION });
+        }
+        if header.page_size as usize != zspool_core::PAGE_SIZE {
+            return Err(SharedError::not_ours(path, format!("page size {}", header.page_size)));
+        }
+        let table = class_table();
+        if header.class_digest != class_digest(table.classes()) {
+            return Err(SharedError::not_ours(path, "made with another size-class table"));
+        }
+        let file_config = header.config().map_err(|why| SharedError::not_ours(path, why))?;
+        let layout = Layout::compute(file_config.maxbytes, table.classes().len());
+        if !header.layout_matches(&layout) || layout.file_len != map.len() {
+            return Err(SharedError::not_ours(path, "region sizes do not match its configuration (truncated?)"));
+        }
+        if header.mutex_kind != our_mutex_kind() {
+            return Err(SharedError::not_ours(path, "its locks are not this C library's robust shared mutexes"));
+        }
+        if let Some(given) = config {
+            if given.maxbytes != file_config.maxbytes {
+                return Err(mismatch("maxbytes", file_config.maxbytes, given.maxbytes));
+            }
+            if given.compression != file_config.compression {
+                return Err(mismatch("compression", file_config.compression, given.compression));
+            }
+            if given.ttl != file_config.ttl {
+                return Err(mismatch("ttl", file_config.ttl, given.ttl));
+            }
+            if given.serializer != file_config.serializer {
+                return Err(mismatch("serializer", file_config.serializer, given.serializer));
+            }
+        }
+        let kind = header.mutex_kind;
+        Ok(SharedCache {
+            r: Regions::new(map, layout, table, kind),
+            path: path.to_path_buf(),
+            config: file_config,
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn enter(&self) -> Result<Entered<'_>, SharedError> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let entered = Entered(&self.in_flight);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(SharedError::Closed);
+        }
+        Ok(entered)
+    }
+
+    fn with_path(&self, e: SharedError) -> SharedError {
+        match e {
+            SharedError::NotOurs { path, reason } if path.as_os_str().is_empty() => {
+                SharedError::NotOurs { path: self.path.clone(), reason }
+            }
+            e => e,
+        }
+    }
+
+    /// The file's configuration.
+    pub fn config(&self) -> SharedConfig {
+        self.config.clone()
+    }
+
+    /// The path the cache was opened at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unlink the file at `path` (`false` if there was none). Processes that map it keep
+    /// using it until they close.
+    pub fn destroy(path: &Path) -> Result<bool, SharedError> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SharedError::io(path, e)),
+        }
+    }
+
+    /// Look `key` up: its decoded (decompressed) value into `out` (cleared first) and its
+    /// flags, or `None` (missing, expired, or a record that failed its checks).
+    pub fn get(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<Option<ValueFlags>, SharedError> {
+        let _in = self.enter()?;
+        out.clear();
+        self.lookup(key, Some(out), true).map_err(|e| self.with_path(e))
+    }
+
+    /// Whether `key` has a live entry.
+    pub fn contains(&self, key: Key<'_>) -> Result<bool, SharedError> {
+        let _in = self.enter()?;
+        Ok(self.lookup(key, None, false).map_err(|e| self.with_path(e))?.is_some())
+    }
+
+    fn lookup(&self, key: Key<'_>, out: Option<&mut Vec<u8>>, count: bool) -> Result<Option<ValueFlags>, SharedError> {
+        let kind = kind_code(key.kind);
+        let hash = key_hash(kind, key.bytes);
+        SCRATCH.with_borrow_mut(|buf| {
+            let shard = lock_shard(&self.r, shard_of(hash))?;
+            let Some((g, record)) = shard.find(hash, kind, key.bytes, buf)? else {
+                if count {
+                    shard.shm.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(None);
+            };
+            if record.expired(monotonic_ns()) {
+                shard.remove(g)?;
+                shard.shm.expirations.fetch_add(1, Ordering::Relaxed);
+                if count {
+                    shard.shm.misses.fetch_add(1, Ordering::Relaxed);
+                }
+                return Ok(None);
+            }
+            if count {
+                shard.mark_visited(g);
+                shard.shm.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(shard);
+            let flags = ValueFlags(record.flags & 1);
+            if let Some(out) = out
+                && decode(&record, buf, out).is_none()
+            {
+                // The checksum matched but the frame does not decode: not ours to return.
+                self.r.header().corrupt_dropped.fetch_add(1, Ordering::Relaxed);
+                out.clear();
+                return Ok(None);
+            }
+            Ok(Some(flags))
+        })
+    }
+
+    /// Store `value` under `key` with `flags`; `ttl` `None` takes the configuration's default.
+    /// `Ok(false)`: not stored (no room could be made). `TooLarge`: the entry can never fit.
+    pub fn set(
+        &self,
+        key: Key<'_>,
+        value: &[u8],
+        flags: ValueFlags,
+        ttl: Option<Duration>,
+    ) -> Result<bool, SharedError> {
+        let _in = self.enter()?;
+        self.store(key, value, flags, ttl).map_err(|e| self.with_path(e))
+    }
+
+    fn max_entry(&self) -> usize {
+        (MAX_CLASS_SIZE as u64).min(self.config.maxbytes) as usize
+    }
+
+    fn store(&self, key: Key<'_>, value: &[u8], flags: ValueFlags, ttl: Option<Duration>) -> Result<bool, SharedError> {
+        let kind = kind_code(key.kind);
+        let max = self.max_entry();
+        if key.bytes.len() > usize::from(u16::MAX) || value.len() > MAX_VALUE_LEN {
+            return Err(SharedError::TooLarge { size: HEADER_LEN + key.bytes.len() + value.len(), max });
+        }
+        let ttl = ttl.or(self.config.ttl);
+        let expiry = ttl.map_or(0, |t| monotonic_ns().saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)));
+        if expiry != 0 {
+            self.r.header().ttl_used.store(1, Ordering::Relaxed);
+        }
+        let compressed = zspool_cache::compress(self.config.compression, value, 4);
+        SCRATCH.with_borrow_mut(|record| {
+            let len_prefix = (value.len() as u32).to_le_bytes();
+            match &compressed {
+                Some((codec, packed)) => {
+                    let bits = flags.0 & 1 | (*codec as u8) << 1;
+                    encode(record, kind, bits, key.bytes, &[&len_prefix, packed], expiry);
+                }
+                None => encode(record, kind, flags.0 & 1, key.bytes, &[value], expiry),
+            }
+            let size = record.len();
+            if size > max {
+                return Err(SharedError::TooLarge { size, max });
+            }
+            let class_id = self.r.table.class_for(size) as u32;
+            let hash = key_hash(kind, key.bytes);
+            let shard = lock_shard(&self.r, shard_of(hash))?;
+            let mut scratch = Vec::new();
+            let existing = shard.find(hash, kind, key.bytes, &mut scratch)?;
+            if let Some((g, _)) = existing {
+                shard.remove(g)?;
+            }
+            while self.r.header().bytes.load(Ordering::Relaxed) + size as u64 > self.config.maxbytes {
+                if !self.evict(&shard)? {
+                    return Ok(false);
+                }
+            }
+            let g = shard.claim(hash)?;
+            for _ in 0..ALLOC_RETRIES {
+                {
+                    let mut class = lock_class(&self.r, class_id)?;
+                    if let Some((desc, obj)) = class.alloc() {
+                        set_backref(record, g as u32);
+                        class.write_object(desc, obj, record);
+                        let loc = Location { class: class_id, epoch: class.epoch(), desc, obj };
+                        shard.slot(g).loc.store(loc.pack(), Ordering::Release);
+                        class.shm.bytes.fetch_add(size as u64, Ordering::Relaxed);
+                        self.r.header().bytes.fetch_add(size as u64, Ordering::Relaxed);
+                        drop(class);
+                        shard.shm.entries.fetch_add(1, Ordering::Relaxed);
+                        self.r.header().sets.fetch_add(1, Ordering::Relaxed);
+                        return Ok(true);
+                    }
+                }
+                // No page left in the budget: evict (the zspages' fragmentation is what a
+                // compaction would fix) and try again.
+                if !self.evict(&shard)? {
+                    break;
+                }
+            }
+            Ok(false)
+        })
+    }
+
+    /// Evict one entry: from `own` shard, else from the first other shard whose lock is free.
+    fn evict(&self, own: &ShardGuard<'_>) -> Result<bool, SharedError> {
+        if own.evict_one()? {
+            return Ok(true);
+        }
+        for k in 1..N_SHARDS {
+            if let Some(other) = try_lock_shard(&self.r, (own.index + k) % N_SHARDS)
+                && other.evict_one()?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Remove `key`'s entry; whether there was one.
+    pub fn delete(&self, key: Key<'_>) -> Result<bool, SharedError> {
+        let _in = self.enter()?;
+        let kind = kind_code(key.kind);
+        let hash = key_hash(kind, key.bytes);
+        SCRATCH
+            .with_borrow_mut(|buf| {
+                let shard = lock_shard(&self.r, shard_of(hash))?;
+                let Some((g, record)) = shard.find(hash, kind, key.bytes, buf)? else { return Ok(false) };
+                shard.remove(g)?;
+                Ok(!record.expired(monotonic_ns()))
+            })
+            .map_err(|e| self.with_path(e))
+    }
+
+    /// Visit every live entry of every shard (under that shard's lock) with its record.
+    fn scan(
+        &self,
+        mut visit: impl FnMut(&ShardGuard<'_>, usize, &Record, &[u8]) -> Result<(), SharedError>,
+    ) -> Result<(), SharedError> {
+        let mut buf = Vec::new();
+        for i in 0..N_SHARDS {
+            let shard = lock_shard(&self.r, i)?;
+            for g in shard.all_slots() {
+                if shard.slot(g).loc.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                if let Found::Entry(record) = shard.read(g, None, &mut buf)? {
+                    visit(&shard, g, &record, &buf)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the keys (expired entries skipped), in no particular order.
+    pub fn keys(&self) -> Result<Vec<OwnedKey>, SharedError> {
+        let _in = self.enter()?;
+        let now = monotonic_ns();
+        let mut keys = Vec::new();
+        self.scan(|_, _, record, bytes| {
+            if !record.expired(now) {
+                let kind = if record.kind == 1 { KeyKind::Str } else { KeyKind::Bytes };
+                keys.push(OwnedKey { kind, bytes: record.key(bytes).to_vec() });
+            }
+            Ok(())
+        })
+        .map_err(|e| self.with_path(e))?;
+        Ok(keys)
+    }
+
+    /// Live entries (checks every slot: O(slots)).
+    pub fn len(&self) -> Result<usize, SharedError> {
+        let _in = self.enter()?;
+        let now = monotonic_ns();
+        let mut n = 0;
+        self.scan(|_, _, record, _| {
+            n += usize::from(!record.expired(now));
+            Ok(())
+        })
+        .map_err(|e| self.with_path(e))?;
+        Ok(n)
+    }
+
+    /// Whether there is no live entry.
+    pub fn is_empty(&self) -> Result<bool, SharedError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Remove every entry.
+    pub fn clear(&self) -> Result<(), SharedError> {
+        let _in = self.enter()?;
+        (|| {
+            for i in 0..N_SHARDS {
+                let shard = lock_shard(&self.r, i)?;
+                for g in shard.all_slots() {
+                    if shard.slot(g).loc.load(Ordering::Relaxed) != 0 {
+                        shard.remove(g)?;
+                    }
+                }
+                shard.reset();
+            }
+            Ok(())
+        })()
+        .map_err(|e| self.with_path(e))
+    }
+
+    /// Drop every expired entry; how many.
+    pub fn expire(&self) -> Result<usize, SharedError> {
+        let _in = self.enter()?;
+        let now = monotonic_ns();
+        let mut n = 0;
+        self.scan(|shard, g, record, _| {
+            if record.expired(now) {
+                shard.remove(g)?;
+                shard.shm.expirations.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            Ok(())
+        })
+        .map_err(|e| self.with_path(e))?;
+        Ok(n)
+    }
+
+    /// Stored bytes of the entries (the budget's measure); 0 once closed.
+    pub fn currsize(&self) -> u64 {
+        self.enter().map_or(0, |_in| self.r.header().bytes.load(Ordering::Relaxed))
+    }
+
+    /// The budget in bytes (`maxbytes`).
+    pub fn maxsize(&self) -> u64 {
+        self.config.maxbytes
+    }
+
+    /// Pages a full compaction would free now (the kernel's `zs_can_compact`, summed); 0 once
+    /// closed.
+    pub fn can_compact(&self) -> usize {
+        self.enter().map_or(0, |_in| crate::compaction::can_compact(&self.r))
+    }
+
+    /// Compact every class within `options`' budgets, in yielding slices.
+    pub fn compact(&self, options: &CompactOptions) -> Result<CompactionReport, SharedError> {
+        let _in = self.enter()?;
+        crate::compaction::compact(&self.r, options, &self.closed).map_err(|e| self.with_path(e))
+    }
+
+    /// The host-wide counters (all zero once closed).
+    pub fn stats(&self) -> SharedStats {
+        let Ok(_in) = self.enter() else { return SharedStats::default() };
+        crate::stats::collect(&self.r)
+    }
+
+    /// Take or renew the reclaimer lease for `holder` (a pid) for `for_`; `false` if another
+    /// holder has an unexpired lease (or the cache is closed).
+    pub fn try_lease(&self, holder: u32, for_: Duration) -> bool {
+        let Ok(_in) = self.enter() else { return false };
+        let now = monotonic_ns();
+        let until = now.saturating_add(u64::try_from(for_.as_nanos()).unwrap_or(u64::MAX));
+        crate::allocator::try_lease(&self.r, holder, now, until)
+    }
+
+    /// Give the lease up if `holder` has it.
+    pub fn release_lease(&self, holder: u32) {
+        if let Ok(_in) = self.enter() {
+            crate::allocator::release_lease(&self.r, holder);
+        }
+    }
+
+    /// Close this process's use of the cache: later calls return `Closed`; the mapping is
+    /// unmapped once calls in flight in other threads have returned.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        while self.in_flight.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        self.r.unmap();
+    }
+}
+
+impl Drop for SharedCache {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn kind_code(kind: KeyKind) -> u8 {
+    match kind {
+        KeyKind::Bytes => 0,
+        KeyKind::Str => 1,
+    }
+}
+
+/// Decode a checked record's value into `out`; `None` if its frame does not decode.
+fn decode(record: &Record, bytes: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    let stored = record.value(bytes);
+    let codec = Codec::from_bits((record.flags >> 1) & 3)?;
+    if codec == Codec::Raw {
+        out.extend_from_slice(stored);
+        return Some(());
+    }
+    let (len, packed) = stored.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*len) as usize;
+    if len > MAX_VALUE_LEN {
+        return None;
+    }
+    out.resize(len, 0);
+    zspool_cache::decompress(codec, packed, out).ok()
+}
