@@ -7,17 +7,20 @@ that wait on a barrier before each timed pass; a pass's time runs from the first
 start to the last worker's end, so 2 processes' ns per operation is their aggregate (total
 operations / wall time). Wall time, not CPU time: a server's work happens in another process.
 Best of 3 passes, after an untimed pass in the in-process stores (a forked worker's first
-writes copy pages). The stores, each filled in a child process of its own, once per round:
+writes copy pages). The stores, each in a child process of its own in every round, filled
+there (lmdb's and diskcache's files: in the first round only, then kept; their fill takes
+minutes at a million entries):
 
-- ``zspool.SharedCache`` in a file under /dev/shm (the workers inherit it through fork);
+- ``zspool.SharedCache`` in a file under /dev/shm (the workers inherit it through fork), its
+  ``maxbytes`` 1.5 times the data set's stored bytes (the index is sized by the budget);
 - ``zspool.Cache``, in-process (each forked worker reads and writes its own copy);
 - lmdb and diskcache, their files on tmpfs (/dev/shm) and lmdb with ``sync=False``, so that
   no row touches a disk: a read transaction per `get`, a write transaction per `set`;
   every worker opens its own environment / cache after the fork, as both libraries require;
 - memcached (pymemcache) and Valkey (valkey-py), Debian's servers started by this script on a
   unix socket in a scratch directory and stopped by PID; every worker opens its own
-  connection. Servers and diskcache take ~100 times longer per operation, so they are timed
-  on the first `--slow-ops` of the same random keys (default 20,000).
+  connection. Servers and diskcache (and lmdb's set) take 10-100 times longer per operation,
+  so they are timed on the first `--slow-ops` of the same random keys (default 20,000).
 
 `--rounds` rounds interleave the stores; every ratio is computed within one round, and the
 table gives the median and min-max over rounds.
@@ -78,6 +81,13 @@ def values(count: int, seed: int) -> list[bytes]:
     return [bytes(source.take(VALUE_BYTES)) for _ in range(count)]
 
 
+def data_set(n: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    """The N entries every store holds (the same in every process), in batches of 10,000."""
+    source = PayloadSource(seed=0)
+    for lo in range(0, n, 10_000):
+        yield [(key(i), bytes(source.take(VALUE_BYTES))) for i in range(lo, min(n, lo + 10_000))]
+
+
 def picks(n: int, count: int, seed: int) -> list[int]:
     rng = random.Random(seed)
     return [rng.randrange(n) for _ in range(count)]
@@ -89,8 +99,10 @@ def shared_cache_class() -> Any:
 
 
 def shared_maxbytes(n: int) -> int:
-    """A budget twice the stored bytes (key, value, entry header), so nothing is evicted."""
-    return max(64 << 20, 2 * n * (VALUE_BYTES + 64))
+    """The SharedCache's budget: 1.5 times the data set's stored bytes (24-byte entry header,
+    key, value), as a user would size it to hold the set. Its index is sized by the budget
+    (one 16-byte slot per 128 bytes), so a larger budget would cost index pages for nothing."""
+    return max(64 << 20, int(1.5 * n * (24 + 11 + VALUE_BYTES)))
 
 
 # The stores ------------------------------------------------------------------------------
@@ -348,12 +360,13 @@ def speed_child(kind: str, n: int, ops: int, slow_ops: int, base: str) -> dict[s
         marker = os.path.join(workdir, "filled")
         if not os.path.exists(marker):
             started = time.perf_counter()
-            source = PayloadSource(seed=0)
-            for lo in range(0, n, 10_000):
-                store.fill([(key(i), bytes(source.take(VALUE_BYTES))) for i in range(lo, min(n, lo + 10_000))])
+            for batch in data_set(n):
+                store.fill(batch)
             out["fill_s"] = time.perf_counter() - started
             open(marker, "w").close()
         store.filled()
+        if isinstance(store, CacheStore):
+            out["entries"] = len(store.cache)  # N, if the budget held the whole data set
         for op in ("get", "set"):
             out[f"{op}_ops"] = count = slow_ops if op in store.slow else ops
             for workers in (1, 2):
@@ -433,6 +446,8 @@ def report_speed(runs: list[dict[str, dict[str, Any]]], n: int) -> dict[str, Any
         cells.append(f"{first[kind]['get_ops']:,} / {first[kind]['set_ops']:,}")
         print(f"| {kind} | " + " | ".join(cells) + " |")
         medians[kind] = {f: statistics.median(r[kind][f] for r in runs) for f in ("get_1", "get_2", "set_1", "set_2")}
+    if "SharedCache" in first:
+        print(f"\nEntries in the SharedCache after the fill: {first['SharedCache']['entries']:,} of {n:,}.")
     print("\nVersions: " + "; ".join(dict.fromkeys(first[k]["version"] for k in STORES if k in first)) + "\n")
     ratios: dict[str, Any] = {}
     if "SharedCache" not in first:
@@ -487,11 +502,10 @@ def memory_worker(kind: str, index: int, n: int, path: str, conn: multiprocessin
         cache = zspool.Cache(BIG)
     else:
         cache = shared_cache_class()(path, maxbytes=shared_maxbytes(n))
-    source = PayloadSource(seed=0)
     if kind == "private" or index == 0:
-        for lo in range(0, n, 10_000):
-            cache.set_many([(key(i), bytes(source.take(VALUE_BYTES))) for i in range(lo, min(n, lo + 10_000))])
-    held = sum(len(cache[key(i)]) for i in range(n))  # every worker holds (has touched) the data set
+        for batch in data_set(n):
+            cache.set_many(batch)
+    held = sum(cache.get(key(i)) is not None for i in range(n))  # every worker touches the data set
     conn.send(held)
     while (command := conn.recv()) != "exit":
         if command == "delete":
@@ -529,9 +543,10 @@ def memory_case(kind: str, n: int) -> dict[str, Any]:
         idle = [smaps_rollup(p.pid or 0) for p in procs]
         out["idle_pss"] = sum(s["Pss"] for s in idle)
         shmem_before = shmem()
+        out["held"] = []  # entries each worker found: all N, if nothing was evicted
         for c in conns:  # one at a time: worker 0 creates and fills before the others open
             c.send("build")
-            c.recv()
+            out["held"].append(c.recv())
         rollups = [smaps_rollup(p.pid or 0) for p in procs]
         out.update({f: sum(r.get(f, 0) for r in rollups) for f in ("Pss", "Pss_Anon", "Pss_Shmem", "Pss_File", "Rss")})
         out["shmem_growth"] = shmem() - shmem_before
@@ -581,6 +596,7 @@ def report_memory(private: dict[str, Any], shared: dict[str, Any] | None, n: int
     growth = (private["shmem_growth"] / mib, shared["shmem_growth"] / mib)
     print(f"| host Shmem growth (not added), MiB | {growth[0]:,.1f} | {growth[1]:,.1f} | |")
     print(f"| the shared file's allocated blocks, MiB | - | {shared['file_bytes'] / mib:,.1f} | |")
+    print(f"| entries found by the worker that found fewest | {min(private['held']):,} | {min(shared['held']):,} | |")
     met = out["ratio Pss sum"] <= 0.3
     print(f"\nPss sum, shared / private: {out['ratio Pss sum']:.3f} (target <= 0.3: {'met' if met else 'MISSED'})")
     after = shared["after_delete"]
