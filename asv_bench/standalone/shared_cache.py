@@ -614,6 +614,12 @@ def report_memory(private: dict[str, Any], shared: dict[str, Any] | None, n: int
         per = after[field] / stored
         out[f"after_delete {field} per stored byte"] = per
         print(f"| {label} | {per:.3f} | <= 1.25: {'met' if per <= 1.25 else 'MISSED'} |")
+    # Where the file's bytes are: its zspages' pages, and the rest (index slots, sized by
+    # maxbytes and kept after deletes, and the other metadata regions).
+    zspages = after["pages_in_use"] * zspool.PAGE_SIZE / stored
+    print(f"| of which zspages' pages (stats().pages_in_use) | {zspages:.3f} | - |")
+    print(f"| of which the rest of the file (index, metadata) | {after['file_bytes'] / stored - zspages:.3f} | - |")
+    out["after_delete zspage pages per stored byte"] = zspages
     return out
 
 
