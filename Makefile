@@ -114,12 +114,13 @@ py-lint:
 py-test:
 	$(PYTHON) -m pytest
 
-# Every standalone figure script, the two compaction benchmarks and the peers harness
-# once at a small N: a broken script fails the build (the figures mean nothing at this
-# size; the full runs are the commands under the README's tables).
+# Every standalone figure script, the two compaction benchmarks, the shared cache's get/set
+# benchmark and the peers harness once at a small N: a broken script fails the build (the
+# figures mean nothing at this size; the full runs are the commands under the README's tables).
 figures-smoke:
 	cargo test -q -p zspool-core --bench compaction_latency > /dev/null
 	cargo test -q -p zspool-core --bench compaction_rate > /dev/null
+	ZSPOOL_BENCH_ENTRIES=20000 cargo test -q -p zspool-shared --bench get_set > /dev/null
 	for script in pool_vs_dict cache_vs_dict cache_eviction policy_trace soak shared_cache; do \
 		$(PYTHON) asv_bench/standalone/$$script.py --quick > /dev/null || exit 1; done
 	out=$$(mktemp -d) && $(PYTHON) asv_bench/peers/run.py --quick --out $$out > /dev/null; \

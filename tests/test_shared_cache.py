@@ -256,7 +256,10 @@ def test_closed_cache_raises(shm_path: str) -> None:
 def test_too_large(cache: SharedCache) -> None:
     with pytest.raises(ObjectSizeError):
         cache["big"] = b"x" * (8 * MiB)
-    assert "big" not in cache
+    with pytest.raises(ObjectSizeError, match="8192"):
+        cache["big"] = os.urandom(zspool.MAX_CLASS_SIZE)  # with its header, past the largest class
+    cache["fits"] = os.urandom(zspool.MAX_CLASS_SIZE - 100)
+    assert "big" not in cache and len(cache["fits"]) == zspool.MAX_CLASS_SIZE - 100
 
 
 def test_configuration_mismatch_names_the_field(shm_path: str) -> None:
@@ -275,6 +278,16 @@ def test_configuration_mismatch_names_the_field(shm_path: str) -> None:
             assert (same.maxsize, same.compression, same.ttl) == (2 * MiB, "lz4", 60)
         with SharedCache(shm_path, 2 * MiB, compression="lz4", ttl=60):
             pass
+
+
+def test_maxbytes_out_of_range(shm_path: str) -> None:
+    with pytest.raises(ConfigError, match="maxbytes"):
+        SharedCache(shm_path, 1000)
+    with pytest.raises(ConfigError, match="maxbytes"):
+        SharedCache(shm_path, 1 << 50)
+    with pytest.raises(ValueError):
+        SharedCache(shm_path, -1)
+    assert not os.path.exists(shm_path)
 
 
 def test_lru_is_refused(shm_path: str) -> None:
@@ -505,6 +518,47 @@ def test_policy_reclaimer_compacts_while_holding_the_lease(shm_path: str, tmp_pa
 
         assert wait_exit(fork_worker(other_process, errors), 30) == 0, read_errors(errors)
     assert not c.reclaimer.running
+
+
+def test_idle_only_waits_for_every_process_to_be_idle(shm_path: str, tmp_path: os.PathLike[str]) -> None:
+    """``idle-only`` sees the host's activity: while another process reads, no compaction;
+    once it stops, the reclaimer compacts."""
+    errors = os.path.join(tmp_path, "errors")
+    stop_r, stop_w = os.pipe()
+    with SharedCache(shm_path, 8 * MiB, policy="idle-only", idle_s=0.2, reclaimer_interval_s=0.02) as c:
+        c.set_many({f"k{i}": os.urandom(400) for i in range(6000)})
+        c.delete_many([f"k{i}" for i in range(6000) if i % 4])
+        assert c.can_compact() > 0
+        os.set_blocking(stop_r, False)
+
+        def reader() -> None:
+            while True:
+                try:
+                    if os.read(stop_r, 1):
+                        return
+                except BlockingIOError:
+                    pass
+                c.get("k0")
+                time.sleep(0.001)
+
+        pid = fork_worker(reader, errors)
+        assert c.reclaimer is not None
+        try:
+            ticks = c.reclaimer.stats.ticks
+            deadline = time.monotonic() + 10
+            while c.reclaimer.stats.ticks < ticks + 20:  # counted, not timed
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            assert c.stats().pages_compacted == 0, "compacted while another process was busy"
+        finally:
+            os.write(stop_w, b"x")
+            assert wait_exit(pid, 30) == 0, read_errors(errors)
+        deadline = time.monotonic() + 20
+        while c.stats().pages_compacted == 0:
+            assert time.monotonic() < deadline, "never compacted once the host was idle"
+            time.sleep(0.02)
+    os.close(stop_r)
+    os.close(stop_w)
 
 
 def test_lease_is_exclusive_until_released(cache: SharedCache) -> None:

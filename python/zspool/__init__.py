@@ -18,6 +18,10 @@ Example::
         pool.free(h)                           # h is now invalid: using it raises
         report = pool.compact()                # give emptied pages back to the OS
 
+Caches on top: :class:`Cache` (in-process, a ``MutableMapping`` whose entries live in a pool)
+and :class:`SharedCache` (the same, in one file on tmpfs shared by every process of the host
+that opens it or inherits it through ``fork()``).
+
 Memory pressure: register shrinker policies with :meth:`Pool.register_shrinker` and run
 them from a :class:`Reclaimer` thread (see :mod:`zspool.shrinker`, :mod:`zspool.reclaimer`).
 

@@ -49,6 +49,7 @@ class _FromFile:
 
 
 _FROM_FILE: Any = _FromFile()
+_MISSING: Any = object()  # a get()'s default that no stored value can be
 
 #: Every SharedCache with a reclaimer, by id, for the fork hook below (a mapping is not
 #: hashable, so not a WeakSet).
@@ -70,9 +71,11 @@ def shared_path(path_or_name: str | os.PathLike[str]) -> str:
     path = os.fspath(path_or_name)
     if not isinstance(path, str):
         raise TypeError(f"path_or_name must be a str path, not {type(path).__name__}")
+    if "\0" in path:
+        raise ValueError(f"{path!r} contains a NUL byte: not a file name")
     if "/" in path:
         return path
-    if path in ("", ".", "..") or "\0" in path:
+    if path in ("", ".", ".."):
         raise ValueError(f"{path!r} is not a file name: give a name such as 'myapp-cache', or a path")
     return os.path.join(SHM_DIR, path)
 
@@ -146,8 +149,9 @@ def _check_eviction(eviction: Any) -> None:
         return
     if eviction == "lru":
         raise ConfigError(
-            "eviction='lru' is not available for SharedCache: it evicts with SIEVE only (no list to "
-            "reorder on every hit, so a get takes no lock but its index shard's); use eviction='sieve'"
+            "eviction='lru' is not available for SharedCache: it evicts with SIEVE only (a hit sets one "
+            "visited bit in the entry's index slot, where LRU would relink a list shared by every process); "
+            "use eviction='sieve'"
         )
     raise ValueError(f"eviction={eviction!r} is unknown: SharedCache evicts with 'sieve'")
 
@@ -164,9 +168,12 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
     - ``create``: create the file if it does not exist (``False``: ``FileNotFoundError``).
       Processes creating the same file at once all succeed and share one file.
     - ``maxbytes``: the budget, in bytes of stored entries (header, key and value after
-      compression); entries are evicted with SIEVE to stay within it. A single entry larger
-      than the cache can hold raises :class:`ObjectSizeError`. The file is sized for it once,
-      sparse: only pages in use cost memory. Default on creation: 64 MiB.
+      compression); entries are evicted with SIEVE to stay within it. An entry is at most
+      :data:`~zspool.MAX_CLASS_SIZE` bytes stored (8 KiB: the largest size class; a shared
+      cache has no pages of its own for larger objects): a larger one raises
+      :class:`ObjectSizeError` and stores nothing. The file is sized for it once,
+      sparse: only pages in use cost memory. 1 MiB to 128 GiB (else :class:`ConfigError`);
+      default on creation: 64 MiB.
     - ``compression``: ``None``, ``"lz4"`` or ``"zstd"``; ``ttl``: default seconds to live
       (``None``: until evicted); ``eviction``: ``"sieve"``, the only one a shared cache has;
       ``serializer``: ``None`` (values are ``bytes``), ``"pickle"``, or an object with
@@ -232,8 +239,11 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
         **policy_options: Any,
     ) -> Self:
         path = shared_path(path_or_name)
-        if maxbytes is not _FROM_FILE and (isinstance(maxbytes, bool) or not isinstance(maxbytes, int)):
-            raise TypeError(f"maxbytes must be an int (bytes), not {type(maxbytes).__name__}")
+        if maxbytes is not _FROM_FILE:
+            if isinstance(maxbytes, bool) or not isinstance(maxbytes, int):
+                raise TypeError(f"maxbytes must be an int (bytes), not {type(maxbytes).__name__}")
+            if not 0 <= maxbytes < 2**64:
+                raise ValueError(f"maxbytes={maxbytes} is out of range: a budget in bytes, 0..2**64-1")
         if not isinstance(create, bool):
             raise TypeError(f"create must be a bool, not {type(create).__name__}")
         if isinstance(mode, bool) or not isinstance(mode, int):
@@ -421,9 +431,6 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
             f"cannot pickle {type(self).__name__}({self.path!r}): open it by path in the other process "
             "(or inherit it through fork())"
         )
-
-
-_MISSING: Any = object()
 
 
 def _dropped_open(path: str, stop: threading.Event) -> None:

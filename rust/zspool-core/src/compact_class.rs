@@ -65,8 +65,9 @@ pub fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) 
 /// Zspages are named by a `u32` id unique within the class while they are linked (an index
 /// into the class's zspage records or the file's descriptors); objects by their `u16` index
 /// in the zspage; a live object's *owner word* is a `u32` back-reference the storage gives
-/// meaning to (a handle-table index, an outside owner's record, an index slot). Every method
-/// is called with an id that [`LockedClass::zspage_exists`] vouched for under this hold.
+/// meaning to (a handle-table index, an outside owner's record, an index slot). The loop
+/// passes only ids that [`LockedClass::fullest_with_room`] or [`LockedClass::emptiest`]
+/// returned, or [`LockedClass::zspage_exists`] vouched for, under the same hold.
 pub trait LockedClass {
     /// A zspage unlinked by [`LockedClass::remove_zspage`], given back by
     /// [`CompactClass::release_dead`] once the lock is dropped.
@@ -126,16 +127,54 @@ pub trait CompactClass {
     fn lock(&self) -> Self::Locked<'_>;
     /// Release the lock so that a waiter, if any, gets it before this thread can take it
     /// back (the slice boundary is then a real latency bound).
-    fn unlock_fair(&self, locked: Self::Locked<'_>);
+    fn unlock_fair<'a>(&'a self, locked: Self::Locked<'a>);
     /// Whether another thread or process is waiting for the lock right now.
     fn lock_is_contended(&self) -> bool;
     /// Copy the locked state's counters to where [`CompactClass::can_compact`] reads them.
-    fn publish(&self, locked: &Self::Locked<'_>);
+    fn publish<'a>(&'a self, locked: &Self::Locked<'a>);
     /// Give dead zspages' memory back to the OS. Called with no lock held.
     fn release_dead(&self, dead: &[Self::Dead]);
     /// Why the whole run must stop now whatever its budgets say (the pool closed, a fork
     /// pending); checked before each class, before each step and at every object.
     fn must_stop(&self) -> Option<StopReason>;
+}
+
+/// A borrowed class is a class: a storage that keeps its classes in an array hands
+/// [`compact_classes`] `classes.iter()`.
+impl<C: CompactClass> CompactClass for &C {
+    type Locked<'a>
+        = C::Locked<'a>
+    where
+        Self: 'a;
+    type Dead = C::Dead;
+
+    fn can_compact(&self) -> usize {
+        (**self).can_compact()
+    }
+
+    fn lock(&self) -> Self::Locked<'_> {
+        (**self).lock()
+    }
+
+    fn unlock_fair<'a>(&'a self, locked: Self::Locked<'a>) {
+        (**self).unlock_fair(locked);
+    }
+
+    fn lock_is_contended(&self) -> bool {
+        (**self).lock_is_contended()
+    }
+
+    fn publish<'a>(&'a self, locked: &Self::Locked<'a>) {
+        (**self).publish(locked);
+    }
+
+    fn release_dead(&self, dead: &[Self::Dead]) {
+        (**self).release_dead(dead);
+    }
+
+    fn must_stop(&self) -> Option<StopReason> {
+        (**self).must_stop()
+    }
 }
 
 /// Compact `classes` in the order given within `options`' budgets and `deadline`, adding

@@ -206,7 +206,8 @@ impl Pool {
     }
 
     /// Why a run must stop now whatever its budgets say: the pool was closed, or a fork is
-    /// being prepared. Checked before a run, before each class and before each step.
+    /// being prepared. Checked before a run, before each class, before each step and after
+    /// each object moved (it ends the slice).
     fn must_stop(&self) -> Option<StopReason> {
         if self.is_closed() {
             Some(StopReason::Closed)
@@ -231,7 +232,7 @@ struct LockedPoolClass<'p> {
     owner: Option<&'p dyn ObjectOwner>,
 }
 
-impl<'p> CompactClass for PoolClass<'p> {
+impl CompactClass for PoolClass<'_> {
     type Locked<'a>
         = LockedPoolClass<'a>
     where
@@ -246,7 +247,7 @@ impl<'p> CompactClass for PoolClass<'p> {
         LockedPoolClass { state: self.class.lock(), owner: self.pool.object_owner() }
     }
 
-    fn unlock_fair(&self, locked: LockedPoolClass<'_>) {
+    fn unlock_fair<'a>(&'a self, locked: LockedPoolClass<'a>) {
         unlock_fair(locked.state);
     }
 
@@ -254,7 +255,7 @@ impl<'p> CompactClass for PoolClass<'p> {
         self.class.lock_is_contended()
     }
 
-    fn publish(&self, locked: &LockedPoolClass<'_>) {
+    fn publish<'a>(&'a self, locked: &LockedPoolClass<'a>) {
         self.class.publish(&locked.state);
     }
 

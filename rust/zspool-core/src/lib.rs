@@ -13,8 +13,8 @@
 //!   Classes whose zspages would look the same are merged.
 //! - **Zspages** (`zspage.rs`): objects laid end to end over the chain, so an object may
 //!   straddle two pages (three, above a page). Each zspage sits in one of 12 **fullness
-//!   groups** (empty, ≤10 %, …, ≤99 %, full); allocation fills the fullest first, compaction
-//!   drains the emptiest.
+//!   groups** (`fullness.rs`: empty, ≤10 %, …, ≤99 %, full); allocation fills the fullest
+//!   first, compaction drains the emptiest.
 //! - **Handles** (`handle.rs`): opaque `u64`s that resolve, through a per-class handle table,
 //!   to (zspage, object index). Compaction rewrites the table entry, not the handle. A
 //!   generation in every handle catches use after free, double free and forgery.
@@ -35,6 +35,13 @@
 //!
 //! There is no pool-wide lock on the malloc / free / read / write path. Compaction
 //! (`compaction.rs`) takes one class lock at a time, in slices, and yields it to waiters.
+//!
+//! ## Compaction over any class storage
+//!
+//! The per-class loop ([`compact_class`], `compact_class.rs`) is generic over
+//! [`CompactClass`] and [`LockedClass`], so a pool whose classes live elsewhere (the
+//! shared-file pool of `zspool-shared`) runs the same algorithm with its own storage, next to
+//! the class table ([`ClassTable`], [`ClassLayout`]), [`Fullness`] and [`can_compact`].
 //!
 //! `sync.rs` swaps every lock and atomic for loom's under `--cfg loom`, so the protocol is
 //! model-checked (`tests/loom.rs`).

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{Rng, pattern};
 use zspool_core::{
     ClassLayout, ClassTable, CompactClass, CompactOptions, CompactionReport, FULLNESS_GROUPS, Fullness, LockHold,
-    LockedClass, StopReason, can_compact, compact_class,
+    LockedClass, StopReason, can_compact, compact_class, compact_classes,
 };
 
 /// One zspage: its slots, each free (`None`) or holding (owner, bytes); freed slots keep
@@ -114,6 +114,7 @@ impl ToyState {
 /// The toy class: its state behind a mutex, the counters published for the lock-free
 /// `can_compact`, and what was given back.
 struct ToyClass {
+    layout: ClassLayout,
     state: Mutex<ToyState>,
     published: (AtomicUsize, AtomicUsize),
     released_pages: AtomicUsize,
@@ -128,15 +129,14 @@ impl CompactClass for ToyClass {
     type Dead = ToyZspage;
 
     fn can_compact(&self) -> usize {
-        let state = self.state.lock().unwrap();
-        can_compact(&state.layout, self.published.0.load(Ordering::Relaxed), self.published.1.load(Ordering::Relaxed))
+        can_compact(&self.layout, self.published.0.load(Ordering::Relaxed), self.published.1.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> Locked<'_> {
         Locked(self.state.lock().unwrap())
     }
 
-    fn unlock_fair(&self, locked: Locked<'_>) {
+    fn unlock_fair<'a>(&'a self, locked: Locked<'a>) {
         drop(locked);
     }
 
@@ -144,7 +144,7 @@ impl CompactClass for ToyClass {
         false
     }
 
-    fn publish(&self, locked: &Locked<'_>) {
+    fn publish<'a>(&'a self, locked: &Locked<'a>) {
         self.published.0.store(locked.0.obj_allocated, Ordering::Relaxed);
         self.published.1.store(locked.0.obj_used, Ordering::Relaxed);
     }
@@ -232,6 +232,11 @@ impl LockedClass for Locked<'_> {
 /// A toy class of `size`-byte slots holding `objects` objects, a random 70 % then freed;
 /// returns it and the live owners.
 fn fragmented(size: usize, objects: usize, seed: u64) -> (ToyClass, Vec<u32>) {
+    fragmented_by(size, objects, 0.7, seed)
+}
+
+/// As [`fragmented`], freeing each object with probability `free`.
+fn fragmented_by(size: usize, objects: usize, free: f64, seed: u64) -> (ToyClass, Vec<u32>) {
     let table = ClassTable::new(8);
     let layout = table.classes()[table.class_for(size)];
     let mut state = ToyState {
@@ -249,13 +254,14 @@ fn fragmented(size: usize, objects: usize, seed: u64) -> (ToyClass, Vec<u32>) {
     }
     let mut live = Vec::new();
     for owner in 0..objects as u32 {
-        if rng.chance(0.7) {
+        if rng.chance(free) {
             state.free(owner);
         } else {
             live.push(owner);
         }
     }
     let class = ToyClass {
+        layout,
         published: (AtomicUsize::new(state.obj_allocated), AtomicUsize::new(state.obj_used)),
         state: Mutex::new(state),
         released_pages: AtomicUsize::new(0),
@@ -331,4 +337,21 @@ fn the_generic_loop_stops_at_the_page_budget_and_resumes() {
     assert_eq!(compact_class(&class, &CompactOptions::default(), None, &mut rest), None);
     assert_eq!(report.pages_freed + rest.pages_freed, predicted, "the two runs free what was predicted");
     check_objects(&class, &live);
+}
+
+#[test]
+fn the_generic_run_skips_classes_with_nothing_to_free() {
+    let (sparse, sparse_live) = fragmented(300, 4000, 11);
+    // Nothing freed: every zspage full but the last, so no page can be freed.
+    let (dense, dense_live) = fragmented_by(2000, 300, 0.0, 12);
+    assert_eq!(dense.can_compact(), 0);
+    let predicted = sparse.can_compact();
+    let mut report = CompactionReport::default();
+    let stop = compact_classes([&dense, &sparse], &CompactOptions::default(), None, &mut report);
+    assert_eq!(stop, StopReason::Done);
+    assert_eq!(report.classes_scanned, 1, "only the class with pages to free is scanned");
+    assert_eq!(report.pages_freed, predicted);
+    assert_eq!(dense.released_pages.load(Ordering::Relaxed), 0);
+    check_objects(&sparse, &sparse_live);
+    check_objects(&dense, &dense_live);
 }

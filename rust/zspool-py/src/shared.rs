@@ -473,7 +473,7 @@ impl SharedCache {
         if !(seconds > 0.0 && seconds.is_finite()) {
             return Err(PyValueError::new_err(format!("seconds={seconds} must be finite and > 0")));
         }
-        let lease = Duration::from_secs_f64(seconds);
+        let lease = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
         let inner = &self.inner;
         Ok(py.detach(|| inner.try_lease(pid, lease)))
     }

@@ -5,7 +5,7 @@
 //!
 //! Guarded by the allocator lock in the header, the innermost lock (shard -> class ->
 //! allocator). A descriptor's `class` changes only under it, so after a holder dies the
-//! stack and the page count are rebuilt from the descriptors (`rebuild`). The lock also
+//! stack and the page count are rebuilt from the descriptors (`recovery.rs`). The lock also
 //! guards the reclaimer lease.
 
 use std::sync::atomic::Ordering;
@@ -18,10 +18,9 @@ use crate::zspage::{FREE_CLASS, NONE};
 
 /// Take the allocator lock, rebuilding what it guards if its holder died.
 pub(crate) fn lock(r: &Regions) -> Result<Guard<'_>, SharedError> {
-    let (mut guard, died) = r.header().alloc_lock.lock(&r.lock_file).map_err(|e| crate::cache::corrupt(r, e))?;
+    let (mut guard, died) = r.header().alloc_lock.lock(&r.lock_file).map_err(crate::cache::corrupt)?;
     if died {
-        rebuild(r);
-        r.header().recoveries.fetch_add(1, Ordering::Relaxed);
+        crate::recovery::recover_allocator(r);
         guard.mark_consistent();
     }
     Ok(guard)
@@ -70,32 +69,6 @@ pub(crate) fn free_desc(r: &Regions, desc: u32, pages: usize) {
     h.free_desc.store(desc, Ordering::Relaxed);
     Header::sub_saturating(&h.pages_in_use, pages as u64);
     Header::sub_saturating(&h.zspages, 1);
-}
-
-/// Recompute the free stack, `pages_in_use` and `zspages` from the descriptors (a holder of
-/// the allocator lock died). Idempotent.
-fn rebuild(r: &Regions) {
-    let h = r.header();
-    let never = (h.never_used.load(Ordering::Relaxed) as usize).min(r.layout.n_chunks);
-    h.never_used.store(never as u32, Ordering::Relaxed);
-    let (mut top, mut pages, mut zspages) = (NONE, 0u64, 0u64);
-    for desc in 0..never as u32 {
-        let d = r.desc(desc);
-        match r.classes().get(d.class.load(Ordering::Relaxed) as usize) {
-            Some(layout) => {
-                pages += layout.pages_per_zspage as u64;
-                zspages += 1;
-            }
-            None => {
-                d.class.store(FREE_CLASS, Ordering::Relaxed);
-                d.next_free.store(top, Ordering::Relaxed);
-                top = desc;
-            }
-        }
-    }
-    h.free_desc.store(top, Ordering::Relaxed);
-    h.pages_in_use.store(pages, Ordering::Relaxed);
-    h.zspages.store(zspages, Ordering::Relaxed);
 }
 
 /// Take or renew the reclaimer lease for `holder` until `until` (monotonic ns).

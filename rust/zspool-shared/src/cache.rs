@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use zspool_cache::{Codec, Key, KeyKind, OwnedKey};
@@ -17,8 +17,9 @@ use crate::config::{OpenOptions, SharedConfig};
 use crate::error::SharedError;
 use crate::hash::key_hash;
 use crate::header::{Header, Layout, MAGIC, class_digest, class_table, validate};
+use crate::in_flight::{Entered, InFlight};
 use crate::location::Location;
-use crate::mapping::{Mapping, create_linked, open_existing};
+use crate::mapping::{Mapping, create_linked, free_bytes, open_existing, remove_dead_creators};
 use crate::object::{HEADER_LEN, MAX_VALUE_LEN, Record, encode, set_backref};
 use crate::regions::Regions;
 use crate::robust_mutex::{LockError, RobustMutex};
@@ -33,6 +34,8 @@ const ALLOC_RETRIES: usize = 16;
 thread_local! {
     /// Scratch for a record being written or read (one per thread: no allocation per call).
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Scratch for the old record a `set` replaces, read while `SCRATCH` holds the new one.
+    static OLD: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A cache whose pool and index live in one shared file. `Send + Sync`; owns the mapping
@@ -43,22 +46,13 @@ pub struct SharedCache {
     path: PathBuf,
     config: SharedConfig,
     closed: AtomicBool,
-    in_flight: AtomicUsize,
+    in_flight: InFlight,
 }
 
-/// A call in progress: `close` waits until none is.
-struct Entered<'a>(&'a AtomicUsize);
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A lock in the file that cannot be used: the file is corrupt.
-pub(crate) fn corrupt(r: &Regions, e: LockError) -> SharedError {
+/// A lock in the file that cannot be used: the file is corrupt. (The path is filled in by
+/// `SharedCache::with_path` on the way out.)
+pub(crate) fn corrupt(e: LockError) -> SharedError {
     let LockError::Corrupt(why) = e;
-    let _ = r;
     SharedError::NotOurs { path: PathBuf::new(), reason: why.into() }
 }
 
@@ -92,6 +86,20 @@ impl SharedCache {
             };
             let table = class_table();
             let layout = Layout::compute(config.maxbytes, table.classes().len());
+            // Pages of a sparse file are allocated when first written; on a full tmpfs that
+            // write is a SIGBUS. Refuse a budget the file system cannot hold now (the index
+            // and the entries; fragmentation beyond that is what compaction is for).
+            let need = layout.desc_off as u64 + config.maxbytes;
+            if let Some(free) = free_bytes(path)
+                && free < need
+            {
+                return Err(SharedError::InvalidConfig(format!(
+                    "maxbytes={} needs about {need} bytes on the file system of {}, which has {free} free",
+                    config.maxbytes,
+                    path.display()
+                )));
+            }
+            remove_dead_creators(path);
             let build = |m: &Mapping| {
                 // SAFETY: the file is new and not yet linked: this is the only reference.
                 let header = unsafe { &mut *m.ptr(0).cast::<Header>() };
@@ -164,13 +172,17 @@ impl SharedCache {
             path: path.to_path_buf(),
             config: file_config,
             closed: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
+            in_flight: InFlight::new(),
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn regions(&self) -> &Regions {
+        &self.r
+    }
+
     fn enter(&self) -> Result<Entered<'_>, SharedError> {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let entered = Entered(&self.in_flight);
+        let entered = self.in_flight.enter();
         if self.closed.load(Ordering::SeqCst) {
             return Err(SharedError::Closed);
         }
@@ -302,14 +314,23 @@ impl SharedCache {
             let class_id = self.r.table.class_for(size) as u32;
             let hash = key_hash(kind, key.bytes);
             let shard = lock_shard(&self.r, shard_of(hash))?;
-            let mut scratch = Vec::new();
-            let existing = shard.find(hash, kind, key.bytes, &mut scratch)?;
+            let existing = OLD.with_borrow_mut(|old| shard.find(hash, kind, key.bytes, old))?;
             if let Some((g, _)) = existing {
                 shard.remove(g)?;
             }
+            let mut recounted = false;
             while self.r.header().bytes.load(Ordering::Relaxed) + size as u64 > self.config.maxbytes {
                 if !self.evict(&shard)? {
-                    return Ok(false);
+                    // Nothing left to evict yet over budget: the global count drifted (a
+                    // death between a class's count and it, or a scribbled file). Recount
+                    // once from the classes and look again.
+                    if recounted {
+                        return Ok(false);
+                    }
+                    recounted = true;
+                    let total =
+                        (0..self.r.layout.n_classes).map(|id| self.r.class(id).bytes.load(Ordering::Relaxed)).sum();
+                    self.r.header().bytes.store(total, Ordering::Relaxed);
                 }
             }
             let g = shard.claim(hash)?;
@@ -405,9 +426,18 @@ impl SharedCache {
         Ok(keys)
     }
 
-    /// Live entries (checks every slot: O(slots)).
+    /// Live entries. The shards' counts, while no entry ever had a TTL and no recovery or
+    /// check ever dropped one (counted entries are then exactly the live ones); otherwise a
+    /// scan of every slot that skips expired and discarded entries (O(slots)).
     pub fn len(&self) -> Result<usize, SharedError> {
         let _in = self.enter()?;
+        let h = self.r.header();
+        let exact = h.ttl_used.load(Ordering::Relaxed) == 0
+            && h.dropped_on_recovery.load(Ordering::Relaxed) == 0
+            && h.corrupt_dropped.load(Ordering::Relaxed) == 0;
+        if exact {
+            return Ok((0..N_SHARDS).map(|i| self.r.shard(i).entries.load(Ordering::Relaxed) as usize).sum());
+        }
         let now = monotonic_ns();
         let mut n = 0;
         self.scan(|_, _, record, _| {
@@ -508,7 +538,7 @@ impl SharedCache {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        while self.in_flight.load(Ordering::SeqCst) != 0 {
+        while self.in_flight.count() != 0 {
             std::thread::yield_now();
         }
         self.r.unmap();

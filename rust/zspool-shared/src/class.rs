@@ -58,7 +58,7 @@ pub(crate) struct ClassGuard<'a> {
 /// Take class `id`'s lock (`id < n_classes`), recovering the class if its holder died.
 pub(crate) fn lock_class(r: &Regions, id: u32) -> Result<ClassGuard<'_>, SharedError> {
     let shm = r.class(id as usize);
-    let (guard, died) = shm.lock.lock(&r.lock_file).map_err(|e| crate::cache::corrupt(r, e))?;
+    let (guard, died) = shm.lock.lock(&r.lock_file).map_err(crate::cache::corrupt)?;
     let mut class = ClassGuard { r, id, layout: r.classes()[id as usize], shm, _guard: guard };
     if died {
         crate::recovery::recover_class(&class);

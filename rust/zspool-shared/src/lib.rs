@@ -2,7 +2,23 @@
 //!
 //! The Rust half of `zspool.SharedCache`. Pure Rust, no Python (the bindings live in
 //! `rust/zspool-py`). The design, the file layout, the lock order and what happens when a
-//! lock holder dies are in `docs/SHARED.md`.
+//! lock holder dies are in `docs/SHARED.md`; this is the map of the code.
+//!
+//! A file on tmpfs holds everything: a header page (`header.rs`), a class state per size class
+//! of the core's class table (`class.rs`), 64 index shards of slots (`shard.rs`), a zspage
+//! descriptor per 64 KiB chunk (`zspage.rs`) and the chunks, where each entry is one object
+//! (`object.rs`) carrying its key and a checksum. It is created sparse and linked into place,
+//! then mapped whole by every process (`mapping.rs`, `regions.rs`); everything in it is an
+//! offset or an index, and every one read is bounds-checked.
+//!
+//! Locks are robust process-shared pthread mutexes in the file (`robust_mutex.rs`), taken in
+//! the order **shard -> class -> allocator** (`allocator.rs`: free descriptors and the page
+//! budget). When a holder dies, the next one repairs what the lock guards (`recovery.rs`): a
+//! class drops its entries by bumping its epoch, which every slot's location (`location.rs`)
+//! names; a shard recounts; the allocator rebuilds. A cache may forget, never lie.
+//!
+//! Compaction is zspool-core's loop (`compact_class.rs` there) run through its traits
+//! (`compaction.rs`); eviction is SIEVE per shard; `cache.rs` is the data path.
 
 #![warn(missing_docs)]
 
@@ -15,6 +31,7 @@ mod config;
 mod error;
 mod hash;
 mod header;
+mod in_flight;
 mod location;
 mod mapping;
 mod object;

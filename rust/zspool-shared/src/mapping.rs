@@ -107,6 +107,26 @@ impl Drop for Mapping {
     }
 }
 
+/// Bytes free for an unprivileged user on the file system that holds `path`'s directory
+/// (`None` if it cannot be asked).
+pub(crate) fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = zeroed_statvfs();
+    // SAFETY: statvfs writes the struct it is given; the path is a valid C string.
+    let rc = unsafe { libc::statvfs(c_dir.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+fn zeroed_statvfs() -> libc::statvfs {
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// Open an existing file read-write.
 pub(crate) fn open_existing(path: &Path) -> Result<Option<File>, SharedError> {
     match std::fs::OpenOptions::new().read(true).write(true).open(path) {
@@ -149,9 +169,28 @@ pub(crate) fn create_linked(
     result
 }
 
+const CREATING: &str = ".creating.";
+
 fn temp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     let nonce = crate::clock::monotonic_ns();
-    name.push(format!(".creating.{}.{nonce:x}", std::process::id()));
+    name.push(format!("{CREATING}{}.{nonce:x}", std::process::id()));
     path.with_file_name(name)
+}
+
+/// Remove the temporary files of creators of `path` that died before linking theirs
+/// (`NAME.creating.PID.NONCE` whose PID is gone). Best effort.
+pub(crate) fn remove_dead_creators(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!("{}{CREATING}", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }

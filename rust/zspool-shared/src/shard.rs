@@ -76,7 +76,7 @@ pub(crate) enum Found {
 
 pub(crate) fn lock_shard(r: &Regions, index: usize) -> Result<ShardGuard<'_>, SharedError> {
     let shm = r.shard(index);
-    let (mut guard, died) = shm.lock.lock(&r.lock_file).map_err(|e| crate::cache::corrupt(r, e))?;
+    let (mut guard, died) = shm.lock.lock(&r.lock_file).map_err(crate::cache::corrupt)?;
     if died {
         crate::recovery::recover_shard(r, index, shm);
         guard.mark_consistent();

@@ -4,7 +4,8 @@
 /// Counters of a shared cache, summed over every process that uses it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SharedStats {
-    /// Live entries (expired ones not yet dropped included).
+    /// Entries the shards count: expired ones not yet dropped, and ones a recovery discarded
+    /// that no read has noticed yet, included (`len()` is exact).
     pub entries: u64,
     /// Stored bytes of the entries (`currsize`).
     pub bytes: u64,

@@ -7,21 +7,10 @@ mod common;
 
 use std::os::unix::fs::FileExt;
 
-use common::{TempPath, create, key_bytes, make_value};
+use common::{Rng, TempPath, create, key_bytes, make_value};
 use zspool_cache::Key;
 use zspool_core::CompactOptions;
 use zspool_shared::{OpenOptions, SharedCache, SharedError, ValueFlags};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// Where a file's data region starts: the header's `data_off` field, at byte 128 (a unit
 /// test in header.rs pins that offset).

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TempPath, check_value, create, key_bytes, make_value};
+use common::{Rng, TempPath, check_value, create, key_bytes, make_value};
 use zspool_cache::Key;
 use zspool_core::{CompactOptions, LockHold};
 use zspool_shared::{SharedCache, ValueFlags};
@@ -41,17 +41,6 @@ fn shared_board() -> &'static Board {
         );
         assert_ne!(p, libc::MAP_FAILED);
         &*p.cast::<Board>()
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 

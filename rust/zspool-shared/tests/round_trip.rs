@@ -133,7 +133,12 @@ fn delete_and_compact_punch_pages_out_of_the_file() {
 fn opening_checks_configuration_and_files() {
     let path = TempPath::new("open");
     assert!(matches!(SharedCache::open(&path.0, None, &OpenOptions::default()), Err(SharedError::NotFound { .. })));
+    // A creator killed before linking its file left it behind (pid 0x7fffffff never exists).
+    let mut stale = path.0.clone().into_os_string();
+    stale.push(".creating.2147483647.1");
+    std::fs::write(&stale, b"half-built").unwrap();
     let _cache = create(&path, 4 << 20);
+    assert!(!std::path::Path::new(&stale).exists(), "a dead creator's temporary file is removed");
     let err = SharedCache::open(&path.0, Some(&config(8 << 20)), &OpenOptions::default()).unwrap_err();
     assert!(matches!(err, SharedError::Mismatch { field: "maxbytes", .. }), "{err}");
     assert!(err.to_string().contains("maxbytes"));
@@ -146,6 +151,17 @@ fn opening_checks_configuration_and_files() {
         SharedCache::open(&path.0, Some(&config(1)), &OpenOptions::default()),
         Err(SharedError::InvalidConfig(_))
     ));
+    // The largest budget, 128 GiB, is more than this machine's /dev/shm holds (24 GiB).
+    // SAFETY: statvfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct; the path is a C string literal.
+    assert_eq!(unsafe { libc::statvfs(c"/dev/shm".as_ptr(), &mut st) }, 0);
+    if st.f_bavail * st.f_frsize < 128 << 30 {
+        let huge = TempPath::new("huge");
+        let err = SharedCache::open(&huge.0, Some(&config(128 << 30)), &OpenOptions::default()).unwrap_err();
+        assert!(matches!(err, SharedError::InvalidConfig(_)), "a budget /dev/shm cannot hold is refused: {err}");
+        assert!(!huge.0.exists());
+    }
     assert!(SharedCache::destroy(&path.0).unwrap());
     assert!(!SharedCache::destroy(&path.0).unwrap());
 }

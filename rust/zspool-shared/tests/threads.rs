@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TempPath, check_value, create, key_bytes, make_value};
+use common::{Rng, TempPath, check_value, create, key_bytes, make_value};
 use zspool_cache::Key;
 use zspool_core::CompactOptions;
 use zspool_shared::{OpenOptions, SharedCache, ValueFlags};
@@ -21,16 +21,14 @@ fn four_threads_with_compaction_flat_out_read_only_right_values() {
         for t in 0..4u64 {
             let (cache, wrong, reads) = (&cache, &wrong, &reads);
             s.spawn(move || {
-                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ t;
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15u64 ^ t);
                 let mut out = Vec::new();
                 let start = Instant::now();
                 // Versions this thread wrote last per key it owns (keys k with k % 4 == t, which
                 // only it writes): reading one back must give exactly that version (or a miss).
                 let mut mine = vec![None; 1000];
                 while start.elapsed() < Duration::from_secs(3) {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
+                    let x = rng.next();
                     let op = (x >> 20) % 10;
                     // Reads look at every key; writes only at this thread's own.
                     let k = if op < 5 { x % 4000 } else { (x % 1000) * 4 + t };

@@ -59,3 +59,15 @@ pub fn check_value(key: u64, v: &[u8]) -> Option<u64> {
 pub fn key_bytes(key: u64) -> Vec<u8> {
     format!("key-{key}").into_bytes()
 }
+
+/// xorshift64: a seeded, dependency-free random stream for the tests and the benchmark.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
