@@ -346,6 +346,14 @@ def test_destroy(shm_path: str) -> None:
     assert SharedCache.destroy(os.path.basename(shm_path)) is True  # by name
 
 
+def test_destroy_leaves_a_file_that_is_not_a_cache(shm_path: str) -> None:
+    write_file(shm_path, b"someone else's data")
+    with pytest.raises(SharedFileError):
+        SharedCache.destroy(shm_path)
+    with open(shm_path, "rb") as f:
+        assert f.read() == b"someone else's data"
+
+
 def write_file(path: str, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -621,3 +629,27 @@ def test_no_warning_on_plain_drop(shm_path: str) -> None:
         c["k"] = b"v"
         del c
         gc.collect()
+
+
+def test_random_arguments_raise_exceptions_never_panics(shm_path: str) -> None:
+    """Every method and the constructor, with arguments of every wrong type and range: an
+    Exception (TypeError, ValueError, KeyError, ...) or a result, never a Rust panic."""
+    rng = random.Random(16)
+    values = [None, 0, -1, 1, 2**64, -(2**70), 1.5, math.nan, math.inf, -math.inf, "", "x", b"", b"x" * 9000,
+              [], {}, object(), True, 1e308, "none", "pickle", "custom", "zstd"]
+    methods = ["get", "set", "__getitem__", "__setitem__", "__delitem__", "__contains__", "get_many", "set_many",
+               "delete_many", "compact", "try_lease", "release_lease", "expire", "pop", "setdefault"]
+
+    def call(f: object, *args: object, **kwargs: object) -> None:
+        try:
+            f(*args, **kwargs)  # type: ignore[operator]
+        except Exception:  # noqa: BLE001  # any error is fine; a PanicException is a BaseException and fails the test
+            pass
+
+    with SharedCache(shm_path, MiB) as c:
+        for _ in range(3000):
+            call(getattr(c, rng.choice(methods)), *(rng.choice(values) for _ in range(rng.randrange(4))))
+        for _ in range(300):
+            names = ["maxbytes", "compression", "ttl", "serializer", "create", "mode", "dumps", "loads"]
+            kwargs = {k: rng.choice(values) for k in rng.sample(names, rng.randrange(5))}
+            call(lambda **kw: zspool._core.SharedCache(shm_path, **kw).close(), **kwargs)

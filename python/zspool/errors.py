@@ -75,5 +75,7 @@ class ConfigError(ZsPoolError, ValueError):
 class SharedFileError(ZsPoolError, ValueError):
     """The file given to :class:`~zspool.SharedCache` is not a shared cache this version can
     use: not ours (no magic), of another layout version, truncated, or with a header whose
-    sizes, offsets or digest do not hold together. Nothing was changed in it. Give another
-    path, or :meth:`~zspool.SharedCache.destroy` it (it is not deleted for you)."""
+    sizes, offsets or digest do not hold together. Nothing was changed in it, and nothing
+    deletes it for you: give another path, :meth:`~zspool.SharedCache.destroy` a cache of
+    another version (``destroy`` refuses a file without the magic, a file that was never a
+    cache: remove that yourself if it is yours)."""

@@ -187,7 +187,9 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
     **The configuration is the file's.** An argument left out when opening an existing file
     takes the file's value; one given must equal it, or :class:`ConfigError` names the field
     and both values. A file that is not a shared cache of this version (foreign, truncated,
-    garbage, another layout version) raises :class:`SharedFileError` and is left as it is.
+    garbage, another layout version) raises :class:`SharedFileError` and is left as it is; so
+    does an operation that finds a lock in the file that no process could have written (the file
+    was overwritten under the cache). A damaged entry is a miss, never returned bytes.
 
     **Who can read it: anyone who can open the file** can read and change every entry (the
     mode decides who; ``0o600``: the creating user, and root). Keep secrets out of a cache

@@ -1,6 +1,7 @@
 //! ns per get and per set, single-threaded, at 1M entries of 200-byte values with random
 //! keys: SharedCache (the shared file on /dev/shm) next to zspool-cache's in-process Cache,
-//! in the same process and run. Prints both and their ratio.
+//! in the same process and run. Prints both and their ratio; then SharedCache's random gets
+//! per second from 1 and from 2 forked processes (one second each) and their ratio.
 //!
 //! Run: `cargo bench -p zspool-shared --bench get_set` (release, fat LTO: a few minutes to
 //! build). `ZSPOOL_BENCH_ENTRIES` changes the entry count.
@@ -47,6 +48,8 @@ fn main() {
     }
     let shared_get = ns_per_op(n, start);
     let stats = shared.stats();
+    let one = gets_per_second(&shared, &keys, 1);
+    let two = gets_per_second(&shared, &keys, 2);
     drop(shared);
     let _ = SharedCache::destroy(&path);
 
@@ -75,4 +78,56 @@ fn main() {
     println!("{:<24}{:>10.0}{:>10.0}", "zspool_cache::Cache", cache_get, cache_set);
     println!("{:<24}{:>10.2}{:>10.2}", "ratio shared / cache", shared_get / cache_get, shared_set / cache_set);
     println!("shared: {} entries, {} evictions, {} pages in use", stats.entries, stats.evictions, stats.pages_in_use);
+    println!(
+        "SharedCache gets per second: 1 process {one:.0}, 2 processes {two:.0} ({:.2}x; {} CPUs)",
+        two / one,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+}
+
+/// Random gets per second from `procs` forked processes together, for one second.
+fn gets_per_second(cache: &SharedCache, keys: &[Vec<u8>], procs: usize) -> f64 {
+    // SAFETY: a fresh anonymous shared mapping for the children's counts (zeroed u64s).
+    let counts = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8 * procs,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(counts, libc::MAP_FAILED);
+    let counts = counts.cast::<std::sync::atomic::AtomicU64>();
+    let pids: Vec<libc::pid_t> = (0..procs)
+        .map(|p| {
+            // SAFETY: the child only reads the cache and exits with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ p as u64);
+                let mut out = Vec::new();
+                let start = Instant::now();
+                let mut n = 0u64;
+                while start.elapsed() < std::time::Duration::from_secs(1) {
+                    for _ in 0..1000 {
+                        let k = &keys[(rng.next() % keys.len() as u64) as usize];
+                        black_box(cache.get(Key::bytes(k), &mut out).unwrap());
+                    }
+                    n += 1000;
+                }
+                // SAFETY: counts has `procs` slots; p < procs.
+                unsafe { (*counts.add(p)).store(n, std::sync::atomic::Ordering::Relaxed) };
+                // SAFETY: leave without running the parent's destructors.
+                unsafe { libc::_exit(0) };
+            }
+            pid
+        })
+        .collect();
+    for pid in pids {
+        // SAFETY: reaping our children.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    }
+    // SAFETY: the children have exited; the slots are ours to read.
+    (0..procs).map(|p| unsafe { (*counts.add(p)).load(std::sync::atomic::Ordering::Relaxed) } as f64).sum()
 }

@@ -12,7 +12,7 @@ use zspool_core::{ClassLayout, FULLNESS_GROUPS, Fullness};
 use crate::error::SharedError;
 use crate::header::Header;
 use crate::location::{EPOCH_MASK, Location};
-use crate::object::{FREE_BIT, FREE_END, HEADER_LEN};
+use crate::object::{FREE_BIT, FREE_END, HEADER_LEN, copy_words, load_words, store_words};
 use crate::regions::Regions;
 use crate::robust_mutex::{Guard, RobustMutex};
 use crate::zspage::NONE;
@@ -22,6 +22,11 @@ pub(crate) struct ClassShm {
     pub(crate) lock: RobustMutex,
     pub(crate) epoch: AtomicU32,
     _pad: u32,
+    /// The move sequence, a seqlock over the class's objects: odd while compaction moves an
+    /// object or a recovery discards the class, bumped by each. A reader that copies an
+    /// object without the class lock trusts the copy only if it read the same even value
+    /// before and after (see `shard.rs`).
+    pub(crate) seq: AtomicU64,
     pub(crate) obj_allocated: AtomicU64,
     pub(crate) obj_used: AtomicU64,
     /// Stored bytes of this class's entries.
@@ -89,32 +94,35 @@ impl ClassGuard<'_> {
         self.r.object(desc, obj, self.layout.size)
     }
 
+    fn backref_word(&self, desc: u32, obj: u32) -> &AtomicU32 {
+        // SAFETY: the object is inside the mapping (`Regions::object` clamps) and 16-byte
+        // aligned (class sizes are multiples of 16 from a page boundary); its first word is
+        // the back-reference (`object.rs`).
+        unsafe { &*self.object_ptr(desc, obj).cast::<AtomicU32>() }
+    }
+
     /// The back-reference word of an object.
     pub(crate) fn backref(&self, desc: u32, obj: u32) -> u32 {
-        let mut word = [0u8; 4];
-        // SAFETY: the object is inside the mapping (`Regions::object` clamps) and we hold
-        // the class lock that guards its bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.object_ptr(desc, obj), word.as_mut_ptr(), 4) };
-        u32::from_le_bytes(word)
+        u32::from_le(self.backref_word(desc, obj).load(Ordering::Relaxed))
     }
 
     fn set_backref(&self, desc: u32, obj: u32, word: u32) {
-        // SAFETY: as in `backref`.
-        unsafe { std::ptr::copy_nonoverlapping(word.to_le_bytes().as_ptr(), self.object_ptr(desc, obj), 4) };
+        self.backref_word(desc, obj).store(word.to_le(), Ordering::Relaxed);
     }
 
     /// Copy a whole object slot into `out` (resized to the class size).
     pub(crate) fn read_object(&self, desc: u32, obj: u32, out: &mut Vec<u8>) {
         out.resize(self.layout.size, 0);
-        // SAFETY: as in `backref`; `out` has room for a slot.
-        unsafe { std::ptr::copy_nonoverlapping(self.object_ptr(desc, obj), out.as_mut_ptr(), self.layout.size) };
+        // SAFETY: the slot is inside the mapping and aligned (see `backref_word`); `out` is
+        // a slot long, a multiple of 16.
+        unsafe { load_words(self.object_ptr(desc, obj), out) };
     }
 
     /// The stored length of an object, as its header says, at most the slot.
     pub(crate) fn stored_len(&self, desc: u32, obj: u32) -> u64 {
         let mut head = [0u8; HEADER_LEN];
-        // SAFETY: as in `backref`; every class is larger than a header.
-        unsafe { std::ptr::copy_nonoverlapping(self.object_ptr(desc, obj), head.as_mut_ptr(), HEADER_LEN) };
+        // SAFETY: as in `read_object`; every class is larger than a header (24 bytes).
+        unsafe { load_words(self.object_ptr(desc, obj), &mut head) };
         let key = usize::from(u16::from_le_bytes([head[6], head[7]]));
         let value = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
         (HEADER_LEN + key + value).min(self.layout.size) as u64
@@ -123,8 +131,30 @@ impl ClassGuard<'_> {
     /// Copy `record` into a slot this class just allocated.
     pub(crate) fn write_object(&self, desc: u32, obj: u32, record: &[u8]) {
         let len = record.len().min(self.layout.size);
-        // SAFETY: as in `backref`; at most a slot is written.
-        unsafe { std::ptr::copy_nonoverlapping(record.as_ptr(), self.object_ptr(desc, obj), len) };
+        // SAFETY: as in `read_object`; `len` rounded up to 8 is at most the slot (a multiple
+        // of 16), and we hold the class lock.
+        unsafe { store_words(self.object_ptr(desc, obj), &record[..len]) };
+    }
+
+    /// Copy object `obj` of `src` over object `new` of `dst` (compaction).
+    pub(crate) fn copy_object(&self, src: u32, obj: u32, dst: u32, new: u32) {
+        // SAFETY: both slots are inside the mapping and aligned (see `backref_word`), a class
+        // size apart or in different chunks, and guarded by the class lock we hold.
+        unsafe { copy_words(self.object_ptr(src, obj), self.object_ptr(dst, new), self.layout.size) };
+    }
+
+    /// Compaction or a recovery starts changing objects in place: lock-free readers retry.
+    /// Made odd, not incremented: a mover that died left it odd already, and the recovery
+    /// must end even. (Only the class lock's holder writes it.)
+    pub(crate) fn begin_move(&self) {
+        let seq = self.shm.seq.load(Ordering::Relaxed);
+        self.shm.seq.store(seq | 1, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+    }
+
+    /// The change is done: the sequence is even again, and not the value it had before.
+    pub(crate) fn end_move(&self) {
+        self.shm.seq.fetch_add(1, Ordering::Release);
     }
 
     /// Allocate an object slot: in the fullest zspage with room, else a new zspage.

@@ -179,24 +179,10 @@ impl LockedClass for LockedSharedClass<'_> {
 
     fn migrate_obj(&mut self, src: u32, obj: u16, owner: u32, dst: u32) -> usize {
         let Some(c) = self.class.as_mut() else { return 0 };
-        let obj = u32::from(obj);
-        let here = Location { class: c.id, epoch: c.epoch(), desc: src, obj }.pack();
-        let slot = ((owner as usize) < c.r.total_slots()).then(|| c.r.slot(owner as usize));
-        let Some(slot) = slot.filter(|s| s.loc.load(Ordering::Relaxed) == here) else {
-            // No slot names it (its slot was dropped): free it instead of moving it.
-            let len = c.stored_len(src, obj);
-            Header::sub_saturating(&c.shm.bytes, len);
-            Header::sub_saturating(&c.r.header().bytes, len);
-            c.release_obj(src, obj);
-            return 0;
-        };
-        let Some(new) = c.pop_free(dst) else { return 0 };
-        // SAFETY: both slots are inside the mapping (`Regions::object` clamps), distinct
-        // (src != dst), and guarded by the class lock we hold.
-        unsafe { std::ptr::copy_nonoverlapping(c.object_ptr(src, obj), c.object_ptr(dst, new), self.layout.size) };
-        slot.loc.store(Location { class: c.id, epoch: c.epoch(), desc: dst, obj: new }.pack(), Ordering::Release);
-        c.release_obj(src, obj);
-        self.layout.size
+        c.begin_move();
+        let size = migrate(c, src, u32::from(obj), owner, dst, self.layout.size);
+        c.end_move();
+        size
     }
 
     fn fix_fullness(&mut self, zspage: u32) {
@@ -214,4 +200,24 @@ impl LockedClass for LockedSharedClass<'_> {
             c.remove_zspage(zspage);
         }
     }
+}
+
+/// Move live object `obj` of `src` (back-reference `owner`) into a free slot of `dst` and
+/// point its slot at it; an object no slot names is freed instead. Returns the bytes moved.
+fn migrate(c: &mut ClassGuard<'_>, src: u32, obj: u32, owner: u32, dst: u32, size: usize) -> usize {
+    let here = Location { class: c.id, epoch: c.epoch(), desc: src, obj }.pack();
+    let slot = ((owner as usize) < c.r.total_slots()).then(|| c.r.slot(owner as usize));
+    let Some(slot) = slot.filter(|s| s.loc.load(Ordering::Relaxed) == here) else {
+        // No slot names it (its slot was dropped): free it instead of moving it.
+        let len = c.stored_len(src, obj);
+        Header::sub_saturating(&c.shm.bytes, len);
+        Header::sub_saturating(&c.r.header().bytes, len);
+        c.release_obj(src, obj);
+        return 0;
+    };
+    let Some(new) = c.pop_free(dst) else { return 0 };
+    c.copy_object(src, obj, dst, new);
+    slot.loc.store(Location { class: c.id, epoch: c.epoch(), desc: dst, obj: new }.pack(), Ordering::Release);
+    c.release_obj(src, obj);
+    size
 }

@@ -8,8 +8,8 @@
 //! of the core's class table (`class.rs`), 64 index shards of slots (`shard.rs`), a zspage
 //! descriptor per 64 KiB chunk (`zspage.rs`) and the chunks, where each entry is one object
 //! (`object.rs`) carrying its key and a checksum. It is created sparse and linked into place,
-//! then mapped whole by every process (`mapping.rs`, `regions.rs`); everything in it is an
-//! offset or an index, and every one read is bounds-checked.
+//! then mapped whole by every process (`open.rs`, `mapping.rs`, `regions.rs`); everything in
+//! it is an offset or an index, and every one read is bounds-checked.
 //!
 //! Locks are robust process-shared pthread mutexes in the file (`robust_mutex.rs`), taken in
 //! the order **shard -> class -> allocator** (`allocator.rs`: free descriptors and the page
@@ -35,6 +35,7 @@ mod in_flight;
 mod location;
 mod mapping;
 mod object;
+mod open;
 mod recovery;
 mod regions;
 mod robust_mutex;

@@ -10,8 +10,12 @@
 //! 24 key bytes, then the stored value (compressed: u32 original length, then the frame)
 //! ```
 //!
-//! Read and written only under the class lock. Every field read back is checked before use:
-//! a record that fails (lengths past its slot, wrong key, bad checksum) is a miss.
+//! Written only under the class lock, always with atomic word stores (`store_words`), so that
+//! a reader copying an object without the lock (`load_words`, validated afterwards by the
+//! class's move sequence: `shard.rs`) races with nothing. Every field read back is checked
+//! before use: a record that fails (lengths past its slot, wrong key, bad checksum) is a miss.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes before the key.
 pub(crate) const HEADER_LEN: usize = 24;
@@ -109,4 +113,46 @@ pub(crate) fn encode(out: &mut Vec<u8>, kind: u8, flags: u8, key: &[u8], value: 
 /// Set the back-reference word of a record being placed.
 pub(crate) fn set_backref(record: &mut [u8], backref: u32) {
     record[..4].copy_from_slice(&backref.to_le_bytes());
+}
+
+/// Copy `out.len()` bytes (a multiple of 8) from an object slot, a word at a time.
+///
+/// # Safety
+/// `src` is 8-byte aligned and `out.len()` bytes from it lie inside the mapping.
+pub(crate) unsafe fn load_words(src: *const u8, out: &mut [u8]) {
+    for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+        // SAFETY: in bounds and aligned (the caller's contract); other processes may store
+        // to the word meanwhile, hence an atomic load.
+        let word = unsafe { (*src.add(i * 8).cast::<AtomicU64>()).load(Ordering::Relaxed) };
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+}
+
+/// Store `bytes` into an object slot a word at a time, the last word padded with zeros.
+///
+/// # Safety
+/// `dst` is 8-byte aligned and `bytes.len()` rounded up to 8 bytes from it lie inside the
+/// mapping, in a slot the caller's class lock guards.
+pub(crate) unsafe fn store_words(dst: *mut u8, bytes: &[u8]) {
+    for (i, chunk) in bytes.chunks(8).enumerate() {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        // SAFETY: in bounds and aligned (the caller's contract).
+        unsafe { (*dst.add(i * 8).cast::<AtomicU64>()).store(u64::from_le_bytes(word), Ordering::Relaxed) };
+    }
+}
+
+/// Copy `len` bytes (a multiple of 8) from one object slot to another, a word at a time.
+///
+/// # Safety
+/// Both are 8-byte aligned, `len` bytes from each lie inside the mapping, and the caller's
+/// class lock guards both slots.
+pub(crate) unsafe fn copy_words(src: *const u8, dst: *mut u8, len: usize) {
+    for i in (0..len).step_by(8) {
+        // SAFETY: in bounds and aligned (the caller's contract).
+        unsafe {
+            let word = (*src.add(i).cast::<AtomicU64>()).load(Ordering::Relaxed);
+            (*dst.add(i).cast::<AtomicU64>()).store(word, Ordering::Relaxed);
+        }
+    }
 }

@@ -23,6 +23,7 @@ use crate::zspage::{FREE_CLASS, NONE};
 pub(crate) fn recover_class(class: &ClassGuard<'_>) {
     let (r, shm) = (class.r, class.shm);
     let h = r.header();
+    class.begin_move();
     shm.epoch.store((shm.epoch.load(Ordering::Relaxed).wrapping_add(1)) & EPOCH_MASK, Ordering::Relaxed);
     let never = (h.never_used.load(Ordering::Relaxed) as usize).min(r.layout.n_chunks) as u32;
     for desc in 0..never {
@@ -39,6 +40,7 @@ pub(crate) fn recover_class(class: &ClassGuard<'_>) {
     Header::sub_saturating(&h.bytes, shm.bytes.swap(0, Ordering::Relaxed));
     h.dropped_on_recovery.fetch_add(dropped, Ordering::Relaxed);
     h.recoveries.fetch_add(1, Ordering::Relaxed);
+    class.end_move();
 }
 
 /// Repair shard `shard` (we hold its lock, returned owner-dead).
@@ -136,6 +138,10 @@ mod tests {
         let class = r.table.class_for(24 + 4 + 1050) as u32;
         let before = cache.stats();
         die_holding(|| std::mem::forget(lock_class(r, class).unwrap()));
+        // Lock-free reads do not notice a dead holder; the next locker of the class does.
+        let trigger = Key::bytes(b"trigger");
+        assert!(cache.set(trigger, &[0; 1050], ValueFlags::RAW, None).unwrap());
+        assert!(cache.delete(trigger).unwrap());
         let found = present(&cache);
         for (k, found) in found.iter().enumerate() {
             assert_eq!(*found, k % 4 != 1, "key {k}: only the dead holder's class is dropped");
@@ -150,8 +156,19 @@ mod tests {
         // A second death in the same class is recovered the same way (idempotent repair).
         die_holding(|| std::mem::forget(lock_class(r, class).unwrap()));
         die_holding(|| std::mem::forget(lock_class(r, class).unwrap()));
+        assert!(cache.set(trigger, &[0; 1050], ValueFlags::RAW, None).unwrap());
+        assert!(cache.delete(trigger).unwrap());
         assert_eq!(present(&cache).iter().filter(|&&f| f).count(), 150);
         assert_eq!(cache.stats().recoveries, before.recoveries + 3);
+        // A compactor that died mid-move left the move sequence odd: the recovery ends it
+        // even, so lock-free reads of the class resume.
+        die_holding(|| {
+            let guard = lock_class(r, class).unwrap();
+            guard.begin_move();
+            std::mem::forget(guard);
+        });
+        assert!(cache.set(trigger, &[0; 1050], ValueFlags::RAW, None).unwrap());
+        assert_eq!(r.class(class as usize).seq.load(std::sync::atomic::Ordering::Relaxed) & 1, 0);
         SharedCache::destroy(&path).unwrap();
     }
 

@@ -161,10 +161,16 @@ fn realtime_after(d: Duration) -> libc::timespec {
     }
 }
 
-/// Whether thread `tid` exists and maps the file with this inode: only such a thread can
-/// hold one of its locks (a lock word naming any other is garbage).
+/// Whether thread `tid` may hold one of the file's locks: it exists and maps the file with
+/// this inode (a lock word naming any other thread is garbage). A thread whose maps we may
+/// not read (another user's, with a file shared by mode) is given the benefit of the doubt.
 fn maps_file(tid: i32, inode: u64) -> bool {
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{tid}/maps")) else { return false };
-    let inode = inode.to_string();
-    maps.lines().any(|line| line.split_whitespace().nth(4) == Some(inode.as_str()))
+    match std::fs::read_to_string(format!("/proc/{tid}/maps")) {
+        Ok(maps) => {
+            let inode = inode.to_string();
+            maps.lines().any(|line| line.split_whitespace().nth(4) == Some(inode.as_str()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) => std::path::Path::new(&format!("/proc/{tid}")).exists(),
+    }
 }

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::class::lock_class;
 use crate::error::SharedError;
 use crate::header::Header;
-use crate::location::Location;
-use crate::object::Record;
+use crate::location::{EPOCH_MASK, Location};
+use crate::object::{Record, load_words};
 use crate::regions::Regions;
 use crate::robust_mutex::{Guard, RobustMutex};
 
@@ -142,9 +142,58 @@ impl ShardGuard<'_> {
     }
 
     /// Copy the object slot `g` names into `buf` and check it (back-reference, lengths,
-    /// key if given, checksum). A slot naming a discarded or garbage object becomes a
-    /// tombstone.
+    /// key if given, checksum): without the class lock if no object of the class is moving,
+    /// else under it. A slot naming a discarded or garbage object becomes a tombstone.
     pub(crate) fn read(&self, g: usize, key: Option<(u8, &[u8])>, buf: &mut Vec<u8>) -> Result<Found, SharedError> {
+        if let Some(record) = self.read_unlocked(g, buf) {
+            if let Some((kind, key)) = key
+                && (record.kind != kind || record.key(buf) != key)
+            {
+                return Ok(Found::OtherKey);
+            }
+            if record.checksum_ok(buf) {
+                return Ok(Found::Entry(record));
+            }
+            // A bad record: the locked path below decides (and drops it if it stays bad).
+        }
+        self.read_locked(g, key, buf)
+    }
+
+    /// The fast path of `read`: copy the object slot `g` names without its class lock, and
+    /// trust the copy only if the class's move sequence was even and unchanged around it.
+    ///
+    /// Sound because, with the shard lock held, the object can change or go away only by
+    /// compaction (moving it, then freeing its slot for reuse) or by a recovery of its class,
+    /// and both make the sequence odd first; frees through a slot need this shard's lock,
+    /// and sets of other keys write only free slots. `None`: take the lock.
+    fn read_unlocked(&self, g: usize, buf: &mut Vec<u8>) -> Option<Record> {
+        let word = self.slot(g).loc.load(Ordering::Acquire);
+        let loc = Location::unpack(word)?;
+        let layout = self.r.classes().get(loc.class as usize)?;
+        let class = self.r.class(loc.class as usize);
+        let seq = class.seq.load(Ordering::Acquire);
+        let live = seq & 1 == 0
+            && loc.epoch == class.epoch.load(Ordering::Relaxed) & EPOCH_MASK
+            && (loc.obj as usize) < layout.objs_per_zspage
+            && (loc.desc as usize) < self.r.layout.n_chunks
+            && self.r.desc(loc.desc).class.load(Ordering::Relaxed) == loc.class;
+        if !live {
+            return None;
+        }
+        buf.resize(layout.size, 0);
+        // SAFETY: the slot is inside the mapping (`Regions::object` clamps) and 16-byte
+        // aligned; `buf` is a slot long (a multiple of 16). Concurrent stores are atomic
+        // (`object.rs`); a copy they tore is discarded by the sequence check below.
+        unsafe { load_words(self.r.object(loc.desc, loc.obj, layout.size), buf) };
+        std::sync::atomic::fence(Ordering::Acquire);
+        let unchanged = class.seq.load(Ordering::Relaxed) == seq && self.slot(g).loc.load(Ordering::Relaxed) == word;
+        if !unchanged {
+            return None;
+        }
+        Record::parse(buf).filter(|r| r.backref as usize == g)
+    }
+
+    fn read_locked(&self, g: usize, key: Option<(u8, &[u8])>, buf: &mut Vec<u8>) -> Result<Found, SharedError> {
         let slot = self.slot(g);
         let Some(loc) = Location::unpack(slot.loc.load(Ordering::Relaxed)) else { return Ok(Found::Dropped) };
         if loc.class as usize >= self.r.layout.n_classes {

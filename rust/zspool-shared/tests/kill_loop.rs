@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Rng, TempPath, check_value, create, key_bytes, make_value};
-use zspool_cache::Key;
+use zspool_cache::{Compression, Key};
 use zspool_core::{CompactOptions, LockHold};
-use zspool_shared::{SharedCache, ValueFlags};
+use zspool_shared::{OpenOptions, SharedCache, SharedConfig, ValueFlags};
 
 const CHILDREN: usize = 4;
 const KILLS: usize = 500;
@@ -101,14 +101,29 @@ fn kill(pid: libc::pid_t) {
 fn sigkill_at_random_moments_never_hangs_or_lies() {
     let path = TempPath::new("kill");
     // Small enough that sets evict and classes fill and empty all the time.
-    let cache = create(&path, 1 << 20);
+    let stats = kill_loop(&create(&path, 1 << 20), KILLS);
+    assert!(stats.evictions > 0, "the budget was exceeded and entries evicted: {stats:?}");
+}
+
+#[test]
+fn sigkill_with_compression_and_ttl_never_hangs_or_lies() {
+    let path = TempPath::new("kill-lz4");
+    let config =
+        SharedConfig { compression: Compression::Lz4, ttl: Some(Duration::from_millis(50)), ..common::config(1 << 20) };
+    let cache = SharedCache::open(&path.0, Some(&config), &OpenOptions::default()).unwrap();
+    let stats = kill_loop(&cache, KILLS / 2);
+    assert!(stats.expirations > 0, "entries expired under the kills: {stats:?}");
+}
+
+/// Run the loop until `kills_wanted` kills, check it, and return the stats after it.
+fn kill_loop(cache: &SharedCache, kills_wanted: usize) -> zspool_shared::SharedStats {
     let board = shared_board();
     let mut rng = Rng(0x1234_5678_9abc_def1 ^ u64::from(std::process::id()));
-    let mut pids: Vec<libc::pid_t> = (0..CHILDREN).map(|i| spawn(&cache, board, i, rng.next())).collect();
+    let mut pids: Vec<libc::pid_t> = (0..CHILDREN).map(|i| spawn(cache, board, i, rng.next())).collect();
     let mut last: Vec<(u64, Instant)> = (0..CHILDREN).map(|_| (0, Instant::now())).collect();
     let start = Instant::now();
     let mut kills = 0;
-    while kills < KILLS {
+    while kills < kills_wanted {
         std::thread::sleep(Duration::from_micros(rng.next() % 8000));
         let victim = (rng.next() % CHILDREN as u64) as usize;
         // Progress check: every child must move within HUNG.
@@ -129,7 +144,7 @@ fn sigkill_at_random_moments_never_hangs_or_lies() {
         kill(pids[victim]);
         board.progress[victim].store(0, Ordering::Relaxed);
         last[victim] = (0, Instant::now());
-        pids[victim] = spawn(&cache, board, victim, rng.next());
+        pids[victim] = spawn(cache, board, victim, rng.next());
         kills += 1;
     }
     // Let the survivors run on the repaired state a little, then stop them.
@@ -143,14 +158,14 @@ fn sigkill_at_random_moments_never_hangs_or_lies() {
     assert_eq!(violations, 0, "wrong reads");
     assert!(reads > 1000, "the children did work ({reads} reads)");
     assert!(stats.recoveries > 0, "some kill hit a lock holder: {stats:?}");
-    assert!(stats.evictions > 0, "the budget was exceeded and entries evicted: {stats:?}");
     // Still usable, and everything in it is right.
     let mut out = Vec::new();
     for k in 0..KEYS {
         if cache.get(Key::bytes(&key_bytes(k)), &mut out).unwrap().is_some() {
             assert!(check_value(k, &out).is_some(), "key {k}");
         }
-        assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 7, 100), ValueFlags::RAW, None).unwrap());
+        let ttl = Some(Duration::from_secs(600));
+        assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 7, 100), ValueFlags::RAW, ttl).unwrap());
     }
     for k in 0..KEYS {
         assert_eq!(
@@ -161,4 +176,5 @@ fn sigkill_at_random_moments_never_hangs_or_lies() {
     cache.compact(&CompactOptions::default()).unwrap();
     assert!(cache.len().unwrap() > 0);
     assert!(cache.currsize() <= 1 << 20);
+    stats
 }

@@ -35,12 +35,11 @@ pub fn make_value(key: u64, version: u64, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&key.to_le_bytes());
     v.extend_from_slice(&version.to_le_bytes());
-    let mut x = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version;
+    // A 16-byte pattern of the key and version, repeated: compressible, like most values.
+    let x = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ version;
+    let pattern: Vec<u8> = x.to_le_bytes().into_iter().chain((x ^ version.rotate_left(17)).to_le_bytes()).collect();
     while v.len() < len - 8 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.push(x as u8);
+        v.push(pattern[v.len() % 16]);
     }
     let sum = v.iter().fold(0u64, |a, &b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
     v.extend_from_slice(&sum.to_le_bytes());
