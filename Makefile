@@ -127,7 +127,7 @@ figures-smoke:
 	cargo test -q -p zspool-core --bench compaction_latency > /dev/null
 	cargo test -q -p zspool-core --bench compaction_rate > /dev/null
 	ZSPOOL_BENCH_ENTRIES=20000 cargo test -q -p zspool-shared --bench get_set > /dev/null
-	for script in pool_vs_dict cache_vs_dict cache_eviction policy_trace soak; do \
+	for script in pool_vs_dict cache_vs_dict cache_eviction policy_trace soak shared_cache; do \
 		$(PYTHON) asv_bench/standalone/$$script.py --quick > /dev/null || exit 1; done
 	out=$$(mktemp -d) && $(PYTHON) asv_bench/peers/run.py --quick --out $$out > /dev/null; \
 		status=$$?; rm -rf $$out; exit $$status

@@ -23,10 +23,6 @@ below that.
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -38,6 +34,8 @@ import valkey
 from redis.cache import CacheKey
 from redis.connection import CacheProxyConnection
 
+import servers
+
 from zspool.contrib.redis import ClientCache as RedisClientCache
 from zspool.contrib.valkey import ClientCache as ValkeyClientCache
 
@@ -47,29 +45,10 @@ MAXBYTES = 64 << 20
 
 @contextmanager
 def valkey_server() -> Iterator[int]:
-    binary = shutil.which("valkey-server")
-    if binary is None:
-        raise SystemExit("valkey-server is not installed: run `make contrib-deps`")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as workdir:
-        server = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--dir", workdir],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(200):
-                try:
-                    valkey.Valkey(port=port).ping()
-                    break
-                except valkey.ConnectionError:
-                    time.sleep(0.05)
-            yield port
-        finally:
-            server.terminate()
-            server.wait(timeout=10)
+    """A valkey-server on 127.0.0.1 (the clients' cache invalidation needs no unix socket)."""
+    with servers.valkey(unix_socket=False) as address:
+        assert address.port is not None
+        yield address.port
 
 
 def clients(port: int) -> dict[str, Callable[[], Any]]:
