@@ -148,9 +148,17 @@ def test_threads_with_checksums() -> None:
             if v != value(key, n):
                 errors.append(f"{key}: a value never stored under it")
 
+    migrated = 0
+
     def writer(t: int) -> None:
         rng = random.Random(t)
-        for n in range(3000):
+        # 3000 operations, and on until the compactor has moved something while we write (it
+        # competes with four writers for the GIL: in about one run in four it had not yet
+        # found a freeable page when 3000 were done), within a hang guard.
+        deadline = time.monotonic() + 30
+        n = 0
+        while n < 3000 or (migrated == 0 and time.monotonic() < deadline):
+            n += 1
             key = f"t{t}-{rng.randrange(300)}"
             if n % 10 == 0:
                 c.pop(key, None)
@@ -167,8 +175,6 @@ def test_threads_with_checksums() -> None:
             keys = [f"t0-{i}" for i in range(20)]
             for key, v in zip(keys, c.get_many(keys), strict=True):
                 check(key, v)
-
-    migrated = 0
 
     def compactor() -> None:
         nonlocal migrated
