@@ -25,7 +25,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
-from typing import Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from zspool import _core
 from zspool.errors import ConfigError
@@ -54,11 +54,18 @@ def _codec(serializer: Serializer | None) -> tuple[Callable[[Any], bytes] | None
     return dumps, loads
 
 
+class _Snapshotting(Protocol):
+    """A cache whose ``_items()`` takes a snapshot of its entries in one step (``Cache``,
+    ``SharedCache``)."""
+
+    def _items(self) -> list[tuple[Key, Any]]: ...
+
+
 class _SnapshotItems(ItemsView[Key, Any]):
     """``items()``: iterates over a snapshot taken in one step, so an entry that expires, is
-    evicted or is deleted by another thread meanwhile cannot make it fail."""
+    evicted or is deleted by another thread or process meanwhile cannot make it fail."""
 
-    _mapping: Cache
+    _mapping: _Snapshotting
 
     def __iter__(self) -> Iterator[tuple[Key, Any]]:
         return iter(self._mapping._items())
@@ -67,7 +74,7 @@ class _SnapshotItems(ItemsView[Key, Any]):
 class _SnapshotValues(ValuesView[Any]):
     """``values()``: as :class:`_SnapshotItems`."""
 
-    _mapping: Cache
+    _mapping: _Snapshotting
 
     def __iter__(self) -> Iterator[Any]:
         return (value for _, value in self._mapping._items())

@@ -22,10 +22,11 @@ import threading
 import types
 import warnings
 import weakref
-from collections.abc import Callable, ItemsView, Iterator, MutableMapping, ValuesView
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Final, Literal, Self
 
 from zspool import _core
+from zspool.cache import _SnapshotItems, _SnapshotValues
 from zspool.errors import ConfigError, PoolClosedError
 from zspool.pressure import PressureMonitor
 from zspool.reclaimer import DEFAULT_INTERVAL_S
@@ -124,24 +125,6 @@ def _ttl_arg(ttl: Any) -> float | None:
     if not (ttl > 0 and math.isfinite(ttl)):
         raise ValueError(f"ttl={ttl} is out of range: seconds > 0, or None for no expiry")
     return float(ttl)
-
-
-class _SnapshotItems(ItemsView[Key, Any]):
-    """``items()``: the keys of one snapshot, looked up in one ``get_many``."""
-
-    _mapping: SharedCache
-
-    def __iter__(self) -> Iterator[tuple[Key, Any]]:
-        return iter(self._mapping._items())
-
-
-class _SnapshotValues(ValuesView[Any]):
-    """``values()``: as :class:`_SnapshotItems`."""
-
-    _mapping: SharedCache
-
-    def __iter__(self) -> Iterator[Any]:
-        return (value for _, value in self._mapping._items())
 
 
 def _check_eviction(eviction: Any) -> None:
