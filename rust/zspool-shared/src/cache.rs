@@ -11,11 +11,12 @@ use zspool_cache::{Codec, Key, KeyKind, OwnedKey};
 use zspool_core::{CompactOptions, CompactionReport};
 
 use crate::N_SHARDS;
-use crate::class::lock_class;
+use crate::class::{lock_class, warm_for_free};
 use crate::clock::monotonic_ns;
 use crate::config::SharedConfig;
 use crate::error::SharedError;
 use crate::hash::key_hash;
+use crate::header::Header;
 use crate::in_flight::{Entered, InFlight};
 use crate::location::Location;
 use crate::object::{HEADER_LEN, MAX_VALUE_LEN, Record, encode, set_backref};
@@ -221,6 +222,9 @@ impl SharedCache {
             let shard = lock_shard(&self.r, shard_of(hash))?;
             let existing = OLD.with_borrow_mut(|old| shard.find(hash, kind, key.bytes, old))?;
             if let Some((g, _)) = existing {
+                if self.overwrite(&shard, g, class_id, record)? {
+                    return Ok(true);
+                }
                 shard.remove(g)?;
             }
             let mut recounted = false;
@@ -251,7 +255,7 @@ impl SharedCache {
                         self.r.header().bytes.fetch_add(size as u64, Ordering::Relaxed);
                         drop(class);
                         shard.shm.entries.fetch_add(1, Ordering::Relaxed);
-                        self.r.header().sets.fetch_add(1, Ordering::Relaxed);
+                        shard.shm.sets.fetch_add(1, Ordering::Relaxed);
                         return Ok(true);
                     }
                 }
@@ -263,6 +267,49 @@ impl SharedCache {
             }
             Ok(false)
         })
+    }
+
+    /// Replace the entry in slot `g` by `record` in one hold of the class lock, when the old
+    /// object is of the record's class and the budget needs no eviction: the common overwrite,
+    /// which otherwise takes the class lock twice (free, then allocate) and touches the global
+    /// byte count twice. `false`: nothing done, take the general path.
+    fn overwrite(
+        &self,
+        shard: &ShardGuard<'_>,
+        g: usize,
+        class_id: u32,
+        record: &mut [u8],
+    ) -> Result<bool, SharedError> {
+        let slot = shard.slot(g);
+        match Location::unpack(slot.loc.load(Ordering::Relaxed)) {
+            Some(old) if old.class == class_id => warm_for_free(&self.r, old.desc),
+            _ => return Ok(false),
+        }
+        let size = record.len() as u64;
+        let mut class = lock_class(&self.r, class_id)?;
+        let Some(old) = Location::unpack(slot.loc.load(Ordering::Acquire)) else { return Ok(false) };
+        if !class.names_live_object(&old) || class.backref(old.desc, old.obj) != g as u32 {
+            return Ok(false);
+        }
+        let old_size = class.stored_len(old.desc, old.obj);
+        let bytes = self.r.header().bytes.load(Ordering::Relaxed);
+        if bytes.saturating_sub(old_size) + size > self.config.maxbytes {
+            return Ok(false);
+        }
+        let Some((desc, obj)) = class.alloc() else { return Ok(false) };
+        set_backref(record, g as u32);
+        class.write_object(desc, obj, record);
+        slot.loc.store(Location { class: class_id, epoch: class.epoch(), desc, obj }.pack(), Ordering::Release);
+        class.free(old.desc, old.obj);
+        class.shm.bytes.fetch_add(size, Ordering::Relaxed);
+        Header::sub_saturating(&class.shm.bytes, old_size);
+        if size != old_size {
+            self.r.header().bytes.fetch_add(size, Ordering::Relaxed);
+            Header::sub_saturating(&self.r.header().bytes, old_size);
+        }
+        drop(class);
+        shard.shm.sets.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Evict one entry: from `own` shard, else from the first other shard whose lock is free.

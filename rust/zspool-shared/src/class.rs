@@ -17,16 +17,20 @@ use crate::regions::Regions;
 use crate::robust_mutex::{Guard, RobustMutex};
 use crate::zspage::NONE;
 
-#[repr(C)]
+/// Two parts on cache lines of their own: what lock-free readers load on every get (`seq`,
+/// `epoch`: written only by compaction and recovery), and what every set writes (the lock
+/// and the counters). On one line, each set in one process took the line away from every
+/// reader in the others.
+#[repr(C, align(64))]
 pub(crate) struct ClassShm {
-    pub(crate) lock: RobustMutex,
-    pub(crate) epoch: AtomicU32,
-    _pad: u32,
     /// The move sequence, a seqlock over the class's objects: odd while compaction moves an
     /// object or a recovery discards the class, bumped by each. A reader that copies an
     /// object without the class lock trusts the copy only if it read the same even value
     /// before and after (see `shard.rs`).
     pub(crate) seq: AtomicU64,
+    pub(crate) epoch: AtomicU32,
+    _pad: [u8; 52],
+    pub(crate) lock: RobustMutex,
     pub(crate) obj_allocated: AtomicU64,
     pub(crate) obj_used: AtomicU64,
     /// Stored bytes of this class's entries.
@@ -48,6 +52,19 @@ impl ClassShm {
         let allocated = self.obj_allocated.load(Ordering::Relaxed) as usize;
         let used = self.obj_used.load(Ordering::Relaxed) as usize;
         zspool_core::can_compact(layout, allocated, used)
+    }
+}
+
+/// Load, before taking the class lock, the descriptors a `free` of an object of zspage `desc`
+/// will write: its own and its list neighbours' (`fix_fullness` relinks it). Their cache
+/// misses then happen while no one waits for us, not under the lock. Only loads, of values
+/// another process may be changing: a stale neighbour costs one useless load.
+pub(crate) fn warm_for_free(r: &Regions, desc: u32) {
+    let d = r.desc(desc);
+    for neighbour in [d.prev.load(Ordering::Relaxed), d.next.load(Ordering::Relaxed)] {
+        if neighbour != NONE {
+            std::hint::black_box(r.desc(neighbour).group.load(Ordering::Relaxed));
+        }
     }
 }
 

@@ -63,8 +63,6 @@ pub(crate) struct Header {
 
     /// Stored bytes of every entry (the budget's measure), updated with each class's `bytes`.
     pub(crate) bytes: AtomicU64,
-    /// Entries stored, ever.
-    pub(crate) sets: AtomicU64,
     /// Set once any entry was given a TTL: `len()` must then look at expiry times.
     pub(crate) ttl_used: AtomicU32,
     _pad2: u32,

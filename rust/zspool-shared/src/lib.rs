@@ -54,6 +54,6 @@ pub use stats::SharedStats;
 pub use value_flags::ValueFlags;
 
 /// The layout version written in every file's header; a file of another version is refused.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Index shards, each with its own lock.
 pub const N_SHARDS: usize = 64;

@@ -33,6 +33,9 @@ const VISITED: u64 = 1 << 63;
 pub(crate) struct ShardShm {
     pub(crate) lock: RobustMutex,
     pub(crate) entries: AtomicU64,
+    /// Entries stored through this shard, ever (here, not in the header: a set writes this
+    /// shard's line anyway, and a global counter was a line every set of every process wrote).
+    pub(crate) sets: AtomicU64,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) evictions: AtomicU64,

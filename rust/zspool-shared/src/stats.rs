@@ -50,7 +50,6 @@ pub(crate) fn collect(r: &crate::regions::Regions) -> SharedStats {
     let mut s = SharedStats {
         bytes: h.bytes.load(Relaxed),
         maxbytes: h.maxbytes,
-        sets: h.sets.load(Relaxed),
         recoveries: h.recoveries.load(Relaxed),
         entries_dropped_on_recovery: h.dropped_on_recovery.load(Relaxed),
         corrupt_dropped: h.corrupt_dropped.load(Relaxed),
@@ -66,6 +65,7 @@ pub(crate) fn collect(r: &crate::regions::Regions) -> SharedStats {
     for i in 0..crate::N_SHARDS {
         let shard = r.shard(i);
         s.entries += shard.entries.load(Relaxed);
+        s.sets += shard.sets.load(Relaxed);
         s.hits += shard.hits.load(Relaxed);
         s.misses += shard.misses.load(Relaxed);
         s.evictions += shard.evictions.load(Relaxed);
