@@ -693,6 +693,9 @@ class SharedCacheStats:
     @property
     def zspages(self) -> int: ...
     @property
+    def index_slots(self) -> int:
+        """Index slots the shards' tables use now (16 bytes each)."""
+    @property
     def pages_compacted(self) -> int: ...
     @property
     def objects_migrated(self) -> int: ...

@@ -314,6 +314,9 @@ stats_snapshot! {
         file_bytes_allocated: u64,
         /// Zspages in use.
         zspages: u64,
+        /// Index slots the shards' tables use now (16 bytes each; they grow with the entries
+        /// and compaction shrinks them).
+        index_slots: u64,
         /// Pages freed by compaction, ever.
         pages_compacted: u64,
         /// Objects moved by compaction, ever.

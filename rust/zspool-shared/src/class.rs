@@ -123,7 +123,7 @@ impl ClassGuard<'_> {
         u32::from_le(self.backref_word(desc, obj).load(Ordering::Relaxed))
     }
 
-    fn set_backref(&self, desc: u32, obj: u32, word: u32) {
+    pub(crate) fn set_backref(&self, desc: u32, obj: u32, word: u32) {
         self.backref_word(desc, obj).store(word.to_le(), Ordering::Relaxed);
     }
 

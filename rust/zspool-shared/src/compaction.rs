@@ -28,6 +28,7 @@ use crate::header::Header;
 use crate::location::Location;
 use crate::object::FREE_BIT;
 use crate::regions::Regions;
+use crate::shard::lock_shard;
 use crate::zspage::NONE;
 
 /// Compact every class, largest first, within `options`' budgets; stops early once `closed`.
@@ -53,6 +54,11 @@ pub(crate) fn compact(
         });
         zspool_core::compact_classes(classes, options, deadline, &mut report)
     };
+    if failed.borrow().is_none()
+        && let Err(e) = shrink_index(r, closed)
+    {
+        *failed.borrow_mut() = Some(e);
+    }
     let h = r.header();
     h.pages_compacted.fetch_add(report.pages_freed as u64, Ordering::Relaxed);
     h.objects_migrated.fetch_add(report.objects_migrated, Ordering::Relaxed);
@@ -61,6 +67,22 @@ pub(crate) fn compact(
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// Halve every index table its entries fill at most 5/8 of (`shard.rs`), one shard at a
+/// time, giving the slots' pages back; stops once `closed`.
+fn shrink_index(r: &Regions, closed: &AtomicBool) -> Result<(), SharedError> {
+    for i in 0..crate::N_SHARDS {
+        if closed.load(Ordering::Relaxed) {
+            break;
+        }
+        let shard = lock_shard(r, i)?;
+        let target = shard.shrink_target();
+        if target < shard.cap() {
+            shard.resize(target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Pages a full compaction would free now.

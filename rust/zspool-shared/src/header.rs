@@ -27,10 +27,12 @@ pub(crate) const MIN_MAXBYTES: u64 = 1 << 20;
 /// The largest budget a file may have (128 GiB: descriptor numbers must fit a location's
 /// 27 bits and slot numbers a back-reference's 31).
 pub(crate) const MAX_MAXBYTES: u64 = 1 << 37;
-/// Average stored entry size the index is sized for: `maxbytes / this` slots.
-const BYTES_PER_SLOT: u64 = 128;
-/// The fewest slots per shard.
-const MIN_SHARD_SLOTS: u64 = 256;
+/// The index's reserve: `maxbytes / this` slots (address space: a shard's table uses the
+/// pages of its first `cap` slots, see `shard.rs`). Entries averaging fewer stored bytes
+/// than this, over the tables' fill of 3/4, are bounded by slots rather than by bytes.
+const BYTES_PER_SLOT: u64 = 64;
+/// The fewest slots per shard: one page of slots.
+pub(crate) const MIN_SHARD_SLOTS: usize = 256;
 
 /// The header page. `repr(C)`, fixed-width fields: the same bytes mean the same in every
 /// process of this build.
@@ -87,7 +89,8 @@ pub(crate) struct Header {
 
 const _: () = assert!(size_of::<Header>() <= PAGE_SIZE);
 const _: () = assert!((MAX_MAXBYTES * 2 / PAGE_SIZE as u64) + (1 << 16) < crate::location::MAX_DESCS as u64);
-const _: () = assert!(MAX_MAXBYTES / BYTES_PER_SLOT < 1 << 31);
+const _: () = assert!(MAX_MAXBYTES / BYTES_PER_SLOT <= 1 << 31);
+const _: () = assert!(MIN_SHARD_SLOTS * size_of::<Slot>() == PAGE_SIZE);
 
 /// Where each region of a file starts, computed from its configuration alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,7 +136,7 @@ impl Layout {
         // A zspage takes one chunk whatever its pages: at most `pages_max` zspages.
         let n_chunks = pages_max as usize;
         let shard_slots =
-            (maxbytes / BYTES_PER_SLOT / N_SHARDS as u64).max(MIN_SHARD_SLOTS).next_power_of_two() as usize;
+            (maxbytes / BYTES_PER_SLOT / N_SHARDS as u64).max(MIN_SHARD_SLOTS as u64).next_power_of_two() as usize;
         let class_off = PAGE_SIZE;
         let shard_off = round_up(class_off + n_classes * size_of::<ClassShm>(), 64);
         let slot_off = round_up(shard_off + N_SHARDS * size_of::<ShardShm>(), PAGE_SIZE);

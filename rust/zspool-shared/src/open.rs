@@ -48,9 +48,13 @@ impl SharedCache {
             let table = class_table();
             let layout = Layout::compute(config.maxbytes, table.classes().len());
             // Pages of a sparse file are allocated when first written; on a full tmpfs that
-            // write is a SIGBUS. Refuse a budget the file system cannot hold now (the index
-            // and the entries; fragmentation beyond that is what compaction is for).
-            let need = layout.desc_off as u64 + config.maxbytes;
+            // write is a SIGBUS. Refuse a budget the file system cannot hold now (the
+            // entries, the metadata, and the index at one 16-byte slot per 128 stored bytes;
+            // fragmentation beyond that is what compaction is for).
+            let need = layout.slot_off as u64
+                + config.maxbytes / 8
+                + (layout.data_off - layout.desc_off) as u64
+                + config.maxbytes;
             if let Some(free) = free_bytes(path)
                 && free < need
             {
@@ -73,7 +77,7 @@ impl SharedCache {
                 for i in 0..N_SHARDS {
                     let offset = layout.shard_off + i * size_of::<ShardShm>();
                     // SAFETY: inside the new file's shard region (the layout sized it).
-                    unsafe { &*m.ptr(offset).cast::<ShardShm>() }.lock.init();
+                    unsafe { &*m.ptr(offset).cast::<ShardShm>() }.init();
                 }
                 header.free_desc.store(crate::zspage::NONE, Ordering::Relaxed);
             };

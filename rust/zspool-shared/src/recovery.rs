@@ -6,7 +6,9 @@
 //!   give back every zspage of the class, found by scanning the descriptors (the lists may be
 //!   half-linked), reset the lists and counters;
 //! - shard lock: recount the shard's entries and reset its SIEVE hand (every slot word is
-//!   meaningful on its own: nothing is lost);
+//!   meaningful on its own: nothing is lost); unless the holder died resizing the table,
+//!   which is then half rehashed: empty it (the resizer held the class lock of every entry
+//!   it had, so those classes' own recoveries discard and count them);
 //! - allocator lock: rebuild the free stack and page counts from the descriptors (whose
 //!   `class` changes only under that lock).
 
@@ -16,7 +18,7 @@ use crate::class::ClassGuard;
 use crate::header::Header;
 use crate::location::EPOCH_MASK;
 use crate::regions::Regions;
-use crate::shard::ShardShm;
+use crate::shard::{ShardShm, checked_cap};
 use crate::zspage::{FREE_CLASS, NONE};
 
 /// Discard class `class`'s entries (we hold its lock, returned owner-dead).
@@ -45,8 +47,20 @@ pub(crate) fn recover_class(class: &ClassGuard<'_>) {
 
 /// Repair shard `shard` (we hold its lock, returned owner-dead).
 pub(crate) fn recover_shard(r: &Regions, shard: usize, shm: &ShardShm) {
-    let base = shard * r.layout.shard_slots;
-    let live = (base..base + r.layout.shard_slots).filter(|&g| r.slot(g).loc.load(Ordering::Relaxed) != 0).count();
+    let reserve = r.layout.shard_slots;
+    let base = shard * reserve;
+    let cap = checked_cap(shm.cap.load(Ordering::Relaxed), reserve);
+    let resize_to = shm.resize_to.load(Ordering::Relaxed);
+    if resize_to != 0 {
+        let to = checked_cap(resize_to, reserve);
+        for g in base..base + cap.max(to) {
+            r.slot(g).loc.store(0, Ordering::Relaxed);
+            r.slot(g).hash.store(0, Ordering::Relaxed);
+        }
+        shm.cap.store(to as u64, Ordering::Relaxed);
+        shm.resize_to.store(0, Ordering::Relaxed);
+    }
+    let live = (base..base + cap).filter(|&g| r.slot(g).loc.load(Ordering::Relaxed) != 0).count();
     shm.entries.store(live as u64, Ordering::Relaxed);
     shm.hand.store(0, Ordering::Relaxed);
     r.header().recoveries.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +183,43 @@ mod tests {
         });
         assert!(cache.set(trigger, &[0; 1050], ValueFlags::RAW, None).unwrap());
         assert_eq!(r.class(class as usize).seq.load(std::sync::atomic::Ordering::Relaxed) & 1, 0);
+        SharedCache::destroy(&path).unwrap();
+    }
+
+    #[test]
+    fn a_resizer_that_died_half_way_costs_its_shard_and_its_classes_and_lies_about_nothing() {
+        let (path, cache) = cache("resize");
+        fill(&cache);
+        let r = cache.regions();
+        let shard = shard_of(key_hash(0, &7u32.to_le_bytes()));
+        die_holding(|| {
+            // What a resizer holds when it dies half way: the shard, every class its entries
+            // name, and a table part old, part new (here: half its slots moved one place on).
+            let guard = lock_shard(r, shard).unwrap();
+            let classes = (0..r.layout.n_classes as u32).map(|c| lock_class(r, c).unwrap()).collect::<Vec<_>>();
+            let cap = guard.cap();
+            guard.shm.resize_to.store(cap as u64 * 2, std::sync::atomic::Ordering::Relaxed);
+            for g in guard.all_slots().take(cap / 2).rev() {
+                let (from, to) = (guard.slot(g), guard.slot(g + 1));
+                to.hash
+                    .store(from.hash.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+                to.loc.store(from.loc.load(std::sync::atomic::Ordering::Relaxed), std::sync::atomic::Ordering::Relaxed);
+            }
+            std::mem::forget(classes);
+            std::mem::forget(guard);
+        });
+        // `present` checks every value it finds: none is wrong.
+        let found = present(&cache);
+        for k in (0..200u32).filter(|k| shard_of(key_hash(0, &k.to_le_bytes())) == shard) {
+            assert!(!found[k as usize], "key {k}: its shard's table was emptied");
+        }
+        assert_eq!(lock_shard(r, shard).unwrap().shm.resize_to.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert_eq!(cache.stats().recoveries, 1, "the shard (lock-free reads take no class lock)");
+        fill(&cache);
+        let used: std::collections::BTreeSet<_> = (0..4).map(|i| r.table.class_for(24 + 4 + 50 + i * 1000)).collect();
+        assert_eq!(cache.stats().recoveries, 1 + used.len() as u64, "and each class `fill` uses, when next locked");
+        assert!(present(&cache).iter().all(|&f| f), "the shard and the classes work again");
+        assert_eq!(cache.len().unwrap(), 200);
         SharedCache::destroy(&path).unwrap();
     }
 

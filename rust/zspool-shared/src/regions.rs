@@ -8,7 +8,7 @@ use zspool_core::{ClassLayout, PAGE_SIZE};
 use crate::N_SHARDS;
 use crate::class::ClassShm;
 use crate::classes::FileClasses;
-use crate::header::{Header, Layout};
+use crate::header::{Header, Layout, MIN_SHARD_SLOTS};
 use crate::mapping::Mapping;
 use crate::robust_mutex::LockFile;
 use crate::shard::{ShardShm, Slot};
@@ -82,6 +82,16 @@ impl Regions {
     pub(crate) fn punch_zspage(&self, desc: u32, pages: usize) {
         let desc = (desc as usize).min(self.layout.n_chunks - 1);
         self.map.punch_hole(self.layout.data_off + desc * CHUNK_BYTES, pages.min(CHUNK_PAGES) * PAGE_SIZE);
+    }
+
+    /// Give the pages of slots `from..to` (global numbers, page-aligned: multiples of
+    /// [`MIN_SHARD_SLOTS`]) back to the OS.
+    pub(crate) fn punch_slots(&self, from: usize, to: usize) {
+        debug_assert!(from.is_multiple_of(MIN_SHARD_SLOTS) && to.is_multiple_of(MIN_SHARD_SLOTS));
+        let (from, to) = (from.min(self.total_slots()), to.min(self.total_slots()));
+        if from < to {
+            self.map.punch_hole(self.layout.slot_off + from * size_of::<Slot>(), (to - from) * size_of::<Slot>());
+        }
     }
 
     pub(crate) fn allocated_bytes(&self) -> u64 {

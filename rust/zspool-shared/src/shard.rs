@@ -7,6 +7,18 @@
 //! most [`PROBE`] slots from the key's home slot, so a lookup is bounded whatever the table
 //! holds; an insert that finds no free slot there evicts one of them.
 //!
+//! **A table that grows and shrinks.** The file reserves `shard_slots` slots per shard (address
+//! space only: a sparse file), and a shard uses its first `cap` of them, a power of two. An
+//! insert doubles the table when it would fill more than 3/4 of it, or when its probe is
+//! full; compaction halves it while the entries would fill at most 5/8, and punches the
+//! pages of the slots it left. A resize rehashes every entry and rewrites the back-reference
+//! in its object, so it holds, besides the shard lock, the class lock of every class its
+//! entries name (taken in class order; no one else holds two class locks, and class
+//! holders never wait for a shard). Its plan is made in process memory first: a table the
+//! entries do not fit leaves the shard as it was. A resizer that dies leaves `resize_to`
+//! set: the shard's recovery then empties the table (the classes it held are recovered,
+//! their entries dropped, by their own locks' recovery).
+//!
 //! Eviction is SIEVE in slot order: the hand walks the slots, clearing visited bits, and
 //! evicts the first live entry it finds unvisited (a hash-table SIEVE; Zhang et al., NSDI '24).
 //!
@@ -17,9 +29,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::class::lock_class;
+use crate::class::{ClassGuard, lock_class};
 use crate::error::SharedError;
-use crate::header::Header;
+use crate::header::{Header, MIN_SHARD_SLOTS};
 use crate::location::{EPOCH_MASK, Location};
 use crate::object::{Record, load_words};
 use crate::regions::Regions;
@@ -27,6 +39,12 @@ use crate::robust_mutex::{Guard, RobustMutex};
 
 /// Slots a probe looks at, at most.
 pub(crate) const PROBE: usize = 32;
+/// A table doubles before an insert would fill more than this fraction of it...
+const GROW_LOAD: (usize, usize) = (3, 4);
+/// ...and compaction halves it while the entries would fill at most this fraction.
+const SHRINK_LOAD: (usize, usize) = (5, 8);
+/// An empty place in a resize's plan.
+const UNUSED: u32 = u32::MAX;
 const VISITED: u64 = 1 << 63;
 
 #[repr(C)]
@@ -41,6 +59,33 @@ pub(crate) struct ShardShm {
     pub(crate) evictions: AtomicU64,
     pub(crate) expirations: AtomicU64,
     pub(crate) hand: AtomicU64,
+    /// Slots in use: a power of two, `MIN_SHARD_SLOTS..=shard_slots` (checked on every read).
+    pub(crate) cap: AtomicU64,
+    /// The size a resize in progress is making (0: none): what a recovery must clear.
+    pub(crate) resize_to: AtomicU64,
+}
+
+impl ShardShm {
+    /// Set up a new file's shard (the creator).
+    pub(crate) fn init(&self) {
+        self.lock.init();
+        self.cap.store(MIN_SHARD_SLOTS as u64, Ordering::Relaxed);
+    }
+}
+
+/// A table size read from the file: `word` if it is a power of two within the reserve, else
+/// the whole reserve (a scribbled size can never send a probe outside its shard).
+pub(crate) fn checked_cap(word: u64, reserve: usize) -> usize {
+    match usize::try_from(word) {
+        Ok(cap) if cap.is_power_of_two() && (MIN_SHARD_SLOTS..=reserve).contains(&cap) => cap,
+        _ => reserve,
+    }
+}
+
+/// A slot's home within a table of `cap` slots, from the key's hash or its slot's hash word
+/// (bits 1-62 of the hash, which both keep; the shard comes from the top bits).
+fn home(hash_or_word: u64, cap: usize) -> usize {
+    ((hash_or_word & !VISITED) >> 1) as usize & (cap - 1)
 }
 
 #[repr(C)]
@@ -103,15 +148,21 @@ pub(crate) fn try_lock_shard(r: &Regions, index: usize) -> Option<ShardGuard<'_>
 }
 
 impl ShardGuard<'_> {
-    fn cap(&self) -> usize {
-        self.r.layout.shard_slots
+    /// Slots the table uses now.
+    pub(crate) fn cap(&self) -> usize {
+        checked_cap(self.shm.cap.load(Ordering::Relaxed), self.r.layout.shard_slots)
+    }
+
+    /// The global number of the shard's first slot.
+    fn base(&self) -> usize {
+        self.index * self.r.layout.shard_slots
     }
 
     /// Global slot numbers of a probe for `hash`, in order.
     pub(crate) fn probe(&self, hash: u64) -> impl Iterator<Item = usize> + use<> {
-        let (cap, base) = (self.cap(), self.index * self.cap());
-        let home = hash as usize;
-        (0..PROBE.min(cap)).map(move |i| base + (home.wrapping_add(i) & (cap - 1)))
+        let (cap, base) = (self.cap(), self.base());
+        let home = home(hash, cap);
+        (0..PROBE.min(cap)).map(move |i| base + ((home + i) & (cap - 1)))
     }
 
     pub(crate) fn slot(&self, global: usize) -> &Slot {
@@ -120,8 +171,7 @@ impl ShardGuard<'_> {
 
     /// Every global slot number of the shard.
     pub(crate) fn all_slots(&self) -> std::ops::Range<usize> {
-        let base = self.index * self.cap();
-        base..base + self.cap()
+        self.base()..self.base() + self.cap()
     }
 
     /// Find `key`'s entry: its slot and record (copied into `buf`).
@@ -301,7 +351,7 @@ impl ShardGuard<'_> {
         let cap = self.cap();
         let mut hand = self.shm.hand.load(Ordering::Relaxed) as usize % cap;
         for _ in 0..2 * cap {
-            let g = self.index * cap + hand;
+            let g = self.base() + hand;
             hand = (hand + 1) % cap;
             let slot = self.slot(g);
             if slot.loc.load(Ordering::Relaxed) == 0 {
@@ -320,35 +370,153 @@ impl ShardGuard<'_> {
         Ok(false)
     }
 
-    /// A slot for a new entry of `hash`: the first empty slot or tombstone of its probe, else
-    /// (all live) one evicted from the probe SIEVE-wise. The slot gets the hash word.
+    /// A slot for a new entry of `hash`: the first empty slot or tombstone of its probe (the
+    /// table doubled first if it is full enough, or if the probe is all live), else one
+    /// evicted from the probe SIEVE-wise. The slot gets the hash word.
     pub(crate) fn claim(&self, hash: u64) -> Result<usize, SharedError> {
-        let mut victim = None;
-        for g in self.probe(hash) {
-            let slot = self.slot(g);
-            if slot.hash.load(Ordering::Relaxed) == 0 || slot.loc.load(Ordering::Relaxed) == 0 {
-                slot.hash.store(tag(hash), Ordering::Relaxed);
-                return Ok(g);
-            }
-            if victim.is_none() && slot.hash.load(Ordering::Relaxed) & VISITED == 0 {
-                victim = Some(g);
-            }
-            slot.hash.fetch_and(!VISITED, Ordering::Relaxed);
+        let entries = self.shm.entries.load(Ordering::Relaxed) as usize;
+        if (entries + 1) * GROW_LOAD.1 > self.cap() * GROW_LOAD.0 {
+            self.resize(self.cap() * 2)?;
         }
-        let g = victim.unwrap_or_else(|| self.probe(hash).next().unwrap_or(self.index * self.cap()));
+        let mut victim = None;
+        for round in 0..2 {
+            for g in self.probe(hash) {
+                let slot = self.slot(g);
+                if slot.hash.load(Ordering::Relaxed) == 0 || slot.loc.load(Ordering::Relaxed) == 0 {
+                    slot.hash.store(tag(hash), Ordering::Relaxed);
+                    return Ok(g);
+                }
+                if victim.is_none() && slot.hash.load(Ordering::Relaxed) & VISITED == 0 {
+                    victim = Some(g);
+                }
+                slot.hash.fetch_and(!VISITED, Ordering::Relaxed);
+            }
+            if round == 1 || !self.resize(self.cap() * 2)? {
+                break;
+            }
+            victim = None;
+        }
+        let g = victim.unwrap_or_else(|| self.probe(hash).next().unwrap_or(self.base()));
         self.remove(g)?;
         self.shm.evictions.fetch_add(1, Ordering::Relaxed);
         self.slot(g).hash.store(tag(hash), Ordering::Relaxed);
         Ok(g)
     }
 
-    /// Empty every slot (after their entries were removed).
+    /// Empty every slot (after their entries were removed) and go back to the smallest
+    /// table, giving the other slots' pages back.
     pub(crate) fn reset(&self) {
-        for g in self.all_slots() {
-            self.slot(g).loc.store(0, Ordering::Relaxed);
-            self.slot(g).hash.store(0, Ordering::Relaxed);
-        }
+        let (base, cap) = (self.base(), self.cap());
+        self.clear_slots(base..base + MIN_SHARD_SLOTS);
+        self.shm.cap.store(MIN_SHARD_SLOTS as u64, Ordering::Relaxed);
+        self.release_slots(base + MIN_SHARD_SLOTS, base + cap);
         self.shm.entries.store(0, Ordering::Relaxed);
         self.shm.hand.store(0, Ordering::Relaxed);
     }
+
+    fn clear_slots(&self, slots: std::ops::Range<usize>) {
+        for g in slots {
+            self.slot(g).loc.store(0, Ordering::Relaxed);
+            self.slot(g).hash.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Slots `from..to` (none if `from >= to`), beyond the table now: their pages back to the
+    /// OS. What they held does not matter: no probe looks past `cap`, and a resize writes
+    /// every slot of its new table.
+    fn release_slots(&self, from: usize, to: usize) {
+        if from < to {
+            self.r.punch_slots(from, to);
+        }
+    }
+
+    /// The table size compaction would shrink this shard to: the smallest the entries fill at
+    /// most 5/8 of (the current size if that is not smaller).
+    pub(crate) fn shrink_target(&self) -> usize {
+        let entries = self.shm.entries.load(Ordering::Relaxed) as usize;
+        let mut cap = self.cap();
+        while cap / 2 >= MIN_SHARD_SLOTS && entries * SHRINK_LOAD.1 <= cap / 2 * SHRINK_LOAD.0 {
+            cap /= 2;
+        }
+        cap
+    }
+
+    /// Rehash the live entries into a table of `new_cap` slots (see the module comment); whether
+    /// it did (not when `new_cap` is out of range or the entries do not fit its probes).
+    pub(crate) fn resize(&self, new_cap: usize) -> Result<bool, SharedError> {
+        let (base, cap) = (self.base(), self.cap());
+        if new_cap == cap
+            || !new_cap.is_power_of_two()
+            || !(MIN_SHARD_SLOTS..=self.r.layout.shard_slots).contains(&new_cap)
+        {
+            return Ok(false);
+        }
+        // The plan: for each new place, the old one, from the hash words (which only this
+        // shard's lock changes, and we hold it). Slots with no location or a garbage one are
+        // not carried over.
+        let mut plan = vec![UNUSED; new_cap];
+        let mut classes = Vec::new();
+        for old in 0..cap {
+            let slot = self.slot(base + old);
+            let word = slot.hash.load(Ordering::Relaxed);
+            let Some(loc) = Location::unpack(slot.loc.load(Ordering::Relaxed)) else { continue };
+            if word == 0 || loc.class as usize >= self.r.layout.n_classes {
+                continue;
+            }
+            let home = home(word, new_cap);
+            let Some(place) = (0..PROBE.min(new_cap)).map(|i| (home + i) & (new_cap - 1)).find(|&p| plan[p] == UNUSED)
+            else {
+                return Ok(false);
+            };
+            plan[place] = old as u32;
+            classes.push(loc.class);
+        }
+        classes.sort_unstable();
+        classes.dedup();
+        // Compaction rewrites locations under the class lock alone: hold every class named
+        // here, in class order, so that no object of this shard moves while its slot does.
+        let guards = classes.iter().map(|&c| lock_class(self.r, c)).collect::<Result<Vec<_>, _>>()?;
+        self.shm.resize_to.store(new_cap as u64, Ordering::Relaxed);
+        // Read every carried entry before writing any slot: the old and new tables overlap.
+        let carried: Vec<Option<(usize, u64, u64)>> = plan
+            .iter()
+            .map(|&old| {
+                let g = base + (old as usize);
+                let entry = (old != UNUSED)
+                    .then(|| (g, self.slot(g).hash.load(Ordering::Relaxed), self.slot(g).loc.load(Ordering::Relaxed)));
+                entry.filter(|&(_, _, loc)| names_object_of(&guards, loc, g))
+            })
+            .collect();
+        let mut entries = 0;
+        for (place, entry) in carried.iter().enumerate() {
+            let (g, slot) = (base + place, self.slot(base + place));
+            let (was, word, loc) = entry.unwrap_or((g, 0, 0));
+            if let Some(loc) = Location::unpack(loc)
+                && let Some(class) = guards.iter().find(|c| c.id == loc.class)
+            {
+                if was != g {
+                    class.set_backref(loc.desc, loc.obj, g as u32);
+                }
+                entries += 1;
+            }
+            slot.hash.store(word, Ordering::Relaxed);
+            slot.loc.store(loc, Ordering::Release);
+        }
+        self.shm.cap.store(new_cap as u64, Ordering::Relaxed);
+        self.shm.entries.store(entries, Ordering::Relaxed);
+        self.shm.hand.store(0, Ordering::Relaxed);
+        self.shm.resize_to.store(0, Ordering::Relaxed);
+        drop(guards);
+        self.release_slots(base + new_cap, base + cap);
+        Ok(true)
+    }
+}
+
+/// Whether location `word`, read from slot `g`, names a live object of a class in `guards`
+/// whose back-reference is `g` (an entry a recovery discarded, or a garbage one, is not
+/// carried over by a resize).
+fn names_object_of(guards: &[ClassGuard<'_>], word: u64, g: usize) -> bool {
+    let Some(loc) = Location::unpack(word) else { return false };
+    let Some(class) = guards.iter().find(|c| c.id == loc.class) else { return false };
+    class.names_live_object(&loc) && class.backref(loc.desc, loc.obj) as usize == g
 }

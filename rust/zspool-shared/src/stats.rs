@@ -35,6 +35,9 @@ pub struct SharedStats {
     pub file_bytes_allocated: u64,
     /// Zspages in use.
     pub zspages: u64,
+    /// Index slots the shards' tables use now (16 bytes each): they grow with the entries and
+    /// compaction shrinks them.
+    pub index_slots: u64,
     /// Pages freed by compaction, ever.
     pub pages_compacted: u64,
     /// Objects moved by compaction, ever.
@@ -66,6 +69,7 @@ pub(crate) fn collect(r: &crate::regions::Regions) -> SharedStats {
         let shard = r.shard(i);
         s.entries += shard.entries.load(Relaxed);
         s.sets += shard.sets.load(Relaxed);
+        s.index_slots += crate::shard::checked_cap(shard.cap.load(Relaxed), r.layout.shard_slots) as u64;
         s.hits += shard.hits.load(Relaxed);
         s.misses += shard.misses.load(Relaxed);
         s.evictions += shard.evictions.load(Relaxed);

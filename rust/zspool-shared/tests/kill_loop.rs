@@ -16,6 +16,24 @@ use zspool_shared::{OpenOptions, SharedCache, SharedConfig, ValueFlags};
 const CHILDREN: usize = 4;
 const KILLS: usize = 500;
 const KEYS: u64 = 3000;
+
+/// What the children do.
+#[derive(Clone, Copy)]
+struct Workload {
+    keys: u64,
+    /// Values are 32 + up to this many bytes.
+    extra_len: u64,
+    /// Sets and deletes by turns of ~30 ms (the entries rise and fall, so index tables
+    /// double and halve under the kills), instead of a steady mix.
+    tides: bool,
+    maxbytes: u64,
+}
+
+/// Values of every class size up to ~1.5 KB over few keys, the budget small enough that sets
+/// evict and classes fill and empty all the time.
+const MIXED: Workload = Workload { keys: KEYS, extra_len: 1500, tides: false, maxbytes: 1 << 20 };
+/// Many small entries, rising and falling.
+const TIDES: Workload = Workload { keys: 40_000, extra_len: 16, tides: true, maxbytes: 8 << 20 };
 /// A child that makes no progress for this long is hung.
 const HUNG: Duration = Duration::from_secs(10);
 
@@ -44,7 +62,7 @@ fn shared_board() -> &'static Board {
     }
 }
 
-fn child(cache: &SharedCache, board: &Board, me: usize, seed: u64) -> ! {
+fn child(cache: &SharedCache, work: Workload, board: &Board, me: usize, seed: u64) -> ! {
     let mut rng = Rng(seed | 1);
     let mut out = Vec::new();
     let options = CompactOptions {
@@ -52,9 +70,13 @@ fn child(cache: &SharedCache, board: &Board, me: usize, seed: u64) -> ! {
         ..CompactOptions::default()
     };
     loop {
-        let k = rng.next() % KEYS;
+        let k = rng.next() % work.keys;
         let key = key_bytes(k);
-        match rng.next() % 100 {
+        let ebb = work.tides && std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_millis() / 30 % 2 == 1;
+        let roll = rng.next() % 100;
+        // An ebb turns most sets into deletes.
+        let roll = if ebb && (55..85).contains(&roll) { 85 + roll % 13 } else { roll };
+        match roll {
             0..50 => {
                 if let Ok(Some(_)) = cache.get(Key::bytes(&key), &mut out) {
                     board.reads_checked.fetch_add(1, Ordering::Relaxed);
@@ -64,7 +86,7 @@ fn child(cache: &SharedCache, board: &Board, me: usize, seed: u64) -> ! {
                 }
             }
             50..85 => {
-                let len = 32 + (rng.next() % 1500) as usize;
+                let len = 32 + (rng.next() % work.extra_len) as usize;
                 let _ = cache.set(Key::bytes(&key), &make_value(k, rng.next(), len), ValueFlags::RAW, None);
             }
             85..98 => {
@@ -78,13 +100,13 @@ fn child(cache: &SharedCache, board: &Board, me: usize, seed: u64) -> ! {
     }
 }
 
-fn spawn(cache: &SharedCache, board: &Board, me: usize, seed: u64) -> libc::pid_t {
+fn spawn(cache: &SharedCache, work: Workload, board: &Board, me: usize, seed: u64) -> libc::pid_t {
     // SAFETY: the child only runs `child` (the cache, its own allocations) and never returns
     // into the test harness; it dies by SIGKILL.
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
-        child(cache, board, me, seed);
+        child(cache, work, board, me, seed);
     }
     pid
 }
@@ -100,26 +122,57 @@ fn kill(pid: libc::pid_t) {
 #[test]
 fn sigkill_at_random_moments_never_hangs_or_lies() {
     let path = TempPath::new("kill");
-    // Small enough that sets evict and classes fill and empty all the time.
-    let stats = kill_loop(&create(&path, 1 << 20), KILLS);
+    let stats = kill_loop(&create(&path, MIXED.maxbytes), MIXED, KILLS);
     assert!(stats.evictions > 0, "the budget was exceeded and entries evicted: {stats:?}");
 }
 
 #[test]
 fn sigkill_with_compression_and_ttl_never_hangs_or_lies() {
     let path = TempPath::new("kill-lz4");
-    let config =
-        SharedConfig { compression: Compression::Lz4, ttl: Some(Duration::from_millis(50)), ..common::config(1 << 20) };
+    let config = SharedConfig {
+        compression: Compression::Lz4,
+        ttl: Some(Duration::from_millis(50)),
+        ..common::config(MIXED.maxbytes)
+    };
     let cache = SharedCache::open(&path.0, Some(&config), &OpenOptions::default()).unwrap();
-    let stats = kill_loop(&cache, KILLS / 2);
+    let stats = kill_loop(&cache, MIXED, KILLS / 2);
     assert!(stats.expirations > 0, "entries expired under the kills: {stats:?}");
 }
 
+#[test]
+fn sigkill_while_index_tables_grow_and_shrink_never_hangs_or_lies() {
+    let path = TempPath::new("kill-tides");
+    let cache = create(&path, TIDES.maxbytes);
+    let smallest = cache.stats().index_slots;
+    let (most, last, shrinks) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    let stats = kill_loop_watching(&cache, TIDES, KILLS / 2, |s| {
+        most.fetch_max(s.index_slots, Ordering::Relaxed);
+        if s.index_slots < last.swap(s.index_slots, Ordering::Relaxed) {
+            shrinks.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let (most, shrinks) = (most.load(Ordering::Relaxed), shrinks.load(Ordering::Relaxed));
+    assert!(most >= smallest * 2, "the tables grew under the kills ({smallest} -> {most} slots): {stats:?}");
+    assert!(shrinks > 0, "and shrank: {stats:?}");
+    cache.clear().unwrap();
+    assert_eq!(cache.stats().index_slots, smallest);
+}
+
 /// Run the loop until `kills_wanted` kills, check it, and return the stats after it.
-fn kill_loop(cache: &SharedCache, kills_wanted: usize) -> zspool_shared::SharedStats {
+fn kill_loop(cache: &SharedCache, work: Workload, kills_wanted: usize) -> zspool_shared::SharedStats {
+    kill_loop_watching(cache, work, kills_wanted, |_| {})
+}
+
+/// `kill_loop`, showing `watch` the stats before every kill.
+fn kill_loop_watching(
+    cache: &SharedCache,
+    work: Workload,
+    kills_wanted: usize,
+    watch: impl Fn(&zspool_shared::SharedStats),
+) -> zspool_shared::SharedStats {
     let board = shared_board();
     let mut rng = Rng(0x1234_5678_9abc_def1 ^ u64::from(std::process::id()));
-    let mut pids: Vec<libc::pid_t> = (0..CHILDREN).map(|i| spawn(cache, board, i, rng.next())).collect();
+    let mut pids: Vec<libc::pid_t> = (0..CHILDREN).map(|i| spawn(cache, work, board, i, rng.next())).collect();
     let mut last: Vec<(u64, Instant)> = (0..CHILDREN).map(|_| (0, Instant::now())).collect();
     let start = Instant::now();
     let mut kills = 0;
@@ -141,10 +194,11 @@ fn kill_loop(cache: &SharedCache, kills_wanted: usize) -> zspool_shared::SharedS
         if board.progress[victim].load(Ordering::Relaxed) == 0 {
             continue;
         }
+        watch(&cache.stats());
         kill(pids[victim]);
         board.progress[victim].store(0, Ordering::Relaxed);
         last[victim] = (0, Instant::now());
-        pids[victim] = spawn(cache, board, victim, rng.next());
+        pids[victim] = spawn(cache, work, board, victim, rng.next());
         kills += 1;
     }
     // Let the survivors run on the repaired state a little, then stop them.
@@ -160,14 +214,14 @@ fn kill_loop(cache: &SharedCache, kills_wanted: usize) -> zspool_shared::SharedS
     assert!(stats.recoveries > 0, "some kill hit a lock holder: {stats:?}");
     // Still usable, and everything in it is right.
     let mut out = Vec::new();
-    for k in 0..KEYS {
+    for k in 0..work.keys {
         if cache.get(Key::bytes(&key_bytes(k)), &mut out).unwrap().is_some() {
             assert!(check_value(k, &out).is_some(), "key {k}");
         }
         let ttl = Some(Duration::from_secs(600));
         assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 7, 100), ValueFlags::RAW, ttl).unwrap());
     }
-    for k in 0..KEYS {
+    for k in 0..work.keys {
         assert_eq!(
             cache.get(Key::bytes(&key_bytes(k)), &mut out).unwrap().map(|_| check_value(k, &out)),
             Some(Some(7))
@@ -175,6 +229,6 @@ fn kill_loop(cache: &SharedCache, kills_wanted: usize) -> zspool_shared::SharedS
     }
     cache.compact(&CompactOptions::default()).unwrap();
     assert!(cache.len().unwrap() > 0);
-    assert!(cache.currsize() <= 1 << 20);
+    assert!(cache.currsize() <= work.maxbytes);
     stats
 }

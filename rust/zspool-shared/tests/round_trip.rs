@@ -264,3 +264,54 @@ fn entries_above_the_core_classes_up_to_a_chunk_round_trip_and_give_their_pages_
     let too_big = vec![7u8; 64 << 10];
     assert!(matches!(cache.set(Key::bytes(b"x"), &too_big, ValueFlags::RAW, None), Err(SharedError::TooLarge { .. })));
 }
+
+#[test]
+fn the_index_grows_with_its_entries_and_compaction_shrinks_it_and_gives_its_pages_back() {
+    let path = TempPath::new("index");
+    let cache = create(&path, 32 << 20);
+    let smallest = cache.stats().index_slots;
+    assert_eq!(smallest, 64 * 256, "every shard starts at one page of slots");
+    let n = 100_000u64;
+    for k in 0..n {
+        assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 1, 40), ValueFlags::RAW, None).unwrap());
+    }
+    let full = cache.stats();
+    assert_eq!(full.entries, n, "growing, no table evicted an entry: {full:?}");
+    assert_eq!(full.evictions, 0);
+    assert!(full.index_slots * 3 >= n * 4 && full.index_slots <= n * 4, "tables filled between 1/4 and 3/4: {full:?}");
+    for k in 0..n {
+        if k % 20 != 0 {
+            assert!(cache.delete(Key::bytes(&key_bytes(k))).unwrap());
+        }
+    }
+    cache.compact(&CompactOptions::default()).unwrap();
+    let after = cache.stats();
+    assert!(after.index_slots * 8 <= full.index_slots, "{full:?} {after:?}");
+    assert!(after.entries * 8 <= after.index_slots * 5, "shrunk no further than 5/8 full: {after:?}");
+    let index_bytes_freed = (full.index_slots - after.index_slots) * 16;
+    let pages_freed = (full.pages_in_use - after.pages_in_use) * zspool_core::PAGE_SIZE as u64;
+    assert!(
+        full.file_bytes_allocated - after.file_bytes_allocated >= pages_freed + index_bytes_freed * 9 / 10,
+        "the slots' pages left the file: {full:?} {after:?}"
+    );
+    let mut out = Vec::new();
+    for k in 0..n {
+        let found = cache.get(Key::bytes(&key_bytes(k)), &mut out).unwrap().is_some();
+        assert_eq!(found, k % 20 == 0, "key {k}");
+        if found {
+            assert_eq!(check_value(k, &out), Some(1), "key {k}: moved with its slot, found whole");
+        }
+    }
+    // It grows again, and a second opener sees the same tables.
+    for k in n..2 * n {
+        assert!(cache.set(Key::bytes(&key_bytes(k)), &make_value(k, 2, 40), ValueFlags::RAW, None).unwrap());
+    }
+    let other = SharedCache::open(&path.0, None, &OpenOptions::default()).unwrap();
+    for k in n..2 * n {
+        assert_eq!(other.get(Key::bytes(&key_bytes(k)), &mut out).unwrap(), Some(ValueFlags::RAW));
+        assert_eq!(check_value(k, &out), Some(2));
+    }
+    assert_eq!(other.len().unwrap() as u64, n + n / 20);
+    other.clear().unwrap();
+    assert_eq!(other.stats().index_slots, smallest, "clear goes back to the smallest tables");
+}
