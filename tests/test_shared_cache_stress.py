@@ -156,3 +156,29 @@ def test_fill_evict_delete_compact_gives_memory_back(shm_path: str) -> None:
         assert full_shmem - after_shmem > 0.5 * dropped, (full_shmem, after_shmem, dropped)
         for key, value in zip(keys[-100:], cache.get_many(keys[-100:])):
             assert value is None or len(value) in (200, 400, 700, 1200), key
+
+
+def test_the_index_follows_the_entries_so_little_is_left_beside_them_after_compaction(shm_path: str) -> None:
+    """Issue 16's memory bound, at 200,000 entries of 200 bytes: after deleting 70 % and
+    compacting, the file holds at most 1.25 bytes per live stored byte. The index's part of
+    that: its tables grew with the entries and compaction shrinks them (it used to be sized by
+    `maxbytes` and never shrink: 1.99 bytes per live byte here)."""
+    n = 200_000
+    with SharedCache(shm_path, maxbytes=int(1.5 * n * 235)) as cache:
+        smallest = cache.stats().index_slots
+        rng = random.Random(11)
+        for start in range(0, n, 10_000):
+            cache.set_many({b"k%010d" % i: rng.randbytes(200) for i in range(start, start + 10_000)})
+        full = cache.stats()
+        assert (full.entries, full.evictions) == (n, 0)
+        assert smallest < full.index_slots <= 4 * n, full
+        doomed = random.Random(5).sample(range(n), int(n * 0.7))
+        cache.delete_many([b"k%010d" % i for i in doomed])
+        cache.compact()
+        after = cache.stats()
+        assert after.entries == n - len(doomed)
+        assert after.index_slots * 2 <= full.index_slots, (full, after)
+        per_live_byte = file_blocks_bytes(shm_path) / after.bytes
+        assert per_live_byte <= 1.25, (per_live_byte, after)
+        kept = sorted(set(range(n)) - set(doomed))[:2000]
+        assert all(len(v) == 200 for v in cache.get_many([b"k%010d" % i for i in kept]))

@@ -296,13 +296,24 @@ impl SharedCache {
         if bytes.saturating_sub(old_size) + size > self.config.maxbytes {
             return Ok(false);
         }
-        let Some((desc, obj)) = class.alloc() else { return Ok(false) };
+        // Free first: the allocation then most often takes the same object back (its zspage,
+        // full before, is now the fullest with room), whose lines this set has just read.
+        // Writing over the object the slot still names is safe: its readers need the shard
+        // lock, which we hold, and a death from here on is the class's recovery (its epoch
+        // goes, and every entry of the class with it).
+        class.free(old.desc, old.obj);
+        Header::sub_saturating(&class.shm.bytes, old_size);
+        let Some((desc, obj)) = class.alloc() else {
+            // No room in the page budget after all: the entry is gone; the general path evicts.
+            slot.loc.store(0, Ordering::Release);
+            Header::sub_saturating(&self.r.header().bytes, old_size);
+            Header::sub_saturating(&shard.shm.entries, 1);
+            return Ok(false);
+        };
         set_backref(record, g as u32);
         class.write_object(desc, obj, record);
         slot.loc.store(Location { class: class_id, epoch: class.epoch(), desc, obj }.pack(), Ordering::Release);
-        class.free(old.desc, old.obj);
         class.shm.bytes.fetch_add(size, Ordering::Relaxed);
-        Header::sub_saturating(&class.shm.bytes, old_size);
         if size != old_size {
             self.r.header().bytes.fetch_add(size, Ordering::Relaxed);
             Header::sub_saturating(&self.r.header().bytes, old_size);
