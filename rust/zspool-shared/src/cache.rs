@@ -11,7 +11,7 @@ use zspool_cache::{Codec, Key, KeyKind, OwnedKey};
 use zspool_core::{CompactOptions, CompactionReport};
 
 use crate::N_SHARDS;
-use crate::class::{lock_class, warm_for_free};
+use crate::class::lock_class;
 use crate::clock::monotonic_ns;
 use crate::config::SharedConfig;
 use crate::error::SharedError;
@@ -269,10 +269,15 @@ impl SharedCache {
         })
     }
 
-    /// Replace the entry in slot `g` by `record` in one hold of the class lock, when the old
-    /// object is of the record's class and the budget needs no eviction: the common overwrite,
-    /// which otherwise takes the class lock twice (free, then allocate) and touches the global
-    /// byte count twice. `false`: nothing done, take the general path.
+    /// Write `record` over the entry in slot `g`, in place, when the old object is of the
+    /// record's class and the budget needs no eviction: the common overwrite, one short hold
+    /// of the class lock and no allocation, free or relisting (the general path takes the
+    /// class lock twice and touches its lists, counters and the zspages' descriptors, which
+    /// two processes setting through one class passed back and forth). Safe because every
+    /// reader of the object goes through slot `g` and holds this shard's lock, as we do; the
+    /// class lock keeps compaction from copying it half written; a death while writing is
+    /// the class's recovery (its epoch goes, and every entry of the class with it). `false`:
+    /// nothing done, take the general path.
     fn overwrite(
         &self,
         shard: &ShardGuard<'_>,
@@ -281,12 +286,11 @@ impl SharedCache {
         record: &mut [u8],
     ) -> Result<bool, SharedError> {
         let slot = shard.slot(g);
-        match Location::unpack(slot.loc.load(Ordering::Relaxed)) {
-            Some(old) if old.class == class_id => warm_for_free(&self.r, old.desc),
-            _ => return Ok(false),
+        if Location::unpack(slot.loc.load(Ordering::Relaxed)).is_none_or(|old| old.class != class_id) {
+            return Ok(false);
         }
         let size = record.len() as u64;
-        let mut class = lock_class(&self.r, class_id)?;
+        let class = lock_class(&self.r, class_id)?;
         let Some(old) = Location::unpack(slot.loc.load(Ordering::Acquire)) else { return Ok(false) };
         if !class.names_live_object(&old) || class.backref(old.desc, old.obj) != g as u32 {
             return Ok(false);
@@ -296,25 +300,11 @@ impl SharedCache {
         if bytes.saturating_sub(old_size) + size > self.config.maxbytes {
             return Ok(false);
         }
-        // Free first: the allocation then most often takes the same object back (its zspage,
-        // full before, is now the fullest with room), whose lines this set has just read.
-        // Writing over the object the slot still names is safe: its readers need the shard
-        // lock, which we hold, and a death from here on is the class's recovery (its epoch
-        // goes, and every entry of the class with it).
-        class.free(old.desc, old.obj);
-        Header::sub_saturating(&class.shm.bytes, old_size);
-        let Some((desc, obj)) = class.alloc() else {
-            // No room in the page budget after all: the entry is gone; the general path evicts.
-            slot.loc.store(0, Ordering::Release);
-            Header::sub_saturating(&self.r.header().bytes, old_size);
-            Header::sub_saturating(&shard.shm.entries, 1);
-            return Ok(false);
-        };
         set_backref(record, g as u32);
-        class.write_object(desc, obj, record);
-        slot.loc.store(Location { class: class_id, epoch: class.epoch(), desc, obj }.pack(), Ordering::Release);
-        class.shm.bytes.fetch_add(size, Ordering::Relaxed);
+        class.write_object(old.desc, old.obj, record);
         if size != old_size {
+            class.shm.bytes.fetch_add(size, Ordering::Relaxed);
+            Header::sub_saturating(&class.shm.bytes, old_size);
             self.r.header().bytes.fetch_add(size, Ordering::Relaxed);
             Header::sub_saturating(&self.r.header().bytes, old_size);
         }

@@ -55,19 +55,6 @@ impl ClassShm {
     }
 }
 
-/// Load, before taking the class lock, the descriptors a `free` of an object of zspage `desc`
-/// will write: its own and its list neighbours' (`fix_fullness` relinks it). Their cache
-/// misses then happen while no one waits for us, not under the lock. Only loads, of values
-/// another process may be changing: a stale neighbour costs one useless load.
-pub(crate) fn warm_for_free(r: &Regions, desc: u32) {
-    let d = r.desc(desc);
-    for neighbour in [d.prev.load(Ordering::Relaxed), d.next.load(Ordering::Relaxed)] {
-        if neighbour != NONE {
-            std::hint::black_box(r.desc(neighbour).group.load(Ordering::Relaxed));
-        }
-    }
-}
-
 /// A locked class.
 pub(crate) struct ClassGuard<'a> {
     pub(crate) r: &'a Regions,
