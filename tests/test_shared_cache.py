@@ -9,6 +9,7 @@ import math
 import os
 import pickle
 import random
+import select
 import stat
 import time
 import warnings
@@ -439,6 +440,46 @@ def test_concurrent_creators_share_one_file(shm_path: str, tmp_path: os.PathLike
         assert created == [os.path.basename(shm_path)], f"one file, no leftovers: {created}"
     os.close(go_r)
     os.close(go_w)
+
+
+def test_pop_and_setdefault_are_atomic_across_processes(shm_path: str, tmp_path: os.PathLike[str]) -> None:
+    """4 processes race on the same keys: of those that setdefault a key, one stores and all
+    return its value; of those that pop it, exactly one gets the value."""
+    errors = os.path.join(tmp_path, "errors")
+    out = os.path.join(tmp_path, "out")
+    keys = [f"k{i}" for i in range(2000)]
+    (go_r, go_w), (added_r, added_w), (pop_r, pop_w) = os.pipe(), os.pipe(), os.pipe()
+    with SharedCache(shm_path, 16 * MiB) as c:
+
+        def racer(n: int) -> None:
+            os.read(go_r, 1)
+            added = [c.setdefault(k, b"%d" % n) for k in keys]
+            os.write(added_w, b"x")
+            os.read(pop_r, 1)  # every racer has added every key before any pops
+            popped = [c.pop(k, None) for k in keys]
+            with open(f"{out}.{n}", "wb") as f:
+                pickle.dump((added, popped), f)
+
+        pids = [fork_worker(lambda n=n: racer(n), errors) for n in range(4)]
+        os.write(go_w, b"xxxx")
+        for _ in range(4):
+            # A racer that failed never writes: give up after a while (its error is in `errors`).
+            assert select.select([added_r], [], [], 60)[0], read_errors(errors) or "a racer is stuck"
+            os.read(added_r, 1)
+        os.write(pop_w, b"xxxx")
+        assert [wait_exit(pid, 60) for pid in pids] == [0] * 4, read_errors(errors)
+        results = []
+        for n in range(4):
+            with open(f"{out}.{n}", "rb") as f:
+                results.append(pickle.load(f))
+        for i, key in enumerate(keys):
+            added = {added[i] for added, _ in results}
+            assert len(added) == 1, f"{key}: every racer returns the one value stored: {added}"
+            popped = [p[i] for _, p in results if p[i] is not None]
+            assert popped == list(added), f"{key}: exactly one racer popped it: {popped}"
+        assert len(c) == 0
+    for fd in (go_r, go_w, added_r, added_w, pop_r, pop_w):
+        os.close(fd)
 
 
 # -- the file is input, not trust ------------------------------------------------------------

@@ -594,6 +594,12 @@ class SharedCache:
         """The value of ``key``, or ``default``."""
     def set(self, key: str | bytes, value: Any, ttl: float | None = None) -> None:
         """Store with a TTL in seconds (None: the file's default; math.inf: never expires)."""
+    def pop(self, key: str | bytes, *default: Any) -> Any:
+        """Remove ``key`` and return its value; ``default`` (or KeyError) if absent. Atomic across
+        processes: of those that race to pop a key, one gets the value."""
+    def setdefault(self, key: str | bytes, default: Any = None) -> Any:
+        """The value of ``key``; if absent, store ``default`` and return it. Atomic across
+        processes: of those that race to add a key, one stores and all return its value."""
     def clear(self) -> None:
         """Remove every entry (every process's)."""
     def expire(self) -> int:

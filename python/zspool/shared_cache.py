@@ -196,9 +196,11 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
     ``del``, ``in``, ``len``, iteration over a snapshot of the keys, ``pop``, ``setdefault``,
     ``clear``, ``get_many``/``set_many``/``delete_many``, ``expire``, ``stats()``,
     ``compact()``. Keys are ``str`` or ``bytes`` (``"a"`` and ``b"a"`` are different keys).
-    ``pop``, ``popitem`` and ``setdefault`` are two steps (a read, then a delete or a set), not
-    one: another process may act on the key in between. After ``close()`` every operation
-    raises :class:`PoolClosedError`.
+    ``pop`` and ``setdefault`` are atomic across processes (one step under the key's shard
+    lock: of the processes that race to pop a key one gets its value; of those that race to
+    add one, one stores and all return its value); ``pop`` of a value whose ``loads`` raises
+    has removed it. ``popitem`` pops the first key of a snapshot that is still there. After
+    ``close()`` every operation raises :class:`PoolClosedError`.
 
     Fork-safe: a child of ``fork()`` uses the inherited cache at once. It has no reclaimer
     thread (``fork()`` copies only the calling thread); :meth:`start_reclaimer` starts one.
@@ -327,35 +329,13 @@ class SharedCache(_core.SharedCache, MutableMapping[Key, Any]):
 
     # -- the mapping: what the Rust class does not do in one step ------------------------------
 
-    def pop(self, key: Key, *default: Any) -> Any:
-        """Remove ``key`` and return its value; ``default`` (or ``KeyError``) if absent.
-
-        A read, then a delete: a value another process stores in between may be deleted too."""
-        if len(default) > 1:
-            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
-        value = self.get(key, _MISSING)
-        if value is _MISSING:
-            if default:
-                return default[0]
-            raise KeyError(key)
-        self.delete_many((key,))
-        return value
-
     def popitem(self) -> tuple[Key, Any]:
         """Remove and return some entry; ``KeyError`` if the cache is empty."""
         for key in self:
-            value = self.get(key, _MISSING)
-            if value is not _MISSING and self.delete_many((key,)):
+            value = self.pop(key, _MISSING)
+            if value is not _MISSING:
                 return key, value
         raise KeyError("popitem(): cache is empty")
-
-    def setdefault(self, key: Key, default: Any = None) -> Any:
-        """The value of ``key``; if absent, store ``default`` and return it (two steps)."""
-        value = self.get(key, _MISSING)
-        if value is not _MISSING:
-            return value
-        self[key] = default
-        return default
 
     def items(self) -> _SnapshotItems:
         """(key, value) pairs of the entries present: the keys of one snapshot, each looked up

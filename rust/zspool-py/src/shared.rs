@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOSError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyTuple};
 use zspool_cache::{Compression, Key, Ttl};
 use zspool_shared::{OpenOptions, SerializerKind, SharedConfig, SharedError, ValueFlags};
 
@@ -369,6 +369,54 @@ impl SharedCache {
         ttl: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.set_impl(py, key, value, ttl_arg(ttl)?)
+    }
+
+    /// Remove `key` and return its value; `default` (or KeyError) if absent. Atomic across
+    /// processes: of those that race to pop a key, one gets the value.
+    #[pyo3(signature = (key, *default))]
+    fn pop<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if default.len() > 1 {
+            return Err(PyTypeError::new_err(format!("pop expected at most 2 arguments, got {}", 1 + default.len())));
+        }
+        let k = key_arg(key)?;
+        let mut out = Vec::new();
+        let inner = &self.inner;
+        match py.detach(|| inner.take(k, &mut out)).or_raise(py)? {
+            Some(flags) => self.value(py, &out, flags),
+            None => default.get_item(0).map_err(|_| PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    /// The value of `key`; if absent, store `default` and return it. Atomic across
+    /// processes: of those that race to add a key, one stores and all return its value.
+    #[pyo3(signature = (key, default = None))]
+    fn setdefault<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // As dict.setdefault: an existing value is returned as it is, and the default is
+        // checked and encoded only if it may be stored.
+        if let Some(value) = self.lookup(py, key)? {
+            return Ok(value);
+        }
+        let k = key_arg(key)?;
+        let default = default.unwrap_or_else(|| py.None().into_bound(py));
+        let value = self.codec.value_arg(&default)?;
+        let flags = if value.serialized { ValueFlags::SERIALIZED } else { ValueFlags::RAW };
+        let data = value.bytes.as_bytes();
+        let (inner, mut out) = (&self.inner, Vec::new());
+        match py.detach(|| inner.set_if_absent(k, data, flags, None, &mut out)).or_raise(py)? {
+            // Another process stored it since the lookup: theirs.
+            Some(flags) => self.value(py, &out, flags),
+            None => Ok(default),
+        }
     }
 
     /// Remove every entry.

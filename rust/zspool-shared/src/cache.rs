@@ -29,6 +29,15 @@ use crate::value_flags::ValueFlags;
 /// Times `set` evicts and retries when its class cannot get a zspage (the page budget).
 const ALLOC_RETRIES: usize = 16;
 
+/// What [`SharedCache::store`] did.
+enum Stored {
+    Yes,
+    /// Not stored: no room could be made.
+    NoRoom,
+    /// Not stored: the key has a live entry (`set_if_absent`), with these flags.
+    Present(ValueFlags),
+}
+
 thread_local! {
     /// Scratch for a record being written or read (one per thread: no allocation per call).
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -185,14 +194,71 @@ impl SharedCache {
         ttl: Option<Duration>,
     ) -> Result<bool, SharedError> {
         let _in = self.enter()?;
-        self.store(key, value, flags, ttl).map_err(|e| self.with_path(e))
+        let stored = self.store(key, value, flags, ttl, None).map_err(|e| self.with_path(e))?;
+        Ok(matches!(stored, Stored::Yes))
+    }
+
+    /// Store `value` under `key` unless it has a live entry, in one hold of the key's shard
+    /// lock (so of all the processes that race to add a key, one stores and the others see
+    /// its value): `Some(flags)` with the present value in `out`, or `None` (stored, or not
+    /// stored for want of room: a cache may forget).
+    pub fn set_if_absent(
+        &self,
+        key: Key<'_>,
+        value: &[u8],
+        flags: ValueFlags,
+        ttl: Option<Duration>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<ValueFlags>, SharedError> {
+        let _in = self.enter()?;
+        out.clear();
+        match self.store(key, value, flags, ttl, Some(out)).map_err(|e| self.with_path(e))? {
+            Stored::Present(flags) => Ok(Some(flags)),
+            Stored::Yes | Stored::NoRoom => Ok(None),
+        }
+    }
+
+    /// Remove `key`'s entry and return its value (into `out`), in one hold of the key's shard
+    /// lock: of the processes that race to take a key, one gets the value. `None`: absent (or
+    /// expired, which this removes).
+    pub fn take(&self, key: Key<'_>, out: &mut Vec<u8>) -> Result<Option<ValueFlags>, SharedError> {
+        let _in = self.enter()?;
+        out.clear();
+        let kind = kind_code(key.kind);
+        let hash = key_hash(kind, key.bytes);
+        SCRATCH
+            .with_borrow_mut(|buf| {
+                let shard = lock_shard(&self.r, shard_of(hash))?;
+                let Some((g, record)) = shard.find(hash, kind, key.bytes, buf)? else {
+                    shard.shm.misses.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                };
+                shard.remove(g)?;
+                if record.expired(monotonic_ns()) {
+                    shard.shm.expirations.fetch_add(1, Ordering::Relaxed);
+                    shard.shm.misses.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                shard.shm.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(self.decoded(&record, buf, out))
+            })
+            .map_err(|e| self.with_path(e))
     }
 
     fn max_entry(&self) -> usize {
         (crate::classes::MAX_OBJECT as u64).min(self.config.maxbytes) as usize
     }
 
-    fn store(&self, key: Key<'_>, value: &[u8], flags: ValueFlags, ttl: Option<Duration>) -> Result<bool, SharedError> {
+    /// Store `key`'s entry; with `keep`, only if it has no live one, which is then decoded
+    /// into `keep` instead.
+    fn store(
+        &self,
+        key: Key<'_>,
+        value: &[u8],
+        flags: ValueFlags,
+        ttl: Option<Duration>,
+        keep: Option<&mut Vec<u8>>,
+    ) -> Result<Stored, SharedError> {
         let kind = kind_code(key.kind);
         let max = self.max_entry();
         if key.bytes.len() > usize::from(u16::MAX) || value.len() > MAX_VALUE_LEN {
@@ -221,9 +287,16 @@ impl SharedCache {
             let hash = key_hash(kind, key.bytes);
             let shard = lock_shard(&self.r, shard_of(hash))?;
             let existing = OLD.with_borrow_mut(|old| shard.find(hash, kind, key.bytes, old))?;
-            if let Some((g, _)) = existing {
+            if let Some((g, old)) = existing {
+                if let Some(keep) = keep
+                    && !old.expired(monotonic_ns())
+                    && let Some(present) = OLD.with_borrow(|bytes| self.decoded(&old, bytes, keep))
+                {
+                    shard.mark_visited(g);
+                    return Ok(Stored::Present(present));
+                }
                 if self.overwrite(&shard, g, class_id, record)? {
-                    return Ok(true);
+                    return Ok(Stored::Yes);
                 }
                 shard.remove(g)?;
             }
@@ -234,7 +307,7 @@ impl SharedCache {
                     // death between a class's count and it, or a scribbled file). Recount
                     // once from the classes and look again.
                     if recounted {
-                        return Ok(false);
+                        return Ok(Stored::NoRoom);
                     }
                     recounted = true;
                     let total =
@@ -256,7 +329,7 @@ impl SharedCache {
                         drop(class);
                         shard.shm.entries.fetch_add(1, Ordering::Relaxed);
                         shard.shm.sets.fetch_add(1, Ordering::Relaxed);
-                        return Ok(true);
+                        return Ok(Stored::Yes);
                     }
                 }
                 // No page left in the budget: evict (the zspages' fragmentation is what a
@@ -265,7 +338,7 @@ impl SharedCache {
                     break;
                 }
             }
-            Ok(false)
+            Ok(Stored::NoRoom)
         })
     }
 

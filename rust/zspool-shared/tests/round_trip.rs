@@ -315,3 +315,29 @@ fn the_index_grows_with_its_entries_and_compaction_shrinks_it_and_gives_its_page
     other.clear().unwrap();
     assert_eq!(other.stats().index_slots, smallest, "clear goes back to the smallest tables");
 }
+
+#[test]
+fn take_and_set_if_absent_act_once_in_one_shard_hold() {
+    let path = TempPath::new("take");
+    let cache = create(&path, 8 << 20);
+    let mut out = Vec::new();
+    let key = Key::bytes(b"k");
+    assert_eq!(cache.set_if_absent(key, b"first", ValueFlags::RAW, None, &mut out).unwrap(), None, "absent: stored");
+    assert_eq!(
+        cache.set_if_absent(key, b"second", ValueFlags::SERIALIZED, None, &mut out).unwrap(),
+        Some(ValueFlags::RAW)
+    );
+    assert_eq!(out, b"first", "present: the stored value, unchanged");
+    assert_eq!(cache.take(key, &mut out).unwrap(), Some(ValueFlags::RAW));
+    assert_eq!(out, b"first");
+    assert_eq!(cache.take(key, &mut out).unwrap(), None, "taken once");
+    assert!(!cache.contains(key).unwrap());
+    // An expired entry is absent to both.
+    cache.set(key, b"old", ValueFlags::RAW, Some(Duration::from_millis(1))).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(cache.set_if_absent(key, b"new", ValueFlags::RAW, None, &mut out).unwrap(), None);
+    cache.set(key, b"old", ValueFlags::RAW, Some(Duration::from_millis(1))).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(cache.take(key, &mut out).unwrap(), None);
+    assert_eq!(cache.len().unwrap(), 0);
+}
