@@ -12,7 +12,10 @@ there (lmdb's and diskcache's files: in the first round only, then kept; their f
 minutes at a million entries):
 
 - ``zspool.SharedCache`` in a file under /dev/shm (the workers inherit it through fork), its
-  ``maxbytes`` 1.5 times the data set's stored bytes (the index is sized by the budget);
+  ``maxbytes`` 1.5 times the data set's stored bytes;
+- the control for its 2-process rows, "SharedCache, a file per process": the same, but each
+  of the two timing workers has a file of its own (filled alike), so nothing is shared: what
+  this machine allows such a workload from 2 processes (its fill column fills both files);
 - ``zspool.Cache``, in-process (each forked worker reads and writes its own copy);
 - lmdb and diskcache, their files on tmpfs (/dev/shm) and lmdb with ``sync=False``, so that
   no row touches a disk: a read transaction per `get`, a write transaction per `set`;
@@ -67,7 +70,8 @@ from zspool.workload import PayloadSource, spread
 VALUE_BYTES = 200
 BIG = 1 << 40
 SHM = "/dev/shm"
-STORES = ("SharedCache", "Cache", "lmdb", "diskcache", "memcached", "Valkey")
+OWN_FILES = "SharedCache, a file per process"
+STORES = ("SharedCache", OWN_FILES, "Cache", "lmdb", "diskcache", "memcached", "Valkey")
 PASSES = 3
 BARRIER_TIMEOUT_S = 600
 
@@ -100,8 +104,8 @@ def shared_cache_class() -> Any:
 
 def shared_maxbytes(n: int) -> int:
     """The SharedCache's budget: 1.5 times the data set's stored bytes (24-byte entry header,
-    key, value), as a user would size it to hold the set. Its index is sized by the budget
-    (one 16-byte slot per 128 bytes), so a larger budget would cost index pages for nothing."""
+    key, value), as a user would size it to hold the set (its index grows with the entries,
+    whatever the budget)."""
     return max(64 << 20, int(1.5 * n * (24 + 11 + VALUE_BYTES)))
 
 
@@ -138,6 +142,10 @@ class Store:
     def attach(self) -> Ops:
         raise NotImplementedError
 
+    def attach_worker(self, worker: int) -> Ops:
+        """`attach()` for timing worker number `worker` (0 or 1)."""
+        return self.attach()
+
     def version(self) -> str:
         return ""
 
@@ -162,6 +170,31 @@ class SharedCacheStore(CacheStore):
         self.n, self.workdir = n, workdir
         self.path = os.path.join(workdir, "shared-cache")
         self.cache = shared_cache_class()(self.path, maxbytes=shared_maxbytes(n))
+
+
+class OwnFilesStore(CacheStore):
+    """The control for SharedCache's 2-process rows: the same cache, but each timing worker has
+    a file of its own, filled alike, so that no cache line, lock or page is shared between
+    them: its 2-process / 1-process ratio is what this machine allows such a workload."""
+
+    def __init__(self, n: int, workdir: str) -> None:
+        self.n, self.workdir = n, workdir
+        self.paths = [os.path.join(workdir, f"own-file-{w}") for w in range(2)]
+        self.caches = [shared_cache_class()(path, maxbytes=shared_maxbytes(n)) for path in self.paths]
+        self.cache = self.caches[0]
+
+    def fill(self, batch: list[tuple[bytes, bytes]]) -> None:
+        for cache in self.caches:
+            cache.set_many(batch)
+
+    def attach_worker(self, worker: int) -> Ops:
+        cache = self.caches[worker]
+        return cache.get, cache.__setitem__
+
+    def close(self) -> None:
+        for cache, path in zip(self.caches, self.paths, strict=True):
+            cache.close()
+            shared_cache_class().destroy(path)
 
 
 class LmdbStore(Store):
@@ -282,6 +315,7 @@ class ValkeyStore(ServerStore):
 
 STORE_CLASSES: dict[str, type[Store]] = {
     "SharedCache": SharedCacheStore,
+    OWN_FILES: OwnFilesStore,
     "Cache": CacheStore,
     "lmdb": LmdbStore,
     "diskcache": DiskcacheStore,
@@ -295,13 +329,14 @@ STORE_CLASSES: dict[str, type[Store]] = {
 
 def worker(
     store: Store,
+    index: int,
     op: str,
     keys: list[bytes],
     vals: list[bytes],
     barrier: Any,
     out: multiprocessing.connection.Connection,
 ) -> None:
-    get, put = store.attach()
+    get, put = store.attach_worker(index)
 
     def run() -> None:
         if op == "get":
@@ -331,7 +366,7 @@ def ns_per_op(store: Store, op: str, workers: int, ops: int, seed: int) -> float
         keys = [key(i) for i in picks(store.n, ops, seed + w)]
         vals = values(ops, seed + 100 + w)
         reader, writer = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=worker, args=(store, op, keys, vals, barrier, writer))
+        p = ctx.Process(target=worker, args=(store, w, op, keys, vals, barrier, writer))
         p.start()
         writer.close()
         procs.append(p)
@@ -371,7 +406,9 @@ def speed_child(kind: str, n: int, ops: int, slow_ops: int, base: str) -> dict[s
             out[f"{op}_ops"] = count = slow_ops if op in store.slow else ops
             for workers in (1, 2):
                 out[f"{op}_{workers}"] = ns_per_op(store, op, workers, count, seed=1)
-        if isinstance(store, CacheStore):
+        if isinstance(store, OwnFilesStore):
+            store.close()
+        elif isinstance(store, CacheStore):
             store.cache.close()
         if isinstance(store, SharedCacheStore):
             shared_cache_class().destroy(store.path)
@@ -380,7 +417,7 @@ def speed_child(kind: str, n: int, ops: int, slow_ops: int, base: str) -> dict[s
 
 def speed(n: int, ops: int, slow_ops: int, rounds: int) -> list[dict[str, dict[str, Any]]]:
     """Every store's figures, one dict per round; the stores interleaved within each round."""
-    kinds = [k for k in STORES if k != "SharedCache" or shared_cache_class() is not None]
+    kinds = [k for k in STORES if k not in ("SharedCache", OWN_FILES) or shared_cache_class() is not None]
     runs = []
     with tempfile.TemporaryDirectory(prefix="zspool-bench-", dir=SHM) as base:
         for _ in range(rounds):
@@ -418,7 +455,13 @@ RATIOS: list[Ratio] = [
     *[
         (f"{kind} {op}: 2-process throughput / 1-process", _ratio(kind, f"{op}_1", kind, f"{op}_2"),
          1.6 if kind == "SharedCache" else None, True)
-        for kind in ("SharedCache", "Cache")
+        for kind in ("SharedCache", OWN_FILES, "Cache")
+        for op in ("get", "set")
+    ],
+    # What sharing one file costs 2 processes, against the same work on a file each.
+    *[
+        (f"SharedCache {op}, 2 processes: throughput / a file per process's", _ratio(OWN_FILES, f"{op}_2", "SharedCache", f"{op}_2"),
+         None, True)
         for op in ("get", "set")
     ],
 ]  # fmt: skip
@@ -614,8 +657,8 @@ def report_memory(private: dict[str, Any], shared: dict[str, Any] | None, n: int
         per = after[field] / stored
         out[f"after_delete {field} per stored byte"] = per
         print(f"| {label} | {per:.3f} | <= 1.25: {'met' if per <= 1.25 else 'MISSED'} |")
-    # Where the file's bytes are: its zspages' pages, and the rest (index slots, sized by
-    # maxbytes and kept after deletes, and the other metadata regions).
+    # Where the file's bytes are: its zspages' pages, and the rest (index slots, which
+    # compaction shrank with the entries, and the other metadata regions).
     zspages = after["pages_in_use"] * zspool.PAGE_SIZE / stored
     print(f"| of which zspages' pages (stats().pages_in_use) | {zspages:.3f} | - |")
     print(f"| of which the rest of the file (index, metadata) | {after['file_bytes'] / stored - zspages:.3f} | - |")
