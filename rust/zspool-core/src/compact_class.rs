@@ -57,7 +57,8 @@ const RELEASE_BATCH_PAGES: usize = 256;
 /// `obj_allocated` object slots in its zspages and `obj_used` of them live. Wasted slots, in
 /// whole zspages, times pages per zspage.
 pub fn can_compact(layout: &ClassLayout, obj_allocated: usize, obj_used: usize) -> usize {
-    obj_allocated.saturating_sub(obj_used) / layout.objs_per_zspage * layout.pages_per_zspage
+    // Saturating: a shared file's counters are input (a scribbled one must not overflow).
+    (obj_allocated.saturating_sub(obj_used) / layout.objs_per_zspage).saturating_mul(layout.pages_per_zspage)
 }
 
 /// A size class's state while its lock is held: what the compaction loop reads and changes.

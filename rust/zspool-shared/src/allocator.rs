@@ -31,7 +31,7 @@ pub(crate) fn lock(r: &Regions) -> Result<Guard<'_>, SharedError> {
 pub(crate) fn alloc_desc(r: &Regions, class: u32, pages: usize) -> Result<Option<u32>, SharedError> {
     let _guard = lock(r)?;
     let h = r.header();
-    if h.pages_in_use.load(Ordering::Relaxed) + pages as u64 > r.layout.pages_max {
+    if h.pages_in_use.load(Ordering::Relaxed).saturating_add(pages as u64) > r.layout.pages_max {
         return Ok(None);
     }
     let top = h.free_desc.load(Ordering::Relaxed);

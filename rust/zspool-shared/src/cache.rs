@@ -301,7 +301,7 @@ impl SharedCache {
                 shard.remove(g)?;
             }
             let mut recounted = false;
-            while self.r.header().bytes.load(Ordering::Relaxed) + size as u64 > self.config.maxbytes {
+            while self.r.header().bytes.load(Ordering::Relaxed).saturating_add(size as u64) > self.config.maxbytes {
                 if !self.evict(&shard)? {
                     // Nothing left to evict yet over budget: the global count drifted (a
                     // death between a class's count and it, or a scribbled file). Recount
@@ -310,8 +310,9 @@ impl SharedCache {
                         return Ok(Stored::NoRoom);
                     }
                     recounted = true;
-                    let total =
-                        (0..self.r.layout.n_classes).map(|id| self.r.class(id).bytes.load(Ordering::Relaxed)).sum();
+                    let total = (0..self.r.layout.n_classes)
+                        .map(|id| self.r.class(id).bytes.load(Ordering::Relaxed))
+                        .fold(0, u64::saturating_add);
                     self.r.header().bytes.store(total, Ordering::Relaxed);
                 }
             }
@@ -370,7 +371,7 @@ impl SharedCache {
         }
         let old_size = class.stored_len(old.desc, old.obj);
         let bytes = self.r.header().bytes.load(Ordering::Relaxed);
-        if bytes.saturating_sub(old_size) + size > self.config.maxbytes {
+        if bytes.saturating_sub(old_size).saturating_add(size) > self.config.maxbytes {
             return Ok(false);
         }
         set_backref(record, g as u32);
@@ -462,7 +463,9 @@ impl SharedCache {
             && h.dropped_on_recovery.load(Ordering::Relaxed) == 0
             && h.corrupt_dropped.load(Ordering::Relaxed) == 0;
         if exact {
-            return Ok((0..N_SHARDS).map(|i| self.r.shard(i).entries.load(Ordering::Relaxed) as usize).sum());
+            return Ok((0..N_SHARDS)
+                .map(|i| self.r.shard(i).entries.load(Ordering::Relaxed) as usize)
+                .fold(0, usize::saturating_add));
         }
         let now = monotonic_ns();
         let mut n = 0;

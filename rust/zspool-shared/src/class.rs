@@ -197,7 +197,7 @@ impl ClassGuard<'_> {
         let next = word & !FREE_BIT;
         d.free_head.store(if next < self.objs() { next } else { NONE }, Ordering::Relaxed);
         self.set_backref(desc, head, 0);
-        d.inuse.store((d.inuse.load(Ordering::Relaxed) + 1).min(self.objs()), Ordering::Relaxed);
+        d.inuse.store(d.inuse.load(Ordering::Relaxed).saturating_add(1).min(self.objs()), Ordering::Relaxed);
         self.shm.obj_used.fetch_add(1, Ordering::Relaxed);
         self.fix_fullness(desc);
         Some(head)

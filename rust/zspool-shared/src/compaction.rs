@@ -87,7 +87,7 @@ fn shrink_index(r: &Regions, closed: &AtomicBool) -> Result<(), SharedError> {
 
 /// Pages a full compaction would free now.
 pub(crate) fn can_compact(r: &Regions) -> usize {
-    r.classes().iter().enumerate().map(|(id, layout)| r.class(id).can_compact(layout)).sum()
+    r.classes().iter().enumerate().map(|(id, layout)| r.class(id).can_compact(layout)).fold(0, usize::saturating_add)
 }
 
 /// A class of the file, seen by the compaction loop from outside its lock.

@@ -366,7 +366,7 @@ impl ShardGuard<'_> {
             return Ok(false);
         }
         let cap = self.cap();
-        let mut hand = self.shm.hand.load(Ordering::Relaxed) as usize % cap;
+        let mut hand = (self.shm.hand.load(Ordering::Relaxed) % cap as u64) as usize;
         for _ in 0..2 * cap {
             let g = self.base() + hand;
             hand = (hand + 1) % cap;
@@ -378,8 +378,13 @@ impl ShardGuard<'_> {
                 slot.hash.fetch_and(!VISITED, Ordering::Relaxed);
                 continue;
             }
+            // A slot that named nothing live (a discarded class's, a scribbled one) is
+            // cleared and passed: only a freed entry is an eviction (a budget loop that
+            // counted cleared slots as evictions rescanned the table once per slot).
+            if self.remove(g)? == 0 {
+                continue;
+            }
             self.shm.hand.store(hand as u64, Ordering::Relaxed);
-            self.remove(g)?;
             self.shm.evictions.fetch_add(1, Ordering::Relaxed);
             return Ok(true);
         }
@@ -392,7 +397,8 @@ impl ShardGuard<'_> {
     /// evicted from the probe SIEVE-wise. The slot gets the hash word.
     pub(crate) fn claim(&self, hash: u64) -> Result<usize, SharedError> {
         let entries = self.shm.entries.load(Ordering::Relaxed) as usize;
-        if (entries + 1) * GROW_LOAD.1 > self.cap() * GROW_LOAD.0 {
+        // Saturating: the count is read from the file (a scribbled one must not overflow).
+        if entries.saturating_add(1).saturating_mul(GROW_LOAD.1) > self.cap() * GROW_LOAD.0 {
             self.resize(self.cap() * 2)?;
         }
         let mut victim = None;
@@ -452,7 +458,7 @@ impl ShardGuard<'_> {
     pub(crate) fn shrink_target(&self) -> usize {
         let entries = self.shm.entries.load(Ordering::Relaxed) as usize;
         let mut cap = self.cap();
-        while cap / 2 >= MIN_SHARD_SLOTS && entries * SHRINK_LOAD.1 <= cap / 2 * SHRINK_LOAD.0 {
+        while cap / 2 >= MIN_SHARD_SLOTS && entries.saturating_mul(SHRINK_LOAD.1) <= cap / 2 * SHRINK_LOAD.0 {
             cap /= 2;
         }
         cap

@@ -67,13 +67,15 @@ pub(crate) fn collect(r: &crate::regions::Regions) -> SharedStats {
     };
     for i in 0..crate::N_SHARDS {
         let shard = r.shard(i);
-        s.entries += shard.entries.load(Relaxed);
-        s.sets += shard.sets.load(Relaxed);
-        s.index_slots += crate::shard::checked_cap(shard.cap.load(Relaxed), r.layout.shard_slots) as u64;
-        s.hits += shard.hits.load(Relaxed);
-        s.misses += shard.misses.load(Relaxed);
-        s.evictions += shard.evictions.load(Relaxed);
-        s.expirations += shard.expirations.load(Relaxed);
+        s.entries = s.entries.saturating_add(shard.entries.load(Relaxed));
+        s.sets = s.sets.saturating_add(shard.sets.load(Relaxed));
+        s.index_slots = s
+            .index_slots
+            .saturating_add(crate::shard::checked_cap(shard.cap.load(Relaxed), r.layout.shard_slots) as u64);
+        s.hits = s.hits.saturating_add(shard.hits.load(Relaxed));
+        s.misses = s.misses.saturating_add(shard.misses.load(Relaxed));
+        s.evictions = s.evictions.saturating_add(shard.evictions.load(Relaxed));
+        s.expirations = s.expirations.saturating_add(shard.expirations.load(Relaxed));
     }
     s
 }
