@@ -215,7 +215,9 @@ fn fork_while_threads_use_and_replace_dictionaries() {
     }
     assert_eq!(cache.dictionary_stats().dictionaries.iter().find(|d| d.id == small_id).unwrap().usage.values, 2000);
     let stop = AtomicBool::new(false);
-    let rounds = AtomicUsize::new(0);
+    // Per writer: the child expects every writer's keys, so each must have written them all
+    // (a shared count let one busy writer reach it while the other had not run yet).
+    let rounds = [AtomicUsize::new(0), AtomicUsize::new(0)];
     std::thread::scope(|s| {
         // Writers encode with the current dictionary outside the mutex and read back (a decode
         // under a class lock); one thread keeps installing new versions (the writes of the
@@ -233,7 +235,7 @@ fn fork_while_threads_use_and_replace_dictionaries() {
                         let frozen = i * 7 % FROZEN;
                         assert_eq!(cache.get(Key::str(&format!("frozen{frozen}"))).unwrap(), Some(record(frozen, 1)));
                     }
-                    rounds.fetch_add(1, Ordering::Relaxed);
+                    rounds[t].fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
@@ -258,7 +260,7 @@ fn fork_while_threads_use_and_replace_dictionaries() {
             });
         }
         let _stop = StopOnDrop(&stop);
-        while rounds.load(Ordering::Relaxed) < 4 {
+        while rounds.iter().any(|r| r.load(Ordering::Relaxed) < 2) {
             std::thread::sleep(Duration::from_millis(1));
         }
         for _ in 0..8 {
