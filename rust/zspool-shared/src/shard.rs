@@ -501,19 +501,24 @@ impl ShardGuard<'_> {
         let guards = classes.iter().map(|&c| lock_class(self.r, c)).collect::<Result<Vec<_>, _>>()?;
         self.shm.resize_to.store(new_cap as u64, Ordering::Relaxed);
         // Read every carried entry before writing any slot: the old and new tables overlap.
-        let carried: Vec<Option<(usize, u64, u64)>> = plan
+        // Each place's (old slot, hash word, location). An entry planned but found dead now
+        // (a recovery discarded its class meanwhile) stays as a tombstone, hash word without
+        // location: an empty slot there would end the probes of entries planned past it.
+        let carried: Vec<(usize, u64, u64)> = plan
             .iter()
-            .map(|&old| {
+            .enumerate()
+            .map(|(place, &old)| {
+                if old == UNUSED {
+                    return (base + place, 0, 0);
+                }
                 let g = base + (old as usize);
-                let entry = (old != UNUSED)
-                    .then(|| (g, self.slot(g).hash.load(Ordering::Relaxed), self.slot(g).loc.load(Ordering::Relaxed)));
-                entry.filter(|&(_, _, loc)| names_object_of(&guards, loc, g))
+                let (word, loc) = (self.slot(g).hash.load(Ordering::Relaxed), self.slot(g).loc.load(Ordering::Relaxed));
+                (g, word, if names_object_of(&guards, loc, g) { loc } else { 0 })
             })
             .collect();
         let mut entries = 0;
-        for (place, entry) in carried.iter().enumerate() {
+        for (place, &(was, word, loc)) in carried.iter().enumerate() {
             let (g, slot) = (base + place, self.slot(base + place));
-            let (was, word, loc) = entry.unwrap_or((g, 0, 0));
             if let Some(loc) = Location::unpack(loc)
                 && let Some(class) = guards.iter().find(|c| c.id == loc.class)
             {
